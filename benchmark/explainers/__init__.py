@@ -1,0 +1,44 @@
+"""CAM explainers behind a registry.
+
+>>> from benchmark.explainers import create_explainer, list_explainers
+>>> len(list_explainers())
+12
+
+Each method is registered by its module's import below (explicit, no ``import *``).
+"""
+from benchmark.explainers.base import BaseExplainer, CAMInputs, normalize_maps
+from benchmark.explainers.layers import PAPER_LAYERS, candidate_layers, resolve_target_layer
+from benchmark.explainers.registry import (
+    create_explainer,
+    describe_explainer,
+    list_explainers,
+    register_explainer,
+)
+
+from benchmark.explainers import (  # noqa: E402  (registration imports)
+    ablationcam,
+    center,
+    eigencam,
+    fakecam,
+    gradcam,
+    gradcampp,
+    hirescam,
+    layercam,
+    random_cam,
+    scorecam,
+    smoothgradcampp,
+    xgradcam,
+)
+
+__all__ = [
+    "BaseExplainer",
+    "CAMInputs",
+    "PAPER_LAYERS",
+    "candidate_layers",
+    "create_explainer",
+    "describe_explainer",
+    "list_explainers",
+    "normalize_maps",
+    "register_explainer",
+    "resolve_target_layer",
+]

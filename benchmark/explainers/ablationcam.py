@@ -1,0 +1,51 @@
+"""Ablation-CAM (Ramaswamy & others, WACV 2020, Eq. 3).
+
+``w_k = (y_c - y_c^k) / y_c``: the relative drop of the class logit when channel ``k`` of the
+target layer is set to zero (``y_c^k``). ``w = 0`` where ``y_c = 0``. A channel that is already
+all zero cannot change the logit, so its weight is 0 without a forward; the others are ablated
+in chunks of ``chunk_size`` (image, channel) pairs, one full forward each.
+"""
+import torch
+from torch import Tensor
+
+from benchmark.explainers.base import BaseExplainer, CAMInputs
+from benchmark.explainers.registry import register_explainer
+
+
+@register_explainer
+class AblationCAM(BaseExplainer):
+    """Ablation-CAM: channel weights = relative drop of the class logit when the channel is zeroed.
+
+    Example:
+        >>> from torchvision.models import resnet18
+        >>> explainer = AblationCAM(resnet18(num_classes=10), chunk_size=128)
+        >>> explainer(torch.randn(1, 3, 32, 32)).shape
+        torch.Size([1, 32, 32])
+    """
+
+    uses_gradients = False
+
+    def __init__(self, model, target_layer=None, input_size=(3, 224, 224), chunk_size: int = 32) -> None:
+        if not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"Expected `chunk_size` to be a positive int, but got {chunk_size!r}.")
+        super().__init__(model, target_layer, input_size)
+        self.chunk_size = chunk_size
+
+    def weights(self, inputs: CAMInputs) -> Tensor:
+        acts, targets = inputs.activations, inputs.targets
+        score = inputs.logits.gather(1, targets[:, None]).squeeze(1)
+        ablated = score[:, None].repeat(1, acts.shape[1])
+        for chunk in acts.flatten(2).ne(0).any(dim=2).nonzero().split(self.chunk_size):
+            b, k = chunk.unbind(dim=1)
+
+            def ablate(output: Tensor, k: Tensor = k) -> Tensor:
+                output = output.clone()
+                output[torch.arange(len(k), device=output.device), k] = 0
+                return output
+
+            with self.hook_layer(ablate):
+                logits = self.model(inputs.images[b])
+            ablated[b, k] = logits.gather(1, targets[b, None]).squeeze(1).to(ablated.dtype)
+        nonzero = (score != 0)[:, None]
+        drop = (score[:, None] - ablated) / score[:, None].where(nonzero, 1.0) * nonzero
+        return drop.view(*drop.shape, 1, 1)

@@ -1,0 +1,237 @@
+"""The one base class every explainer derives from.
+
+A method overrides a single function:
+
+* :meth:`BaseExplainer.weights` for CAM methods: the weights that multiply the target layer's
+  activations, ``cam = sum_k weights_k * A_k`` (shape ``(B, C, 1, 1)`` for channel weights or
+  ``(B, C, h, w)`` for element-wise weights such as Layer-CAM and HiResCAM);
+* :meth:`BaseExplainer.raw_maps` for baselines that build a map without the model's weights.
+
+The base does the rest, identically for every method: input checks, the hooked forward,
+gradients ``dS_c/dA`` by :func:`torch.autograd.grad` to the hooked activation only (the score
+``S_c`` is the logit of the target class), and the post-processing of NOTES.md §4
+(:func:`normalize_maps`). The hook returns a clone of the layer's output, so in-place operations
+after the layer (DenseNet's ``F.relu(inplace=True)``, ResNet's ``out += identity``) modify the
+clone, never the activations nor the tensor the gradients are taken with respect to. The part
+of the network before the layer runs without an autograd graph; parameter ``.grad`` fields
+are never written; train/eval flags and hooks are restored in ``finally``.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, ClassVar, Iterator, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from benchmark.explainers.layers import resolve_target_layer
+
+__all__ = ["BaseExplainer", "CAMInputs", "normalize_maps"]
+
+
+def normalize_maps(maps: Tensor, size: Tuple[int, int]) -> Tensor:
+    """ReLU, bilinear upsampling to ``size`` and per-image min-max to ``[0, 1]``.
+
+    Policy: a constant map (all zero included) becomes all zero; a map with a non-finite value
+    becomes all NaN so that metrics can count it as invalid. No epsilon is added: the result
+    does not depend on the scale of the map.
+
+    Args:
+        maps: ``(B, h, w)`` raw maps.
+        size: output ``(H, W)``.
+
+    Returns:
+        ``(B, H, W)`` float32 maps in ``[0, 1]``.
+
+    Example:
+        >>> normalize_maps(torch.tensor([[[-1.0, 2.0], [4.0, 6.0]]]), (2, 2))
+        tensor([[[0.0000, 0.3333],
+                 [0.6667, 1.0000]]])
+    """
+    maps = F.relu(maps.float()).unsqueeze(1)
+    if tuple(maps.shape[-2:]) != tuple(size):
+        maps = F.interpolate(maps, size=tuple(size), mode="bilinear", align_corners=False)
+    flat = maps.flatten(1)
+    low, high = flat.aminmax(dim=1)
+    span = (high - low).unsqueeze(1)
+    out = torch.where(span > 0, (flat - low.unsqueeze(1)) / span, torch.zeros_like(flat))
+    out[~torch.isfinite(flat).all(dim=1)] = float("nan")
+    return out.view(-1, *size)
+
+
+@dataclass
+class CAMInputs:
+    """Everything :meth:`BaseExplainer.weights` may use, for one batch."""
+
+    images: Tensor  #: ``(B, C, H, W)`` model inputs
+    targets: Tensor  #: ``(B,)`` explained classes
+    logits: Tensor  #: ``(B, K)`` model outputs on ``images``
+    activations: Tensor  #: ``(B, C', h, w)`` target-layer output (detached)
+    gradients: Optional[Tensor]  #: ``dS_target/dA``, same shape, or None if unused
+    indices: Optional[Tensor]  #: ``(B,)`` dataset indices seeding stochastic methods
+
+
+class BaseExplainer:
+    """Base of every explainer; see the module docstring.
+
+    Args:
+        model: the classifier, ``(B, C, H, W) -> (B, K)`` logits.
+        target_layer: dotted module name, a module of ``model``, or ``None`` (papers' layer or
+            auto-detection, see :mod:`benchmark.explainers.layers`).
+        input_size: ``(C, H, W)`` used to trace the model for auto-detection; also the
+            number of channels the images must have.
+    """
+
+    name: ClassVar[str] = ""  #: registry name, set by ``@register_explainer``
+    uses_gradients: ClassVar[bool] = True  #: ``weights`` needs ``CAMInputs.gradients``
+    uses_layer: ClassVar[bool] = True  #: baselines that need no layer set this to False
+
+    def __init__(self, model: nn.Module, target_layer: Union[str, nn.Module, None] = None,
+                 input_size: Sequence[int] = (3, 224, 224)) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"Expected `model` to be a torch.nn.Module, but got {type(model).__name__}.")
+        self.model = model
+        self.input_size = tuple(int(v) for v in input_size)
+        if len(self.input_size) != 3:
+            raise ValueError(f"Expected `input_size` to be (C, H, W), but got {tuple(input_size)}.")
+        self.target_layer = (resolve_target_layer(model, target_layer, self.input_size)
+                             if self.uses_layer else "input")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(target_layer={self.target_layer!r})"
+
+    # ----------------------------------------------------------------- the overridable parts
+    def weights(self, inputs: CAMInputs) -> Tensor:
+        """Weights multiplying the activations (override in CAM methods)."""
+        raise NotImplementedError(f"{type(self).__name__} must override `weights` or `raw_maps`.")
+
+    def raw_maps(self, images: Tensor, targets: Optional[Tensor], indices: Optional[Tensor]) -> Tensor:
+        """Un-normalised ``(B, h, w)`` maps; by default ``sum_k weights_k * A_k``."""
+        inputs = self.forward_layer(images, targets, indices, self.uses_gradients)
+        return (self.weights(inputs) * inputs.activations).sum(dim=1)
+
+    # ----------------------------------------------------------------------- the public call
+    def __call__(self, images: Tensor, targets: Optional[Tensor] = None,
+                 indices: Optional[Tensor] = None) -> Tensor:
+        """Explain ``targets`` (default: the predicted classes) for ``images``.
+
+        Args:
+            images: ``(B, C, H, W)`` floating-point model inputs.
+            targets: ``(B,)`` integer classes, or ``None`` for the model's predictions.
+            indices: ``(B,)`` integer dataset indices; stochastic methods seed each sample's
+                noise with (seed, index) so maps do not depend on batching or world size.
+
+        Returns:
+            ``(B, H, W)`` float32 maps in ``[0, 1]`` on the images' device, without autograd graph.
+        """
+        images = self._check_images(images)
+        targets = self._check_vector(targets, "targets", len(images))
+        indices = self._check_vector(indices, "indices", len(images))
+        flags = {mod: mod.training for mod in self.model.modules()}
+        try:
+            self.model.eval()
+            with torch.inference_mode(False), torch.no_grad():
+                if images.is_inference():
+                    images = images.clone()
+                targets = targets.clone() if targets is not None and targets.is_inference() else targets
+                maps = self.raw_maps(images, targets, indices)
+                return normalize_maps(maps.detach(), tuple(images.shape[-2:]))
+        finally:
+            for mod, flag in flags.items():
+                mod.training = flag
+
+    # ------------------------------------------------------------------------ shared helpers
+    @contextlib.contextmanager
+    def hook_layer(self, fn: Callable[[Tensor], Tensor]) -> Iterator[None]:
+        """Replace the target layer's output by ``fn(output)`` while the context is open."""
+        layer = self.model.get_submodule(self.target_layer)
+
+        def hook(module: nn.Module, args: tuple, output: Tensor) -> Tensor:
+            if not isinstance(output, Tensor) or output.ndim != 4:
+                shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
+                raise ValueError(
+                    f"Expected target layer {self.target_layer!r} to output a (B, C, h, w) "
+                    f"tensor, but got {shape}.")
+            return fn(output)
+
+        handle = layer.register_forward_hook(hook)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    def forward_layer(self, images: Tensor, targets: Optional[Tensor], indices: Optional[Tensor],
+                      with_gradients: bool) -> CAMInputs:
+        """One hooked forward (and backward to the layer when ``with_gradients``)."""
+        store: List[Tensor] = []
+
+        def keep(output: Tensor) -> Tensor:
+            act = output.detach().requires_grad_(with_gradients)
+            store.append(act)
+            if with_gradients:  # build the graph from the layer on only
+                torch.set_grad_enabled(True)
+            return act.clone()
+
+        with self.hook_layer(keep), torch.no_grad():
+            logits = self.model(images)
+            if not store:
+                raise ValueError(f"Target layer {self.target_layer!r} was not called by the forward pass.")
+            if not isinstance(logits, Tensor) or logits.ndim != 2 or len(logits) != len(images):
+                shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+                raise ValueError(f"Expected the model to return (B, num_classes) logits, but got {shape}.")
+            targets = self._check_classes(targets, logits)
+            grads = None
+            if with_gradients:
+                score = logits.gather(1, targets[:, None]).sum()
+                grads = torch.autograd.grad(score, store[-1])[0]
+        return CAMInputs(images, targets, logits.detach(), store[-1].detach(), grads, indices)
+
+    def layer_gradients(self, images: Tensor, targets: Tensor) -> Tuple[Tensor, Tensor]:
+        """Activations and gradients of the target class score at the layer, for ``images``."""
+        out = self.forward_layer(images, targets, None, True)
+        return out.activations, out.gradients
+
+    @staticmethod
+    def sample_generators(indices: Optional[Tensor], batch_size: int, seed: int) -> List[torch.Generator]:
+        """One CPU generator per sample, seeded by (seed, dataset index or batch position)."""
+        keys = indices.tolist() if indices is not None else range(batch_size)
+        return [torch.Generator().manual_seed(int(seed) * 1_000_003 + int(k)) for k in keys]
+
+    # ------------------------------------------------------------------------- input checks
+    def _check_images(self, images: Tensor) -> Tensor:
+        if not isinstance(images, Tensor):
+            raise TypeError(f"Expected `images` to be a torch.Tensor, but got {type(images).__name__}.")
+        if not images.is_floating_point():
+            raise TypeError(f"Expected `images` to be floating point, but got {images.dtype}.")
+        channels = self.input_size[0]
+        if images.ndim != 4 or images.shape[1] != channels or images.shape[0] == 0:
+            raise ValueError(
+                f"Expected `images` to have shape (B, {channels}, H, W) with B >= 1, but got "
+                f"{tuple(images.shape)}.")
+        return images
+
+    @staticmethod
+    def _check_vector(values: Optional[Tensor], name: str, batch: int) -> Optional[Tensor]:
+        if values is None:
+            return None
+        if not isinstance(values, Tensor):
+            raise TypeError(f"Expected `{name}` to be a torch.Tensor or None, but got {type(values).__name__}.")
+        if values.is_floating_point() or values.is_complex() or values.dtype == torch.bool:
+            raise TypeError(f"Expected `{name}` to be an integer tensor, but got {values.dtype}.")
+        if values.shape != (batch,):
+            raise ValueError(f"Expected `{name}` to have shape ({batch},), but got {tuple(values.shape)}.")
+        return values.long()
+
+    @staticmethod
+    def _check_classes(targets: Optional[Tensor], logits: Tensor) -> Tensor:
+        if targets is None:
+            return logits.argmax(dim=1)
+        targets = targets.to(logits.device)
+        bad = (targets < 0) | (targets >= logits.shape[1])
+        if bad.any():
+            raise ValueError(
+                f"Expected `targets` in [0, {logits.shape[1] - 1}], but got "
+                f"{targets[bad].tolist()}.")
+        return targets

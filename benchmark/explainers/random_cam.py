@@ -1,0 +1,39 @@
+"""Random baseline: a seeded uniform random map on the target layer's grid.
+
+Values ``U(0, 1)`` on the ``h x w`` grid of the target layer (so the map has the granularity
+of a CAM of that backbone), then the shared upsampling and min-max normalisation. Each
+sample's generator is seeded by ``(seed, dataset index)`` when indices are given (else the
+position in the batch), so the maps do not depend on batching or the number of processes.
+"""
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from benchmark.explainers.base import BaseExplainer
+from benchmark.explainers.registry import register_explainer
+
+
+@register_explainer
+class RandomCAM(BaseExplainer):
+    """Random: seeded uniform noise on the target layer's grid (sanity baseline).
+
+    Example:
+        >>> from torchvision.models import resnet18
+        >>> explainer = RandomCAM(resnet18(num_classes=10), seed=3)
+        >>> x, idx = torch.randn(2, 3, 64, 64), torch.tensor([10, 11])
+        >>> torch.equal(explainer(x, indices=idx)[1], explainer(x[1:], indices=idx[1:])[0])
+        True
+    """
+
+    name = "random"
+    uses_gradients = False
+
+    def __init__(self, model, target_layer=None, input_size=(3, 224, 224), seed: int = 0) -> None:
+        super().__init__(model, target_layer, input_size)
+        self.seed = int(seed)
+
+    def raw_maps(self, images: Tensor, targets: Optional[Tensor], indices: Optional[Tensor]) -> Tensor:
+        grid = self.forward_layer(images, targets, indices, False).activations.shape[-2:]
+        generators = self.sample_generators(indices, len(images), self.seed)
+        return torch.stack([torch.rand(grid, generator=g) for g in generators]).to(images)

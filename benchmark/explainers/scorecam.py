@@ -1,0 +1,66 @@
+"""Score-CAM (Wang et al., CVPRW 2020), batched.
+
+Each channel's upsampled, min-max normalised activation ``M_k`` masks the input; the channel
+weight is the model's score on ``x * M_k``:
+
+* default (the authors' released code): the softmax probability of the target class;
+  constant channels are skipped (weight 0), as in that code;
+* ``channel_softmax=True`` (pytorch-grad-cam / torch-cam): the target logits of the masked
+  inputs, soft-maxed across channels. A constant channel's mask is 0, so its score is that of
+  the all-zero input, computed once per batch.
+
+Channels whose activation is identically zero cannot change the map (``w_k * 0``), and the
+min-max normalisation removes any common factor of the weights, so only the non-constant
+channels need a masked forward. They are run in chunks of ``chunk_size`` images taken across
+the whole batch.
+"""
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from benchmark.explainers.base import BaseExplainer, CAMInputs
+from benchmark.explainers.registry import register_explainer
+
+
+@register_explainer
+class ScoreCAM(BaseExplainer):
+    """Score-CAM: channel weights = class score of the input masked by the channel.
+
+    Example:
+        >>> from torchvision.models import resnet18
+        >>> explainer = ScoreCAM(resnet18(num_classes=10), chunk_size=64)
+        >>> explainer(torch.randn(1, 3, 32, 32), torch.tensor([2])).shape
+        torch.Size([1, 32, 32])
+    """
+
+    uses_gradients = False
+
+    def __init__(self, model, target_layer=None, input_size=(3, 224, 224), channel_softmax: bool = False,
+                 chunk_size: int = 32) -> None:
+        if not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"Expected `chunk_size` to be a positive int, but got {chunk_size!r}.")
+        super().__init__(model, target_layer, input_size)
+        self.channel_softmax = bool(channel_softmax)
+        self.chunk_size = chunk_size
+
+    def weights(self, inputs: CAMInputs) -> Tensor:
+        acts, images, targets = inputs.activations, inputs.images, inputs.targets
+        flat = acts.flatten(2)
+        live = flat.amax(dim=2) > flat.amin(dim=2)  # (B, C) non-constant channels
+        scores = acts.new_zeros(live.shape)
+        for chunk in live.nonzero().split(self.chunk_size):
+            b, k = chunk.unbind(dim=1)
+            masks = F.interpolate(acts[b, k].unsqueeze(1), size=images.shape[-2:], mode="bilinear",
+                                  align_corners=False)
+            low, high = masks.flatten(1).aminmax(dim=1)
+            span = (high - low).view(-1, 1, 1, 1)
+            masks = torch.where(span > 0, (masks - low.view(-1, 1, 1, 1)) / span, torch.zeros_like(masks))
+            out = self.model(images[b] * masks)
+            out = out if self.channel_softmax else out.softmax(dim=1)
+            scores[b, k] = out.gather(1, targets[b, None]).squeeze(1).to(scores.dtype)
+        if not self.channel_softmax:
+            return scores.view(*scores.shape, 1, 1)
+        if not live.all():
+            zero_logits = self.model(torch.zeros_like(images[:1]))[0]
+            scores = torch.where(live, scores, zero_logits[targets].unsqueeze(1).to(scores.dtype))
+        return scores.softmax(dim=1).view(*scores.shape, 1, 1)
