@@ -1,1 +1,4 @@
 """LightningDataModules of cam-bench."""
+from datamodules.random_images import RandomImages, RandomImagesDataModule
+
+__all__ = ["RandomImages", "RandomImagesDataModule"]

@@ -51,12 +51,15 @@ def normalize_maps(maps: Tensor, size: Tuple[int, int]) -> Tensor:
                  [0.6667, 1.0000]]])
     """
     maps = F.relu(maps.float()).unsqueeze(1)
+    low, high = maps.flatten(1).aminmax(dim=1)
+    constant = low == high  # decided before upsampling, whose rounding would fake a tiny range
     if tuple(maps.shape[-2:]) != tuple(size):
         maps = F.interpolate(maps, size=tuple(size), mode="bilinear", align_corners=False)
     flat = maps.flatten(1)
     low, high = flat.aminmax(dim=1)
     span = (high - low).unsqueeze(1)
     out = torch.where(span > 0, (flat - low.unsqueeze(1)) / span, torch.zeros_like(flat))
+    out[constant] = 0.0
     out[~torch.isfinite(flat).all(dim=1)] = float("nan")
     return out.view(-1, *size)
 

@@ -1,0 +1,248 @@
+"""Backbone factory: any torchvision or timm classifier, with the preprocessing it expects.
+
+Naming (``create_backbone(name)``):
+
+* ``"torchvision/<name>"`` -- a torchvision classification model (``resnet18``, ``vgg16_bn``, ...);
+* ``"timm/<name>"`` -- a timm model, optionally with a pretrained tag (``timm/resnet18.a1_in1k``);
+* a bare ``"<name>"`` -- torchvision's model if torchvision has one by that name, else timm's.
+
+Weights (``weights=``):
+
+* ``None`` -- random initialisation;
+* ``"default"`` -- the library's default pretrained weights (torchvision's ``DEFAULT`` enum,
+  timm's default tag), or a torchvision enum name such as ``"IMAGENET1K_V2"``. They are read
+  from the local cache only -- the torch hub cache (``$TORCH_HOME/hub/checkpoints``) or the
+  Hugging Face hub cache -- never downloaded; when missing, a ``FileNotFoundError`` names the
+  file to place there;
+* a path to a local checkpoint (``.pth``/``.pt``/``.ckpt``/``.safetensors``): a state dict, or a
+  dict holding one under ``state_dict``/``model`` (``module.``/``model.`` prefixes stripped).
+
+The model comes back in eval mode with frozen parameters, with its :class:`Preprocessing`
+taken from torchvision's weights transforms or timm's pretrained config.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Dict, NamedTuple, Optional, Tuple, Union
+
+import timm
+import torch
+import torchvision
+from torch import nn
+from torchvision.transforms import v2
+
+__all__ = ["Backbone", "Preprocessing", "create_backbone", "list_backbones", "load_checkpoint"]
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What a backbone expects: resize the shorter side, centre-crop, normalise.
+
+    Example:
+        >>> p = Preprocessing((3, 224, 224), 256, 224, (0.5,) * 3, (0.5,) * 3, "bilinear")
+        >>> p.transform()(torch.zeros(3, 300, 400, dtype=torch.uint8)).shape
+        torch.Size([3, 224, 224])
+    """
+
+    input_size: Tuple[int, int, int]  #: (C, H, W) fed to the model
+    resize_size: int  #: shorter side after resizing
+    crop_size: int  #: side of the centre crop
+    mean: Tuple[float, ...]  #: per-channel mean subtracted after scaling to [0, 1]
+    std: Tuple[float, ...]  #: per-channel std divided by
+    interpolation: str  #: "bilinear", "bicubic" or "nearest"
+
+    def transform(self) -> v2.Compose:
+        """torchvision transform: PIL image or uint8 tensor -> normalised float tensor."""
+        mode = v2.InterpolationMode(self.interpolation)
+        return v2.Compose([
+            v2.ToImage(),
+            v2.Resize(self.resize_size, interpolation=mode, antialias=True),
+            v2.CenterCrop(self.crop_size),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(list(self.mean), list(self.std)),
+        ])
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain dict, for result headers."""
+        return asdict(self)
+
+
+class Backbone(NamedTuple):
+    """``model, preprocessing = create_backbone(...)``."""
+
+    model: nn.Module
+    preprocessing: Preprocessing
+
+
+def list_backbones(source: str = "torchvision") -> list:
+    """Model names of ``source`` ("torchvision" or "timm").
+
+    Example:
+        >>> "resnet18" in list_backbones("torchvision")
+        True
+    """
+    if source == "torchvision":
+        return torchvision.models.list_models(module=torchvision.models)
+    if source == "timm":
+        return timm.list_models()
+    raise ValueError(f"Expected `source` to be 'torchvision' or 'timm', but got {source!r}.")
+
+
+def _split_name(name: str) -> Tuple[str, str]:
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"Expected the backbone name to be a non-empty str, but got {name!r}.")
+    source, _, model = name.rpartition("/")
+    if source in ("torchvision", "timm"):
+        return source, model
+    if source:
+        raise KeyError(f"Unknown backbone source {source!r} in {name!r}; valid: 'torchvision/…', 'timm/…'.")
+    if model in list_backbones("torchvision"):
+        return "torchvision", model
+    if timm.is_model(model):
+        return "timm", model
+    close = difflib.get_close_matches(model, list_backbones("torchvision") + timm.list_models(), n=5)
+    raise KeyError(f"Unknown backbone {name!r}: not a torchvision or timm model. Close matches: {close}.")
+
+
+_CHECKPOINT_SUFFIXES = {".pth", ".pt", ".ckpt", ".bin", ".safetensors"}
+
+
+def _is_path(weights: Optional[str]) -> bool:
+    """A weights string naming a file (existing or not) rather than a pretrained tag."""
+    return weights is not None and (os.sep in weights or Path(weights).suffix in _CHECKPOINT_SUFFIXES
+                                    or Path(weights).is_file())
+
+
+def _hub_checkpoint(filename: str, url: str) -> Path:
+    path = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Pretrained weights not found at {path}. No download is attempted: fetch {url} on a "
+            f"machine with network access and place it there (or set TORCH_HOME), or pass "
+            f"`weights='/path/to/checkpoint'`.")
+    return path
+
+
+def load_checkpoint(model: nn.Module, path: Union[str, os.PathLike]) -> nn.Module:
+    """Load a local checkpoint into ``model`` (strict), see the module docstring for formats.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the keys do not match the model (missing / unexpected keys are listed).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint {str(path)!r} does not exist; pass an existing file path.")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    for prefix in ("module.", "model."):
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+                  if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if missing or unexpected or mismatched:
+        raise ValueError(
+            f"Checkpoint {str(path)!r} does not match {type(model).__name__}: missing keys {missing[:8]}, "
+            f"unexpected keys {unexpected[:8]}, shape mismatches {mismatched[:8]} "
+            "(a different architecture, or pass `num_classes`?).")
+    model.load_state_dict(state)
+    return model
+
+
+def _torchvision(name: str, weights: Optional[str], num_classes: Optional[int]) -> Backbone:
+    enum = torchvision.models.get_model_weights(name)
+    default = enum.DEFAULT
+    kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    model = torchvision.models.get_model(name, weights=None, **kwargs)
+    if weights is not None and not _is_path(weights):
+        key = "DEFAULT" if weights.lower() == "default" else weights
+        if key not in enum.__members__:
+            raise ValueError(f"Unknown weights {weights!r} for {name}: valid {list(enum.__members__)} or a file path.")
+        default = enum[key]
+        state = torch.load(_hub_checkpoint(Path(default.url).name, default.url), map_location="cpu",
+                           weights_only=True)
+        model.load_state_dict(state)
+    elif _is_path(weights):
+        load_checkpoint(model, weights)
+    tf = default.transforms()
+    crop, resize = int(tf.crop_size[0]), int(tf.resize_size[0])
+    return Backbone(model, Preprocessing((3, crop, crop), resize, crop, tuple(tf.mean), tuple(tf.std),
+                                         tf.interpolation.value))
+
+
+def _timm_hub_file(cfg: Dict[str, Any]) -> Path:
+    from huggingface_hub import try_to_load_from_cache
+
+    repo = cfg.get("hf_hub_id")
+    if repo:
+        for filename in (cfg.get("hf_hub_filename") or "model.safetensors", "pytorch_model.bin"):
+            found = try_to_load_from_cache(repo, filename)
+            if isinstance(found, str):
+                return Path(found)
+    if cfg.get("url"):
+        return _hub_checkpoint(Path(cfg["url"]).name, cfg["url"])
+    raise FileNotFoundError(
+        f"Pretrained weights for timm model {cfg.get('architecture')} not in the Hugging Face cache "
+        f"(repo {repo!r}, file model.safetensors). No download is attempted: run "
+        f"`huggingface-cli download {repo}` on a machine with network access and copy the cache "
+        f"(HF_HOME), or pass `weights='/path/to/checkpoint'`.")
+
+
+def _timm(name: str, weights: Optional[str], num_classes: Optional[int]) -> Backbone:
+    kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    model = timm.create_model(name, pretrained=False, **kwargs)
+    if _is_path(weights):
+        load_checkpoint(model, weights)
+    elif weights is not None:
+        if weights.lower() != "default":
+            raise ValueError(f"Expected `weights` to be None, 'default' or a file path for timm, but got {weights!r}.")
+        path = _timm_hub_file(model.pretrained_cfg)
+        model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
+    cfg = timm.data.resolve_data_config({}, model=model)
+    channels, height, width = cfg["input_size"]
+    resize = int(math.floor(height / cfg["crop_pct"]))
+    return Backbone(model, Preprocessing((channels, height, width), resize, height, tuple(cfg["mean"]),
+                                         tuple(cfg["std"]), cfg["interpolation"]))
+
+
+def create_backbone(name: str, weights: Union[str, os.PathLike, None] = None,
+                    num_classes: Optional[int] = None) -> Backbone:
+    """Build a torchvision or timm classifier (eval mode, frozen) and its preprocessing.
+
+    Args:
+        name: ``"torchvision/<name>"``, ``"timm/<name>"`` or a bare name (see module docstring).
+        weights: ``None`` (random init), ``"default"``, a torchvision enum name, or a file path.
+        num_classes: classifier size for random init or a local checkpoint (default: 1000).
+
+    Returns:
+        ``Backbone(model, preprocessing)``.
+
+    Example:
+        >>> model, prep = create_backbone("resnet18")
+        >>> model.training, prep.crop_size, prep.resize_size, prep.interpolation
+        (False, 224, 256, 'bilinear')
+        >>> create_backbone("timm/resnet18").preprocessing.interpolation
+        'bicubic'
+    """
+    source, model_name = _split_name(name)
+    weights = os.fspath(weights) if isinstance(weights, os.PathLike) else weights
+    if weights is not None and not isinstance(weights, str):
+        raise TypeError(f"Expected `weights` to be None, a str or a path, but got {type(weights).__name__}.")
+    build = _torchvision if source == "torchvision" else _timm
+    model, preprocessing = build(model_name, weights, num_classes)
+    model.eval().requires_grad_(False)
+    return Backbone(model, preprocessing)

@@ -1,0 +1,113 @@
+"""The ``cam-bench`` command line.
+
+* ``cam-bench list`` -- registered explainers (with their one-line descriptions), the papers'
+  target layers, and the backbone naming.
+* ``cam-bench demo`` -- the offline example run: a backbone (random init unless ``--weights``)
+  explains seeded random images with every registered explainer inside ``Trainer.predict``
+  (``--devices``/``--strategy`` pass through to Lightning, e.g. ``--devices 2 --strategy ddp``),
+  writes the records with :class:`callbacks.SaliencyWriter` and prints a summary table.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import pytorch_lightning as pl
+from tabulate import tabulate
+
+from benchmark.backbones import create_backbone
+from benchmark.explainers import PAPER_LAYERS, describe_explainer, list_explainers
+from benchmark.module import ExplainerModule
+
+__all__ = ["main", "summarize"]
+
+
+def summarize(records: Sequence[dict]) -> str:
+    """Markdown table: per method its layer, image count, mean map value, seconds per image.
+
+    Example:
+        >>> import torch
+        >>> rec = {"method": "fakecam", "target_layer": "input", "seconds": 0.5, "saliency": torch.ones(2, 2)}
+        >>> print(summarize([rec, rec]))
+        | method   | target layer   |   images |   mean map |   s / image |
+        |:---------|:---------------|---------:|-----------:|------------:|
+        | fakecam  | input          |        2 |          1 |         0.5 |
+    """
+    rows = {}
+    for rec in records:
+        row = rows.setdefault(rec["method"], [rec["method"], rec["target_layer"], 0, 0.0, 0.0])
+        row[2] += 1
+        row[3] += float(rec["saliency"].mean()) if rec.get("saliency") is not None else float("nan")
+        row[4] += rec["seconds"]
+    table = [[m, layer, n, total / n, sec / n] for m, layer, n, total, sec in rows.values()]
+    return tabulate(table, headers=["method", "target layer", "images", "mean map", "s / image"],
+                    tablefmt="pipe", floatfmt=".4g")
+
+
+def _list(_: argparse.Namespace) -> int:
+    print(tabulate([[n, describe_explainer(n)] for n in list_explainers()], headers=["explainer", "description"],
+                   tablefmt="pipe"))
+    print()
+    print(tabulate([[k, v[1]] for k, v in PAPER_LAYERS.items()], headers=["model class", "default target layer"],
+                   tablefmt="pipe"))
+    print("\nBackbones: 'torchvision/<name>', 'timm/<name>[.<tag>]', or a bare name (torchvision first, then timm).")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from callbacks import SaliencyWriter, read_records
+    from datamodules import RandomImagesDataModule
+
+    model, prep = create_backbone(args.backbone, weights=args.weights)
+    explainers = args.explainers.split(",") if args.explainers else list_explainers()
+    options = {name: {"chunk_size": args.chunk_size} for name in explainers if name in ("scorecam", "ablationcam")}
+    module = ExplainerModule(model, {name: options.get(name, {}) for name in explainers},
+                             target="prediction", input_size=prep.input_size)
+    data = RandomImagesDataModule(size=args.images, image_size=prep.crop_size, num_classes=1000,
+                                  seed=args.seed, batch_size=args.batch_size)
+    out = Path(args.out)
+    trainer = pl.Trainer(accelerator=args.accelerator, devices=args.devices, strategy=args.strategy, logger=False,
+                         enable_checkpointing=False, default_root_dir=str(out),
+                         callbacks=[SaliencyWriter(out / "records")])
+    trainer.predict(module, datamodule=data, return_predictions=False)
+    trainer.strategy.barrier()
+    if trainer.is_global_zero:
+        print(f"\n{args.backbone} ({args.images} random images, {prep.crop_size}px), records in {out / 'records'}\n")
+        print(summarize(read_records(out / "records")))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cam-bench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="registered explainers and default layers").set_defaults(func=_list)
+    demo = sub.add_parser("demo", help="offline example: every explainer on random images in Trainer.predict")
+    demo.add_argument("--backbone", default="resnet18", help="backbone name (default: resnet18)")
+    demo.add_argument("--weights", default=None, help="None (random init), 'default' (local hub cache) or a path")
+    demo.add_argument("--explainers", default="", help="comma-separated names (default: all registered)")
+    demo.add_argument("--images", type=int, default=8, help="number of random images (default: 8)")
+    demo.add_argument("--batch-size", type=int, default=4)
+    demo.add_argument("--chunk-size", type=int, default=64, help="masked forwards per chunk (Score-/Ablation-CAM)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--accelerator", default="auto")
+    demo.add_argument("--devices", default="1", help="Lightning `devices` (default: 1)")
+    demo.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default: auto)")
+    demo.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of the ``cam-bench`` console script."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = _parser().parse_args(argv)
+    if getattr(args, "devices", None) is not None and str(args.devices).isdigit():
+        args.devices = int(args.devices)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""create_backbone: naming, preprocessing, freezing, and offline weight loading."""
+import pytest
+import torch
+
+from benchmark.backbones import Preprocessing, create_backbone, load_checkpoint
+
+
+@pytest.mark.parametrize("name, family", [("resnet18", "ResNet"), ("torchvision/vgg11", "VGG"),
+                                          ("timm/resnet18", "ResNet"), ("mobilenetv3_small_050", "MobileNetV3")])
+def test_names_build_frozen_eval_models(name, family):
+    model, prep = create_backbone(name)
+    assert type(model).__name__ == family
+    assert not model.training and not any(p.requires_grad for p in model.parameters())
+    assert isinstance(prep, Preprocessing)
+
+
+def test_torchvision_preprocessing_from_weights_transforms():
+    # torchvision's EfficientNet_B3_Weights.DEFAULT: resize 320, crop 300, bicubic
+    prep = create_backbone("efficientnet_b3", num_classes=10).preprocessing
+    assert (prep.resize_size, prep.crop_size, prep.input_size) == (320, 300, (3, 300, 300))
+    assert prep.mean == pytest.approx((0.485, 0.456, 0.406)) and prep.interpolation == "bicubic"
+
+
+def test_timm_preprocessing_from_pretrained_cfg():
+    # timm resnet18.a1_in1k: bicubic, crop_pct 0.95 -> resize floor(224 / 0.95) = 235
+    prep = create_backbone("timm/resnet18").preprocessing
+    assert (prep.resize_size, prep.crop_size, prep.interpolation) == (235, 224, "bicubic")
+
+
+def test_unknown_names_list_close_matches():
+    with pytest.raises(KeyError, match="resnet18"):
+        create_backbone("resnet181")
+    with pytest.raises(KeyError, match="'keras'"):
+        create_backbone("keras/resnet18")
+    with pytest.raises(TypeError):
+        create_backbone("resnet18", weights=3)
+
+
+def test_local_checkpoint_with_wrappers(tmp_path):
+    reference, _ = create_backbone("resnet18", num_classes=7)
+    state = {"state_dict": {f"module.{k}": v + 1 for k, v in reference.state_dict().items()}}
+    torch.save(state, tmp_path / "ckpt.pth")
+    model, _ = create_backbone("resnet18", weights=tmp_path / "ckpt.pth", num_classes=7)
+    torch.testing.assert_close(model.fc.weight, reference.fc.weight + 1)
+
+
+def test_checkpoint_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        create_backbone("resnet18", weights=str(tmp_path / "missing.pth"))
+    torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="missing keys"):
+        load_checkpoint(create_backbone("resnet18").model, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="IMAGENET1K_V1"):
+        create_backbone("resnet18", weights="IMAGENET9K")
+
+
+def test_torchvision_default_weights_from_hub_cache_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"resnet18-f37072fd\.pth"):
+        create_backbone("resnet18", weights="default")
+    source, _ = create_backbone("resnet18")
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(source.state_dict(), tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth")
+    model, _ = create_backbone("resnet18", weights="IMAGENET1K_V1")
+    torch.testing.assert_close(model.conv1.weight, source.conv1.weight)
+
+
+def test_timm_default_weights_from_hf_cache_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(FileNotFoundError, match="resnet18"):
+        create_backbone("timm/resnet18", weights="default")
+    source, _ = create_backbone("timm/resnet18")
+    snapshot = tmp_path / "hf" / "models--timm--resnet18.a1_in1k" / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    (tmp_path / "hf" / "models--timm--resnet18.a1_in1k" / "refs").mkdir()
+    (tmp_path / "hf" / "models--timm--resnet18.a1_in1k" / "refs" / "main").write_text("0123abcd")
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(snapshot / "model.safetensors"))
+    model, _ = create_backbone("timm/resnet18", weights="default")
+    torch.testing.assert_close(model.fc.weight, source.fc.weight)
