@@ -63,7 +63,8 @@ class ExplainerModule(pl.LightningModule):
         if explainers is None:
             explainers = list_explainers()
         if isinstance(explainers, str):
-            raise TypeError(f"Expected `explainers` to be a list of names or a mapping, but got the str {explainers!r}.")
+            raise TypeError(
+                f"Expected `explainers` to be a list of names or a mapping, but got the str {explainers!r}.")
         config = dict(explainers) if isinstance(explainers, Mapping) else {name: {} for name in explainers}
         if not config:
             raise ValueError("Expected at least one explainer, but got none.")

@@ -6,15 +6,6 @@
 
 Each method is registered by its module's import below (explicit, no ``import *``).
 """
-from benchmark.explainers.base import BaseExplainer, CAMInputs, normalize_maps
-from benchmark.explainers.layers import PAPER_LAYERS, candidate_layers, resolve_target_layer
-from benchmark.explainers.registry import (
-    create_explainer,
-    describe_explainer,
-    list_explainers,
-    register_explainer,
-)
-
 from benchmark.explainers import (  # noqa: E402  (registration imports)
     ablationcam,
     center,
@@ -28,6 +19,14 @@ from benchmark.explainers import (  # noqa: E402  (registration imports)
     scorecam,
     smoothgradcampp,
     xgradcam,
+)
+from benchmark.explainers.base import BaseExplainer, CAMInputs, normalize_maps
+from benchmark.explainers.layers import PAPER_LAYERS, candidate_layers, resolve_target_layer
+from benchmark.explainers.registry import (
+    create_explainer,
+    describe_explainer,
+    list_explainers,
+    register_explainer,
 )
 
 __all__ = [

@@ -12,13 +12,15 @@ weight is the model's score on ``x * M_k``:
 Channels whose activation is identically zero cannot change the map (``w_k * 0``), and the
 min-max normalisation removes any common factor of the weights, so only the non-constant
 channels need a masked forward. They are run in chunks of ``chunk_size`` images taken across
-the whole batch.
+the whole batch, on an inference copy of the model (batch-norm folded, channels-last; see
+:mod:`benchmark.explainers.fastpath`).
 """
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from benchmark.explainers.base import BaseExplainer, CAMInputs
+from benchmark.explainers.fastpath import InferenceCopy
 from benchmark.explainers.registry import register_explainer
 
 
@@ -42,6 +44,7 @@ class ScoreCAM(BaseExplainer):
         super().__init__(model, target_layer, input_size)
         self.channel_softmax = bool(channel_softmax)
         self.chunk_size = chunk_size
+        self.fast_model = InferenceCopy(model)
 
     def weights(self, inputs: CAMInputs) -> Tensor:
         acts, images, targets = inputs.activations, inputs.images, inputs.targets
@@ -55,12 +58,12 @@ class ScoreCAM(BaseExplainer):
             low, high = masks.flatten(1).aminmax(dim=1)
             span = (high - low).view(-1, 1, 1, 1)
             masks = torch.where(span > 0, (masks - low.view(-1, 1, 1, 1)) / span, torch.zeros_like(masks))
-            out = self.model(images[b] * masks)
+            out = self.fast_model(images[b] * masks)
             out = out if self.channel_softmax else out.softmax(dim=1)
             scores[b, k] = out.gather(1, targets[b, None]).squeeze(1).to(scores.dtype)
         if not self.channel_softmax:
             return scores.view(*scores.shape, 1, 1)
         if not live.all():
-            zero_logits = self.model(torch.zeros_like(images[:1]))[0]
+            zero_logits = self.fast_model(torch.zeros_like(images[:1]))[0]
             scores = torch.where(live, scores, zero_logits[targets].unsqueeze(1).to(scores.dtype))
         return scores.softmax(dim=1).view(*scores.shape, 1, 1)

@@ -197,8 +197,9 @@ def _layer4_activations_and_gradients(model: nn.Module, images: torch.Tensor, ta
 def test_gradcampp_epsilon_difference_unscaled_resnet18(images):
     """Reference: Grad-CAM++ paper Eq. 19 computed by hand; grad-cam's 1e-6 epsilon deviates.
 
-    Unscaled random-init ResNet-18: g**2 is ~1e-7 at layer4, so grad-cam's ``+1e-6`` in the
-    denominator of alpha changes the map, while Eq. 19 without epsilon matches ours.
+    Unscaled random-init ResNet-18: g**2 is small at layer4 (~1e-7 at 224x224, ~1e-5 at 64x64),
+    so grad-cam's ``+1e-6`` in the denominator of alpha changes the map, while Eq. 19 without
+    epsilon (computed here in float64 from our own hook and ``torch.autograd.grad``) matches ours.
     """
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=10).eval()
@@ -206,7 +207,6 @@ def test_gradcampp_epsilon_difference_unscaled_resnet18(images):
 
     acts, grads = _layer4_activations_and_gradients(model, images, TARGETS)
     a, g = acts.double(), grads.double()
-    assert g.pow(2).max().item() < 1e-5  # the regime where a 1e-6 epsilon is not negligible
     denominator = 2 * g ** 2 + a.sum(dim=(2, 3), keepdim=True) * g ** 3
     alpha = torch.where(denominator != 0, g ** 2 / denominator.where(denominator != 0, 1.0), 0.0)
     weights = (alpha * g.relu()).sum(dim=(2, 3), keepdim=True)
@@ -214,6 +214,7 @@ def test_gradcampp_epsilon_difference_unscaled_resnet18(images):
     assert (ours - hand).abs().max().item() <= 1e-5
 
     ref = grad_cam_package(pytorch_grad_cam.GradCAMPlusPlus, model, "layer4", images, TARGETS)
+    # Measured: max |ours - grad-cam| = 6.8e-3 (median g**2 = 2.8e-5 on this 2x2 grid).
     assert (ours - ref).abs().max().item() > 1e-3
 
 
@@ -254,21 +255,51 @@ def resnet18_plain():
     return torchvision.models.resnet18(num_classes=10).eval()
 
 
+@pytest.fixture(scope="module")
+def scorecam_case(resnet18_plain, images):
+    """Score-CAM cases, ``(model, layer, grad-cam ScoreCAM maps)``, computed once per module.
+
+    ``tiny``: :func:`tiny_cnn` at layer ``"5"`` (8x8 grid); ``resnet18-layer3``: unscaled
+    ResNet-18 at ``layer3`` (256 channels, 4x4 grid at 64x64).
+    """
+    cache = {}
+
+    def get(case: str):
+        if case not in cache:
+            model, layer = (tiny_cnn(), "5") if case == "tiny" else (resnet18_plain, "layer3")
+            ref = grad_cam_package(pytorch_grad_cam.ScoreCAM, model, layer, images, TARGETS)
+            cache[case] = model, layer, ref
+        return cache[case]
+
+    return get
+
+
+# Measured (64x64, batch 2, images seed 1), ours vs grad-cam, differing only by align_corners:
+#   tiny (seed 0, head x10): max |diff| 2.4e-3, mean 4.8e-4, min Pearson 0.999991;
+#     tiny seeds 0-3: max <= 3.7e-3, mean <= 5.8e-4, Pearson >= 0.99999 (head x1: max <= 3.7e-4);
+#   resnet18 layer3 (4x4 grid): max |diff| 2.3e-2, mean 4.2e-3, min Pearson 0.99956.
+# Bounds: ~2.5-4x the worst measured value.
+SCORECAM_TOLERANCE = {  # case: (max |diff|, mean |diff|, min Pearson)
+    "tiny": (1e-2, 2e-3, 0.9999),
+    "resnet18-layer3": (6e-2, 1.5e-2, 0.998),
+}
+
+
 # grad-cam prints tqdm progress bars for Score-CAM; they are not warnings, nothing to filter.
-def test_scorecam_channel_softmax_close_to_grad_cam_package(images):
+@pytest.mark.parametrize("case", sorted(SCORECAM_TOLERANCE))
+def test_scorecam_channel_softmax_close_to_grad_cam_package(scorecam_case, images, case):
     """Reference: pytorch-grad-cam ScoreCAM (channel softmax of the masked logits).
 
-    Only the mask upsampling differs (grad-cam: ``align_corners=True``; ours: ``False``).
-    Measured on this tiny CNN, seed 0, 64x64, batch 2: max |diff| 2.9e-3, mean 5.4e-4,
-    Pearson >= 0.99999; seeds 0-2 gave max |diff| <= 4.3e-3. ResNet-18 ``layer3`` at 96x96
-    (6x6 grid) gave max |diff| 1.1e-2 to 3.9e-2, Pearson >= 0.9986. Bounds below: ~3x margin.
+    Only the mask upsampling differs (grad-cam: ``align_corners=True``; ours: ``False``), so
+    the maps agree to a measured tolerance (numbers above ``SCORECAM_TOLERANCE``).
     """
-    model = tiny_cnn()
-    ours = create_explainer("scorecam", model, target_layer="5", channel_softmax=True)(images, TARGETS)
-    ref = grad_cam_package(pytorch_grad_cam.ScoreCAM, model, "5", images, TARGETS)
-    assert (ours - ref).abs().max().item() < 1e-2
-    assert (ours - ref).abs().mean().item() < 2e-3
-    assert pearson(ours, ref).min().item() > 0.9999
+    model, layer, ref = scorecam_case(case)
+    ours = create_explainer("scorecam", model, target_layer=layer, channel_softmax=True,
+                            chunk_size=128)(images, TARGETS)
+    max_diff, mean_diff, min_pearson = SCORECAM_TOLERANCE[case]
+    assert (ours - ref).abs().max().item() < max_diff
+    assert (ours - ref).abs().mean().item() < mean_diff
+    assert pearson(ours, ref).min().item() > min_pearson
     assert (ours - ref).abs().max().item() > 1e-5  # the difference is real (documents it)
 
 
@@ -285,9 +316,9 @@ class _AlignCornersFunctional:
         return F.interpolate(*args, **kwargs)
 
 
-@pytest.mark.parametrize("case", ["tiny", "resnet18-layer3"])
+@pytest.mark.parametrize("case", sorted(SCORECAM_TOLERANCE))
 def test_scorecam_channel_softmax_equals_grad_cam_package_with_its_upsampling(
-        monkeypatch, images, resnet18_plain, case):
+        monkeypatch, scorecam_case, images, case):
     """Reference: pytorch-grad-cam ScoreCAM, with our mask upsampling switched to align_corners=True.
 
     Shows that the upsampling convention is the only difference between the two (grad-cam's
@@ -295,8 +326,7 @@ def test_scorecam_channel_softmax_equals_grad_cam_package_with_its_upsampling(
     ``F`` that ``benchmark.explainers.scorecam`` uses for its masks; the final upsampling in
     ``normalize_maps`` (base module) is untouched.
     """
-    model, layer = (tiny_cnn(), "5") if case == "tiny" else (resnet18_plain, "layer3")
-    ref = grad_cam_package(pytorch_grad_cam.ScoreCAM, model, layer, images, TARGETS)
+    model, layer, ref = scorecam_case(case)
     monkeypatch.setattr(scorecam_module, "F", _AlignCornersFunctional())
     ours = create_explainer("scorecam", model, target_layer=layer, channel_softmax=True,
                             chunk_size=128)(images, TARGETS)
@@ -305,11 +335,12 @@ def test_scorecam_channel_softmax_equals_grad_cam_package_with_its_upsampling(
 
 def scorecam_authors_reference(model: nn.Module, layer: str, images: torch.Tensor,
                                targets: torch.Tensor) -> torch.Tensor:
-    """The Score-CAM authors' released algorithm, one image and one channel at a time.
+    """The Score-CAM authors' released algorithm, image by image.
 
     For each channel: ``M_k = minmax(upsample(A_k))`` (bilinear, ``align_corners=False``),
     weight ``softmax(model(x * M_k))[c]``; constant channels are skipped; ``cam = sum_k w_k A_k``
-    then ReLU, upsampling, min-max.
+    then ReLU, upsampling, min-max. The masked copies of one image go through the model in
+    batches of 64 (speed only).
 
     Args:
         model: classifier in eval mode.
@@ -328,19 +359,17 @@ def scorecam_authors_reference(model: nn.Module, layer: str, images: torch.Tenso
             model(images)
         finally:
             handle.remove()
-        acts = store[0]
         raws = []
-        for x, act, c in zip(images, acts, targets.tolist()):
-            cam = torch.zeros(act.shape[1:])
-            for a_k in act:
-                if a_k.max() == a_k.min():
-                    continue
-                up = F.interpolate(a_k[None, None], size=images.shape[-2:], mode="bilinear",
-                                   align_corners=False)[0, 0]
-                mask = (up - up.min()) / (up.max() - up.min())
-                weight = model((x * mask)[None]).softmax(dim=1)[0, c]
-                cam += weight * a_k
-            raws.append(cam)
+        for x, act, c in zip(images, store[0], targets.tolist()):
+            live = [k for k in range(len(act)) if act[k].max() > act[k].min()]
+            masks = []
+            for k in live:
+                up = F.interpolate(act[k][None, None], size=images.shape[-2:], mode="bilinear",
+                                   align_corners=False)[0]
+                masks.append((up - up.min()) / (up.max() - up.min()))
+            probs = torch.cat([model(x * torch.stack(masks[i:i + 64])).softmax(dim=1)[:, c]
+                               for i in range(0, len(masks), 64)])
+            raws.append((probs[:, None, None] * act[live]).sum(dim=0))
     return postprocess(torch.stack(raws), images.shape[-1])
 
 
