@@ -50,6 +50,7 @@ def normalize_maps(maps: Tensor, size: Tuple[int, int]) -> Tensor:
         tensor([[[0.0000, 0.3333],
                  [0.6667, 1.0000]]])
     """
+    finite = torch.isfinite(maps.flatten(1)).all(dim=1)  # before the ReLU, which maps -inf to 0
     maps = F.relu(maps.float()).unsqueeze(1)
     low, high = maps.flatten(1).aminmax(dim=1)
     constant = low == high  # decided before upsampling, whose rounding would fake a tiny range
@@ -60,7 +61,7 @@ def normalize_maps(maps: Tensor, size: Tuple[int, int]) -> Tensor:
     span = (high - low).unsqueeze(1)
     out = torch.where(span > 0, (flat - low.unsqueeze(1)) / span, torch.zeros_like(flat))
     out[constant] = 0.0
-    out[~torch.isfinite(flat).all(dim=1)] = float("nan")
+    out[~finite] = float("nan")
     return out.view(-1, *size)
 
 

@@ -5,8 +5,9 @@ forwards may run on a copy of the model optimised for inference: batch-norm fold
 preceding convolution (``torch.fx.experimental.optimization.fuse``, where the model is
 fx-traceable) and weights in channels-last memory format (faster oneDNN kernels on CPU,
 tensor cores on GPU). The outputs equal the original model's up to float rounding (~1e-6
-relative). The copy is a snapshot of the weights, rebuilt when the model's device or dtype
-changes (e.g. after Lightning moves the module).
+relative). The copy is rebuilt whenever the model's tensors change: device or dtype (e.g. after
+Lightning moves the module), storage, or any in-place update (``load_state_dict``, an optimiser
+step, a model-randomisation sanity check) -- tracked by the tensors' version counters.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ class InferenceCopy:
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self._copy: Optional[nn.Module] = None
-        self._key: Optional[Tuple[torch.device, torch.dtype]] = None
+        self._key: Optional[Tuple] = None
 
     def _build(self) -> nn.Module:
         model = copy.deepcopy(self.model).eval().requires_grad_(False)
@@ -51,8 +52,8 @@ class InferenceCopy:
         return model.to(memory_format=torch.channels_last)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        param = next(self.model.parameters(), None)
-        key = (param.device, param.dtype) if param is not None else (images.device, images.dtype)
+        tensors = [*self.model.parameters(), *self.model.buffers()]
+        key = tuple((t.device, t.dtype, t.data_ptr(), t._version) for t in tensors)
         if self._copy is None or key != self._key:
             self._copy, self._key = self._build(), key
         return self._copy(images.contiguous(memory_format=torch.channels_last))

@@ -7,7 +7,7 @@ name of a module of the model, with these rules:
 1. ``None`` and the model is a family the papers used: the papers' layer (:data:`PAPER_LAYERS`).
 2. ``None`` otherwise: a forward pass with hooks on every module finds the last module whose
    output is 4-D with spatial size > 1 that is not (and does not merely return the output of)
-   a pooling / identity / dropout layer. Of several modules returning the same tensor (a block
+   a pooling layer, and is not an identity / dropout / flatten layer. Of several modules returning the same tensor (a block
    and its last ReLU), the outermost is chosen (``layer4`` rather than ``layer4.1.relu``).
 3. A name or a module: checked to exist in the model.
 
@@ -54,17 +54,11 @@ PAPER_LAYERS: Dict[str, Tuple[Callable[[nn.Module], Optional[str]], str]] = {
     "GoogLeNet": (_named("inception5b"), "`inception5b` (7x7 at 224)"),
 }
 
-_NOT_A_TARGET = (
-    nn.MaxPool2d,
-    nn.AvgPool2d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveMaxPool2d,
-    nn.LPPool2d,
-    nn.Identity,
-    nn.Dropout,
-    nn.Dropout2d,
-    nn.Flatten,
-)
+#: Pooling layers: neither their output nor a container returning it is a target.
+_POOLING = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.LPPool2d)
+#: Layers that pass their input through: never named as the target, but they do not disqualify
+#: the tensor (timm's ``BatchNormAct2d`` runs norm -> Identity drop -> in-place activation).
+_PASS_THROUGH = (nn.Identity, nn.Dropout, nn.Dropout2d, nn.Flatten)
 
 
 def _module_outputs(model: nn.Module, input_size: Sequence[int]) -> List[Tuple[str, nn.Module, object]]:
@@ -115,22 +109,21 @@ def candidate_layers(model: nn.Module, input_size: Sequence[int] = (3, 224, 224)
 
 def _candidates(records: List[Tuple[str, nn.Module, object]]) -> List[Tuple[str, torch.Tensor]]:
     """Keep the 4-D, spatial > 1 outputs not produced by (or passed through from) a pooling layer."""
-    excluded = set()
+    pooled = set()
     kept = []
     for name, module, output in records:
         if not isinstance(output, torch.Tensor):
             continue
-        if isinstance(module, _NOT_A_TARGET) or id(output) in excluded:
-            excluded.add(id(output))
+        if isinstance(module, _POOLING) or id(output) in pooled:
+            pooled.add(id(output))
             continue
-        if output.ndim == 4 and output.shape[-1] * output.shape[-2] > 1:
+        if not isinstance(module, _PASS_THROUGH) and output.ndim == 4 and output.shape[-1] * output.shape[-2] > 1:
             kept.append((name, output))
     return kept
 
 
 def _auto_layer(model: nn.Module, input_size: Sequence[int]) -> str:
-    records = _module_outputs(model, input_size)
-    kept = _candidates(records)
+    kept = _candidates(_module_outputs(model, input_size))
     best = kept[-1] if kept else None
     if best is None:
         raise ValueError(
@@ -138,12 +131,8 @@ def _auto_layer(model: nn.Module, input_size: Sequence[int]) -> str:
             f"spatial size > 1 for an input of size {tuple(input_size)}, but found none; pass "
             "`target_layer` explicitly or check `input_size`."
         )
-    # Outermost module returning the very same tensor (completes last).
-    name = best[0]
-    for other, _, output in records:
-        if output is best[1]:
-            name = other
-    return name
+    # Outermost candidate module returning the very same tensor (the one that completes last).
+    return [name for name, output in kept if output is best[1]][-1]
 
 
 def resolve_target_layer(

@@ -151,7 +151,10 @@ def images():
     return torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
 
 
-# (architecture, earlier stage, last stage); see the module docstring for the choice of layers.
+# (architecture, layer): an earlier and the last stage; see the module docstring for the choice.
+# timm's RegNetX (ReLU stage outputs) rather than MobileNetV3: its stage outputs are linear
+# (BN) or hard-swish, channel sums can be ~1e-5, and XGrad-CAM's 1e-7 epsilon in grad-cam then
+# shifts the map (measured 3.7e-4 at `blocks.5`; 1e-6 once the same epsilon is added to ours).
 LAYERS = [
     ("resnet18", "layer3"), ("resnet18", "layer4"),
     ("vgg16_bn", "features.32"), ("vgg16_bn", "features.42"),
