@@ -80,11 +80,14 @@ def measure(backbone: str, batch_size: int, size: int, repeats: int, score_image
     x, c = images[:score_images], targets[:score_images]
     authors = create_explainer("scorecam", model, chunk_size=chunk_size)
     softmax = create_explainer("scorecam", model, chunk_size=chunk_size, channel_softmax=True)
+    bf16 = create_explainer("scorecam", model, chunk_size=chunk_size, autocast="bfloat16")
     peer = _peer("ScoreCAM", model, authors.target_layer)
     t = _median_time({"authors": lambda: authors(x, c), "softmax": lambda: softmax(x, c),
-                      "peer": lambda: peer(x, c)}, max(1, repeats // 3))
+                      "bf16": lambda: bf16(x, c), "peer": lambda: peer(x, c)}, max(1, repeats // 3))
+    bf16_diff = (authors(x, c) - bf16(x, c)).abs().max().item()
     channels = authors.forward_layer(x[:1], c[:1], None, False).activations.shape[1]
-    for name, key in (("scorecam", "authors"), ("scorecam (channel_softmax)", "softmax")):
+    for name, key in (("scorecam", "authors"), ("scorecam (channel_softmax)", "softmax"),
+                      (f"scorecam (autocast bfloat16; max map diff vs float32 {bf16_diff:.2g})", "bf16")):
         per_image = t[key] / len(x)
         rows.append([name, per_image * 1e3, per_image / floor, t["peer"] / len(x) * 1e3, t[key] / t["peer"]])
     rows.append([f"scorecam: per masked forward ({channels} per image)", t["authors"] / len(x) / channels * 1e3,

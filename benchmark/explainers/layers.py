@@ -7,8 +7,9 @@ name of a module of the model, with these rules:
 1. ``None`` and the model is a family the papers used: the papers' layer (:data:`PAPER_LAYERS`).
 2. ``None`` otherwise: a forward pass with hooks on every module finds the last module whose
    output is 4-D with spatial size > 1 that is not (and does not merely return the output of)
-   a pooling layer, and is not an identity / dropout / flatten layer. Of several modules returning the same tensor (a block
-   and its last ReLU), the outermost is chosen (``layer4`` rather than ``layer4.1.relu``).
+   a pooling layer, and is not an identity / dropout / flatten layer. Of several modules
+   returning the same tensor (a block and its last ReLU), the outermost is chosen
+   (``layer4`` rather than ``layer4.1.relu``).
 3. A name or a module: checked to exist in the model.
 
 The chosen name is logged, and stored as ``explainer.target_layer`` so that results carry it.
