@@ -88,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--backbone", default="resnet18", help="backbone name (default: resnet18)")
     demo.add_argument("--weights", default=None, help="None (random init), 'default' (local hub cache) or a path")
     demo.add_argument("--explainers", default="", help="comma-separated names (default: all registered)")
-    demo.add_argument("--images", type=int, default=8, help="number of random images (default: 8)")
+    demo.add_argument("--images", type=int, default=4, help="number of random images (default: 4)")
     demo.add_argument("--batch-size", type=int, default=4)
     demo.add_argument("--chunk-size", type=int, default=64, help="masked forwards per chunk (Score-/Ablation-CAM)")
     demo.add_argument("--seed", type=int, default=0)
