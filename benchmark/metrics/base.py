@@ -1,0 +1,113 @@
+"""The base of every cam-bench Metric: per-sample states reduced in dataset-index order.
+
+Each ``update`` stores, per sample, its dataset index and its value(s) (NaN = undefined for
+that sample); under DDP the lists are concatenated across processes (``dist_reduce_fx="cat"``).
+``compute`` sorts by dataset index and reduces in float64, so the result is bitwise the same
+whatever the number of processes or the batching -- and a sample seen twice (a padding
+``DistributedSampler``) is refused. ``n_invalid`` counts the undefined samples.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, FrozenSet, List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+from torchmetrics import Metric
+
+from benchmark.metrics.functional._common import NAN_POLICIES, check_choice, reduce_values
+
+__all__ = ["MetricInputs", "PerSampleMetric"]
+
+
+@dataclass
+class MetricInputs:
+    """What ``ExplainerModule`` hands every metric for one (batch, explainer).
+
+    The fields after ``indices`` are filled only when a configured metric lists them in its
+    ``needs`` (computed once per batch and explainer, shared by all metrics).
+    """
+
+    images: Tensor  #: ``(B, C, H, W)`` model inputs
+    targets: Tensor  #: ``(B,)`` explained classes
+    indices: Tensor  #: ``(B,)`` dataset indices
+    saliency: Tensor  #: ``(B, H, W)`` maps of ``targets``
+    full_probs: Tensor  #: ``(B,)`` softmax probability of the target class on ``images``
+    probs: Tensor  #: ``(B, K)`` softmax probabilities on ``images``
+    labels: Optional[Tensor] = None  #: ``(B,)`` ground-truth class, when the data have one
+    target_boxes: Optional[List[Tensor]] = None  #: per sample, the (N_i, 4) xyxy boxes of the target class
+    boxes: Optional[List[Tensor]] = None  #: per sample, all (N_i, 4) boxes
+    box_labels: Optional[List[Tensor]] = None  #: per sample, the (N_i,) box classes
+    difficult: Optional[Tensor] = None  #: ``(B,)`` bool, the data's "difficult" flag
+    model: Optional[nn.Module] = None  #: need "model": the classifier (perturbation metrics)
+    explain: Optional[Callable[[Tensor, Tensor], Tensor]] = None  #: need "explain": (images, classes) -> maps
+    expl_probs: Optional[Tensor] = None  #: need "expl_probs": ``(B,)`` probability of the target on x * CAM
+    expl_saliency: Optional[Tensor] = None  #: need "expl_saliency": ``(B, H, W)`` CAM(x * CAM), same class
+    topk_classes: Optional[Tensor] = None  #: need "topk": ``(B, k)`` top-k predicted classes
+    topk_saliency: Optional[Tensor] = None  #: need "topk": ``(B, k, H, W)`` their maps
+    extra: Optional[dict] = None  #: anything else a datamodule provides (e.g. ``masks``)
+
+
+class PerSampleMetric(Metric):
+    """Accumulate per-sample values keyed by dataset index (see the module docstring).
+
+    Subclasses compute per-sample values with the functional API (``reduction="none"``) and
+    call :meth:`store`; :meth:`compute` reduces with :meth:`reduce` (default: the mean under
+    ``nan_policy``).
+    """
+
+    full_state_update = False
+    is_differentiable = False
+    #: what :class:`MetricInputs` fields beyond the basic ones this metric reads
+    needs: ClassVar[FrozenSet[str]] = frozenset()
+
+    def __init__(self, nan_policy: str = "omit", **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.nan_policy = check_choice(nan_policy, "nan_policy", NAN_POLICIES)
+        self.add_state("indices", default=[], dist_reduce_fx="cat")
+        self.add_state("values", default=[], dist_reduce_fx="cat")
+        self.add_state("n_invalid", default=torch.tensor(0), dist_reduce_fx="sum")
+        self._seen = 0
+
+    def store(self, values: Tensor, indices: Optional[Tensor] = None) -> None:
+        """Keep ``values`` ((B,) or (B, K); NaN marks an undefined sample) under ``indices``."""
+        values = values.detach()
+        batch = len(values)
+        if indices is None:  # order of arrival; exact across processes only with real indices
+            indices = torch.arange(self._seen, self._seen + batch, device=values.device)
+        elif len(indices) != batch:
+            raise ValueError(f"Expected `indices` to have shape ({batch},), but got {tuple(indices.shape)}.")
+        self._seen += batch
+        invalid = torch.isnan(values.reshape(batch, -1)).any(dim=1)
+        self.n_invalid += invalid.sum().to(self.n_invalid.device)
+        self.indices.append(torch.as_tensor(indices, device=values.device).long().reshape(batch))
+        self.values.append(values.double())
+
+    def sorted_values(self) -> Tuple[Tensor, Tensor]:
+        """All (indices, values) so far, sorted by dataset index; duplicates raise ValueError."""
+        indices = torch.cat(self.indices) if isinstance(self.indices, list) else self.indices
+        values = torch.cat(self.values) if isinstance(self.values, list) else self.values
+        if indices.numel() == 0:
+            raise ValueError(f"{type(self).__name__}.compute() was called before any update().")
+        order = torch.argsort(indices.cpu(), stable=True)
+        indices, values = indices.cpu()[order], values.cpu().double()[order]
+        repeated = indices[1:][indices[1:] == indices[:-1]]
+        if repeated.numel():
+            raise ValueError(f"{type(self).__name__} got dataset indices more than once: {repeated[:5].tolist()} "
+                             "(a DistributedSampler that pads the dataset?).")
+        return indices, values
+
+    def reduce(self, values: Tensor) -> Tensor:
+        """Dataset value from the index-sorted per-sample values (float64)."""
+        return reduce_values(values, "mean", self.nan_policy)
+
+    def update_from(self, inputs: MetricInputs) -> None:
+        """Update from the module's :class:`MetricInputs` (each metric maps them to ``update``)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement `update_from`.")
+
+    def compute(self) -> Any:
+        return self.reduce(self.sorted_values()[1])
+
+    def reset(self) -> None:
+        super().reset()
+        self._seen = 0
