@@ -8,6 +8,14 @@ prediction), runs every explainer, and returns one record per (sample, method)::
      "prediction": 3, "probability": 0.91, "target_probability": 0.91, "seconds": 0.02,
      "saliency": <(H, W) float32 CPU tensor, or None when keep_maps=False>}
 
+Metrics: ``metrics=`` (names or name -> keyword arguments, see
+:func:`benchmark.metrics.list_metrics`) adds one metric object per (explainer, metric). Per batch
+and explainer only what the configured metrics need is computed, once: the explanation map
+``E = x * CAM`` and its class probability, ``CAM(E)``, the maps of the top-k classes, the
+model for perturbation curves. At the end of the predict epoch :attr:`results` holds one row
+per (method, metric result) -- ``{"method", "metric", "value", "n", "n_invalid"}`` -- reduced
+across processes in dataset-index order, so 1 and N processes give the same numbers.
+
 Distributed runs: under ``strategy="ddp"`` Lightning's predict sampler gives rank ``r`` the
 indices ``r::world`` without padding, so every index is produced exactly once. A user-supplied
 ``DistributedSampler`` pads by repeating samples and is refused in ``on_predict_start``. Each
@@ -26,6 +34,7 @@ from torch import Tensor, nn
 from torch.utils.data import DistributedSampler
 
 from benchmark.explainers import create_explainer, list_explainers
+from benchmark.metrics import MetricInputs, create_metric
 
 __all__ = ["ExplainerModule", "merge_records"]
 
@@ -43,6 +52,8 @@ class ExplainerModule(pl.LightningModule):
         keep_maps: return the saliency maps (on CPU) in the records; False drops them.
         target_layer: the layer given to every explainer (``None``: papers' layer / auto).
         input_size: ``(C, H, W)`` used to trace the model when the layer is auto-detected.
+        metrics: metric names, or a mapping name -> keyword arguments; ``None``: no metric.
+        top_k: number of top classes whose maps metrics needing "topk" get (localization, top-5).
 
     Example:
         >>> from torchvision.models import resnet18
@@ -54,18 +65,13 @@ class ExplainerModule(pl.LightningModule):
         [(10, 'gradcam', 0), (11, 'gradcam', 3), (10, 'fakecam', 0), (11, 'fakecam', 3)]
     """
 
-    def __init__(self, model: nn.Module, explainers: Union[Sequence[str], Mapping[str, Mapping[str, Any]], None] = None,
+    def __init__(self, model: nn.Module, explainers: "Config" = None,
                  target: str = "label", keep_maps: bool = True, target_layer: Optional[str] = None,
-                 input_size: Sequence[int] = (3, 224, 224)) -> None:
+                 input_size: Sequence[int] = (3, 224, 224), metrics: Config = None, top_k: int = 5) -> None:
         super().__init__()
         if target not in _TARGETS:
             raise ValueError(f"Expected `target` to be one of {_TARGETS}, but got {target!r}.")
-        if explainers is None:
-            explainers = list_explainers()
-        if isinstance(explainers, str):
-            raise TypeError(
-                f"Expected `explainers` to be a list of names or a mapping, but got the str {explainers!r}.")
-        config = dict(explainers) if isinstance(explainers, Mapping) else {name: {} for name in explainers}
+        config = _as_config(list_explainers() if explainers is None else explainers, "explainers")
         if not config:
             raise ValueError("Expected at least one explainer, but got none.")
         self.model = model.eval()
@@ -73,16 +79,24 @@ class ExplainerModule(pl.LightningModule):
         self.keep_maps = bool(keep_maps)
         self.explainers = {
             name: create_explainer(name, model, **{"target_layer": target_layer, "input_size": tuple(input_size),
-                                                   **dict(kwargs or {})})
+                                                   **kwargs})
             for name, kwargs in config.items()
         }
+        metric_config = _as_config(metrics or {}, "metrics")
+        self.metrics = nn.ModuleDict({f"{method}/{name}": create_metric(name, **dict(kwargs or {}))
+                                      for method in self.explainers for name, kwargs in metric_config.items()})
+        self.top_k = int(top_k)
+        self.results: List[Dict[str, Any]] = []
 
     def forward(self, images: Tensor) -> Tensor:
         return self.model(images)
 
     def on_predict_start(self) -> None:
-        """Refuse samplers that would duplicate samples across ranks (NOTES.md §2)."""
+        """Reset the metrics (ddp_spawn shares their state buffers, NOTES.md §2) and refuse
+        samplers that would duplicate samples across ranks."""
         self.model.eval()
+        for metric in self.metrics.values():
+            metric.reset()
         loaders = self.trainer.predict_dataloaders
         for loader in loaders if isinstance(loaders, (list, tuple)) else [loaders]:
             for sampler in (getattr(loader, "sampler", None),
@@ -121,6 +135,10 @@ class ExplainerModule(pl.LightningModule):
             if maps.is_cuda:
                 torch.cuda.synchronize(maps.device)
             seconds = (time.perf_counter() - start) / len(images)
+            metrics = [m for key, m in self.metrics.items() if key.split("/")[0] == name]
+            if metrics:
+                self._update_metrics(metrics, explainer, batch, images, targets, indices, maps, probs,
+                                     target_probability)
             maps = maps.cpu() if self.keep_maps else None
             for i, (index, target, pred, prob, tprob) in enumerate(columns):
                 records.append({"index": index, "method": name, "target_layer": explainer.target_layer,
@@ -128,6 +146,66 @@ class ExplainerModule(pl.LightningModule):
                                 "target_probability": tprob, "seconds": seconds,
                                 "saliency": None if maps is None else maps[i]})
         return records
+
+    def _update_metrics(self, metrics, explainer, batch, images, targets, indices, maps, probs, full_probs) -> None:
+        """Compute once what ``metrics`` need for this explainer and batch, then update them."""
+        needs = frozenset().union(*(m.needs for m in metrics))
+        boxes, box_labels = batch.get("boxes"), batch.get("box_labels")
+        if "boxes" in needs and (boxes is None or box_labels is None):
+            names = [type(m).__name__ for m in metrics if "boxes" in m.needs]
+            raise ValueError(f"Metrics {names} need `boxes` and `box_labels` in the batch; this data has none.")
+        target_boxes = None
+        if boxes is not None and box_labels is not None:
+            target_boxes = [b[torch.as_tensor(lab, device=b.device) == t]
+                            for b, lab, t in zip(boxes, box_labels, targets.tolist())]
+        labels = batch.get("label")
+        inputs = MetricInputs(images, targets, indices, maps, full_probs, probs,
+                              labels=labels.to(targets.device).long() if isinstance(labels, Tensor) else None,
+                              target_boxes=target_boxes, boxes=boxes, box_labels=box_labels,
+                              difficult=batch.get("difficult"), model=self.model if "model" in needs else None,
+                              extra={k: v for k, v in batch.items() if k in ("masks",)})
+        if needs & {"expl_probs", "expl_saliency"}:
+            explanation = images * maps.unsqueeze(1).to(images.dtype)  # E = x * CAM (normalised space)
+            if "expl_probs" in needs:
+                with torch.no_grad():
+                    expl = self.model(explanation).float().softmax(dim=1)
+                inputs.expl_probs = expl.gather(1, targets[:, None]).squeeze(1)
+            if "expl_saliency" in needs:
+                inputs.expl_saliency = explainer(explanation, targets, indices=indices)
+        if "topk" in needs:
+            k = min(self.top_k, probs.shape[1])
+            inputs.topk_classes = probs.topk(k, dim=1).indices
+            topk = explainer(images.repeat_interleave(k, dim=0), inputs.topk_classes.flatten(),
+                             indices=indices.repeat_interleave(k))
+            inputs.topk_saliency = topk.view(len(images), k, *topk.shape[-2:])
+        for metric in metrics:
+            metric.update_from(inputs)
+
+    def on_predict_epoch_end(self) -> None:
+        """Reduce every metric (across processes, in dataset-index order) into :attr:`results`."""
+        self.results = []
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        for key, metric in self.metrics.items():
+            method, name = key.split("/")
+            if not distributed and not metric.indices:  # never updated (a collective call under DDP)
+                continue
+            summary = metric.summary()
+            counts = {"n": summary.pop("n"), "n_invalid": summary.pop("n_invalid")}
+            for part, value in summary.items():
+                self.results.append({"method": method, "metric": f"{name}_{part}" if part else name,
+                                     "value": value, **counts})
+
+
+Config = Union[Sequence[str], Mapping[str, Optional[Mapping[str, Any]]], None]
+
+
+def _as_config(value: Config, what: str) -> Dict[str, Dict[str, Any]]:
+    """Names or a mapping name -> keyword arguments, as a dict name -> kwargs."""
+    if isinstance(value, str):
+        raise TypeError(f"Expected `{what}` to be a list of names or a mapping, but got the str {value!r}.")
+    if isinstance(value, Mapping):
+        return {name: dict(kwargs or {}) for name, kwargs in value.items()}
+    return {name: {} for name in value}
 
 
 def _as_lists(*tensors: Tensor) -> List[Tuple]:

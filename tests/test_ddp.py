@@ -3,6 +3,7 @@
 Lightning's DDP launcher re-runs the calling script in each process, so the run is a script
 executed in a subprocess (running it inside pytest would re-run pytest).
 """
+import json
 import subprocess
 import sys
 import textwrap
@@ -13,19 +14,22 @@ import torch
 from callbacks import read_records
 
 SCRIPT = textwrap.dedent("""
-    import sys, torch, pytorch_lightning as pl
+    import json, sys, torch, pytorch_lightning as pl
     from torchvision.models import resnet18
     from benchmark.module import ExplainerModule
     from callbacks import SaliencyWriter
     from datamodules import RandomImagesDataModule
     torch.manual_seed(0)
     module = ExplainerModule(resnet18(num_classes=5), {"gradcam": {}, "gradcampp": {}, "random": {},
-                             "smoothgradcampp": {"n_samples": 2}}, input_size=(3, 64, 64))
+                             "smoothgradcampp": {"n_samples": 2}}, input_size=(3, 64, 64),
+                             metrics=["average_drop", "average_increase", "coherency", "complexity", "adcc"])
     data = RandomImagesDataModule(size=11, image_size=64, num_classes=5, batch_size=3)
     trainer = pl.Trainer(accelerator="cpu", devices=int(sys.argv[2]), strategy=sys.argv[3], logger=False,
                          enable_progress_bar=False, enable_checkpointing=False, default_root_dir=sys.argv[1],
                          callbacks=[SaliencyWriter(sys.argv[1])])
     trainer.predict(module, datamodule=data, return_predictions=False)
+    with open(f"{sys.argv[1]}/results_rank{trainer.global_rank}.json", "w") as handle:
+        json.dump(module.results, handle)
 """)
 
 
@@ -53,3 +57,62 @@ def test_ddp_two_processes_match_one(tmp_path):
         # float rounding of the convolutions (~1e-7 relative); the maps agree far below any metric's
         # resolution. The seeded methods (random, smoothgradcampp) are seeded per dataset index.
         torch.testing.assert_close(a["saliency"], b["saliency"], rtol=0, atol=1e-4)
+    # Metrics: every rank holds the same reduced results, equal to the single process's to 1e-12
+    # relative (per-sample values reduced in dataset-index order; the maps differ by float rounding).
+    single_results = json.loads((tmp_path / "single" / "results_rank0.json").read_text())
+    ranks = [json.loads((double_dir / f"results_rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0] == ranks[1]
+    assert [(r["method"], r["metric"], r["n"], r["n_invalid"]) for r in ranks[0]] == \
+        [(r["method"], r["metric"], r["n"], r["n_invalid"]) for r in single_results]
+    assert {r["n"] for r in single_results} == {11}
+    for a, b in zip(single_results, ranks[0]):
+        assert b["value"] == pytest.approx(a["value"], rel=1e-5, abs=1e-6), (a, b)
+
+
+@pytest.mark.slow
+def test_ddp_metrics_exact_on_identical_maps(tmp_path):
+    """Same per-sample inputs on 1 and 2 processes give results equal to <= 1e-12 relative."""
+    script = tmp_path / "metrics.py"
+    script.write_text(METRIC_SCRIPT)
+    outputs = []
+    for devices, strategy in ((1, "auto"), (2, "ddp")):
+        out = tmp_path / f"m{devices}"
+        proc = subprocess.run([sys.executable, str(script), str(out), str(devices), strategy],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        outputs.append(json.loads((out / "results_rank0.json").read_text()))
+    assert outputs[0] == outputs[1]  # bitwise: the reduction runs in dataset-index order
+
+
+METRIC_SCRIPT = textwrap.dedent("""
+    import json, os, sys, torch, pytorch_lightning as pl
+    from torch.utils.data import DataLoader, Dataset
+    from benchmark.metrics import create_metric
+
+    class Samples(Dataset):  # per-sample metric inputs generated from the index alone
+        def __len__(self):
+            return 37
+        def __getitem__(self, i):
+            g = torch.Generator().manual_seed(i)
+            return {"index": i, "y": torch.rand((), generator=g), "o": torch.rand((), generator=g),
+                    "maps": torch.rand(5, 5, generator=g), "expl": torch.rand(5, 5, generator=g)}
+
+    class Module(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.metrics = torch.nn.ModuleDict({n: create_metric(n) for n in ["average_drop", "coherency", "adcc"]})
+        def predict_step(self, batch, batch_idx):
+            self.metrics["average_drop"].update(batch["y"], batch["o"], batch["index"])
+            self.metrics["coherency"].update(batch["maps"], batch["expl"], batch["index"])
+            self.metrics["adcc"].update(batch["y"], batch["o"], batch["maps"], batch["expl"], batch["index"])
+        def on_predict_epoch_end(self):
+            self.results = {n: m.summary() for n, m in self.metrics.items()}
+
+    module = Module()
+    trainer = pl.Trainer(accelerator="cpu", devices=int(sys.argv[2]), strategy=sys.argv[3], logger=False,
+                         enable_progress_bar=False, enable_checkpointing=False, default_root_dir=sys.argv[1])
+    trainer.predict(module, DataLoader(Samples(), batch_size=4), return_predictions=False)
+    os.makedirs(sys.argv[1], exist_ok=True)
+    with open(f"{sys.argv[1]}/results_rank{trainer.global_rank}.json", "w") as handle:
+        json.dump(module.results, handle)
+""")

@@ -91,3 +91,42 @@ def test_merge_records_refuses_duplicates():
 def test_read_records_without_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="SaliencyWriter"):
         read_records(tmp_path)
+
+
+def test_fakecam_shows_poppi_table2_pattern(tmp_path):
+    """Fake-CAM through the whole module on random-init resnet18 (Poppi et al. Table 2's row)."""
+    torch.manual_seed(0)
+    module = ExplainerModule(resnet18(), ["fakecam"], keep_maps=False, input_size=(3, 64, 64),
+                             metrics=["average_drop", "average_increase", "coherency", "complexity", "adcc"])
+    data = RandomImagesDataModule(size=6, image_size=64, num_classes=1000, batch_size=3)
+    _trainer(tmp_path).predict(module, datamodule=data, return_predictions=False)
+    results = {r["metric"]: r for r in module.results}
+    assert results["complexity"]["value"] >= 99 and results["coherency"]["value"] >= 99
+    assert results["adcc"]["value"] <= 1 and results["average_drop"]["value"] <= 1
+    assert {r["n"] for r in module.results} == {6} and {r["n_invalid"] for r in module.results} == {0}
+
+
+def test_metrics_computed_once_per_need(model):
+    """E, O and CAM(E) are computed once per explainer and batch, shared by the metrics."""
+    calls = []
+    module = ExplainerModule(model, ["gradcam"], input_size=(3, 32, 32),
+                             metrics=["average_drop", "average_increase", "coherency", "adcc"])
+    explainer = module.explainers["gradcam"]
+    original = type(explainer).__call__
+    type(explainer).__call__ = lambda self, *a, **k: calls.append(1) or original(self, *a, **k)
+    try:
+        module.predict_step({"image": torch.randn(2, 3, 32, 32), "label": torch.tensor([0, 1]),
+                             "index": torch.tensor([0, 1])}, 0)
+    finally:
+        type(explainer).__call__ = original
+    assert len(calls) == 2  # the map, and CAM(E) once for coherency + adcc
+
+
+def test_box_metrics_without_boxes_raise(model):
+    module = ExplainerModule(model, ["fakecam"], input_size=(3, 32, 32), metrics=["complexity"])
+    module.metrics["fakecam/complexity"].needs = frozenset({"boxes"})
+    with pytest.raises(ValueError, match="need `boxes`"):
+        module.predict_step({"image": torch.randn(1, 3, 32, 32), "label": torch.tensor([0]),
+                             "index": torch.tensor([0])}, 0)
+    with pytest.raises(KeyError, match="complexity"):
+        ExplainerModule(model, ["fakecam"], metrics=["complexty"])

@@ -9,7 +9,7 @@ whatever the number of processes or the batching -- and a sample seen twice (a p
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, FrozenSet, List, Optional, Tuple
+from typing import Any, Callable, ClassVar, Dict, FrozenSet, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -107,6 +107,32 @@ class PerSampleMetric(Metric):
 
     def compute(self) -> Any:
         return self.reduce(self.sorted_values()[1])
+
+    def extra_values(self) -> dict:
+        """Further named results beside ``compute()`` (e.g. ADCC's per-image mean); none by default."""
+        return {}
+
+    def summary(self) -> Dict[str, float]:
+        """Every result of this metric with its counts, synced across processes (a collective call).
+
+        Returns:
+            ``{"": value, "<key>": value, ..., "n": samples, "n_invalid": undefined samples}`` where
+            the keys come from a dict-valued ``compute()`` and from :meth:`extra_values`.
+        """
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if distributed:
+            self.sync(should_sync=True)
+        try:
+            value = type(self).compute(self)  # the unwrapped compute: no second sync, no cache
+            values = dict(value) if isinstance(value, dict) else {"": value}
+            values.update(self.extra_values())
+            out = {key: float(v) for key, v in values.items()}
+            out["n"] = int(self.sorted_values()[0].numel())
+            out["n_invalid"] = int(self.n_invalid)
+            return out
+        finally:
+            if distributed:
+                self.unsync()
 
     def reset(self) -> None:
         super().reset()

@@ -121,7 +121,8 @@ def adcc(avg_drop: Tensor, coherency: Tensor, complexity: Tensor) -> Tensor:
                                                 1 - torch.as_tensor(complexity, dtype=torch.float64) / 100,
                                                 1 - torch.as_tensor(avg_drop, dtype=torch.float64) / 100))
     if ((terms < 0) | (terms > 1)).any():
-        raise ValueError(f"Expected Average Drop, Coherency and Complexity in [0, 100] %, but got terms {terms.tolist()}.")
+        raise ValueError("Expected Average Drop, Coherency and Complexity in [0, 100] %, but got the terms "
+                         f"(coherency, 1 - complexity, 1 - drop) {terms.tolist()}.")
     positive = (terms > 0).all(dim=0)
     value = 3 / (1 / terms.where(terms > 0, 1.0)).sum(dim=0) * 100
     return torch.where(positive, value, torch.zeros_like(value)).where(~torch.isnan(terms).any(dim=0), torch.nan)
