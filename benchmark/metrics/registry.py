@@ -6,6 +6,9 @@ from typing import Dict, List, Type
 
 from benchmark.metrics.adcc import ADCC, AverageDrop, AverageIncrease, Coherency, Complexity
 from benchmark.metrics.base import PerSampleMetric
+from benchmark.metrics.insertion_deletion import Deletion, Insertion
+from benchmark.metrics.localization import LocalizationError, MaxBoxAcc
+from benchmark.metrics.pointing import EnergyPointingGame, PointingGame, PointingGameRecall
 
 __all__ = ["METRICS", "create_metric", "list_metrics"]
 
@@ -16,6 +19,13 @@ METRICS: Dict[str, Type[PerSampleMetric]] = {
     "coherency": Coherency,
     "complexity": Complexity,
     "adcc": ADCC,
+    "deletion": Deletion,
+    "insertion": Insertion,
+    "localization_error": LocalizationError,
+    "max_box_acc": MaxBoxAcc,
+    "pointing_game": PointingGame,
+    "pointing_game_recall": PointingGameRecall,
+    "energy_pointing_game": EnergyPointingGame,
 }
 
 

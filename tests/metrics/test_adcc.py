@@ -87,9 +87,9 @@ def test_classes_equal_functional_over_shuffled_batches():
     d, c, x = expected[0].item(), expected[2].item(), expected[3].item()
     reference = 3 / (1 / (c / 100) + 1 / (1 - x / 100) + 1 / (1 - d / 100)) * 100
     assert metrics[4].compute().item() == pytest.approx(reference, rel=1e-12)
-    per_image = np.mean([adcc(a, b, e).item() for a, b, e in zip(average_drop(y, o, reduction="none"),
-                                                                   coherency(maps, expl, reduction="none"),
-                                                                   complexity(maps, reduction="none"))])
+    parts = zip(average_drop(y, o, reduction="none"), coherency(maps, expl, reduction="none"),
+                complexity(maps, reduction="none"))
+    per_image = np.mean([adcc(a, b, e).item() for a, b, e in parts])
     extra = metrics[4].extra_values()
     assert extra["per_image"].item() == pytest.approx(per_image, rel=1e-12)
     assert extra["per_image"] < metrics[4].compute()  # Jensen

@@ -70,10 +70,12 @@ def check_boxes(boxes: Sequence[Tensor], batch: int, height: int, width: int, na
         raise ValueError(f"Expected `{name}` to be a list of {batch} (N_i, 4) tensors, but got {got}.")
     out = []
     for i, box in enumerate(boxes):
-        box = torch.as_tensor(box, dtype=torch.float64).reshape(-1, 4) if not isinstance(box, Tensor) else box
+        box = box if isinstance(box, Tensor) else torch.as_tensor(box, dtype=torch.float64)
+        if box.numel() == 0:
+            box = box.reshape(0, 4)
         if box.ndim != 2 or box.shape[-1] != 4:
             raise ValueError(f"Expected `{name}[{i}]` to have shape (N, 4) in xyxy pixels, but got {tuple(box.shape)}.")
-        if (box[:, 2] < box[:, 0]).any() or (box[:, 3] < box[:, 1]).any():
+        if torch.isnan(box).any() or (box[:, 2] < box[:, 0]).any() or (box[:, 3] < box[:, 1]).any():
             raise ValueError(f"Expected `{name}[{i}]` in (x1, y1, x2, y2) pixel coordinates with x2 >= x1 and "
                              f"y2 >= y1, but got {box.tolist()}.")
         clipped = box.clone().double()

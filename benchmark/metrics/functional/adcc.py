@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from benchmark.metrics.functional._common import check_probs, check_same_batch, check_saliency, reduce_values
+from benchmark.metrics.functional._common import check_probs, check_saliency, check_same_batch, reduce_values
 
 __all__ = ["adcc", "average_drop", "average_increase", "coherency", "complexity"]
 

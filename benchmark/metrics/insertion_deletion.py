@@ -1,0 +1,145 @@
+"""Deletion and Insertion (RISE, Petsiuk et al., BMVC 2018) as per-sample TorchMetrics classes.
+
+The maths lives in :mod:`benchmark.metrics.functional.insertion_deletion`; these classes run it
+per batch and keep, per dataset index, the AUC -- and with ``keep_curves=True`` (default) the
+whole curve: each stored row is ``[AUC, p_0, ..., p_n_steps]`` (float64), so ``compute()``
+reduces column 0 and :meth:`mean_curve` the rest, both in dataset-index order (exact under
+DDP). All updates must then share one curve length (same image size and step settings).
+
+The perturbation forwards run on a cached :class:`~benchmark.explainers.fastpath.InferenceCopy`
+of the model (batch-norm folded, channels-last; the same probabilities up to ~1e-6 relative)
+unless ``fast=False``.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from benchmark.explainers.fastpath import InferenceCopy
+from benchmark.metrics.base import MetricInputs, PerSampleMetric
+from benchmark.metrics.functional._common import reduce_values
+from benchmark.metrics.functional.insertion_deletion import _check_positive_int, auc, deletion_curve, insertion_curve
+
+__all__ = ["Deletion", "Insertion"]
+
+
+class _CausalMetric(PerSampleMetric):
+    needs = frozenset({"model"})
+    plot_lower_bound = 0.0
+    plot_upper_bound = 1.0
+
+    def __init__(self, pixels_per_step: Optional[int] = None, steps: Optional[int] = None, chunk_size: int = 64,
+                 keep_curves: bool = True, fast: bool = True, nan_policy: str = "omit", **kwargs) -> None:
+        super().__init__(nan_policy=nan_policy, **kwargs)
+        if pixels_per_step is not None and steps is not None:
+            raise ValueError(f"Expected at most one of `pixels_per_step` and `steps`, but got {pixels_per_step} "
+                             f"and {steps}.")
+        if pixels_per_step is not None:
+            _check_positive_int(pixels_per_step, "pixels_per_step")
+        self.pixels_per_step = pixels_per_step
+        self.steps = None if steps is None else _check_positive_int(steps, "steps")
+        self.chunk_size = _check_positive_int(chunk_size, "chunk_size")
+        self.keep_curves = bool(keep_curves)
+        self.fast = bool(fast)
+        self._inference_copy: Optional[InferenceCopy] = None
+
+    def _curve(self, model, images: Tensor, saliency: Tensor, targets: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _runner(self, model: nn.Module):
+        if not self.fast:
+            return model
+        if self._inference_copy is None or self._inference_copy.model is not model:
+            self._inference_copy = InferenceCopy(model)  # rebuilt by itself when the weights change
+        return self._inference_copy
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state["_inference_copy"] = None  # a cache holding the model: not copied nor pickled with the metric
+        return state
+
+    def update(self, model: nn.Module, images: Tensor, saliency: Tensor, targets: Tensor,
+               indices: Optional[Tensor] = None) -> None:
+        """Run the perturbation curves of a batch and store the per-sample AUCs (and curves)."""
+        curves = self._curve(self._runner(model), images, saliency, targets)
+        scores = auc(curves)
+        if self.keep_curves:
+            values = torch.cat([scores[:, None], curves], dim=1)
+            if isinstance(self.values, list) and self.values and self.values[-1].shape[1] != values.shape[1]:
+                raise ValueError(f"Expected curves of {self.values[-1].shape[1] - 1} points as in the earlier "
+                                 f"updates (keep_curves=True), but got {curves.shape[1]}: same image size and "
+                                 "steps for every batch, or keep_curves=False.")
+        else:
+            values = scores
+        self.store(values.to(images.device), indices)
+
+    def update_from(self, inputs: MetricInputs) -> None:
+        if inputs.model is None:
+            raise ValueError(f"{type(self).__name__} needs `inputs.model` (its `needs` lists 'model').")
+        self.update(inputs.model, inputs.images, inputs.saliency, inputs.targets, inputs.indices)
+
+    def reduce(self, values: Tensor) -> Tensor:
+        return reduce_values(values[:, 0] if values.ndim == 2 else values, "mean", self.nan_policy)
+
+    def mean_curve(self) -> Tensor:
+        """``(n_steps + 1,)`` mean probability at each step, in dataset-index order (float64).
+
+        Samples with an undefined (NaN) curve follow ``nan_policy``. Needs ``keep_curves=True``.
+        """
+        if not self.keep_curves:
+            raise ValueError(f"{type(self).__name__}.mean_curve() needs keep_curves=True.")
+        return reduce_values(self.sorted_values()[1][:, 1:], "mean", self.nan_policy)
+
+
+class Deletion(_CausalMetric):
+    """Deletion AUC (RISE, Petsiuk et al. 2018): most salient pixels replaced by 0 first; lower is better.
+
+    ``AUC = (sum_k p_k - p_0 / 2 - p_last / 2) / n_steps`` with ``p_k`` the softmax probability of
+    the target after ``min(k n, HW)`` pixels are deleted (see
+    :func:`~benchmark.metrics.functional.insertion_deletion.deletion_curve`).
+
+    Args:
+        pixels_per_step: ``n``; default the image width (RISE: 224 on 224 x 224).
+        steps: alternatively ``n = ceil(HW / steps)``.
+        chunk_size: perturbed images per forward.
+        keep_curves: also store each curve, for :meth:`mean_curve`.
+        fast: run the perturbation forwards on a cached ``InferenceCopy`` of the model.
+        nan_policy: NaN maps give NaN values: ``"omit"`` (default), ``"zero"``, ``"propagate"``.
+
+    Example:
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))  # logit_0 = sum(x), logit_1 = 0
+        >>> _ = model[1].weight.data.copy_(torch.tensor([[1.0] * 4, [0.0] * 4])), model[1].bias.data.zero_()
+        >>> metric = Deletion(pixels_per_step=1, fast=False)
+        >>> metric.update(model, torch.ones(1, 1, 2, 2), torch.tensor([[[0.2, 1.0], [0.6, 0.4]]]), torch.tensor([0]))
+        >>> metric.compute(), metric.mean_curve()
+        (tensor(0.8264, dtype=torch.float64), tensor([0.9820, 0.9526, 0.8808, 0.7311, 0.5000], dtype=torch.float64))
+    """
+
+    higher_is_better = False
+
+    def _curve(self, model, images: Tensor, saliency: Tensor, targets: Tensor) -> Tensor:
+        return deletion_curve(model, images, saliency, targets, self.pixels_per_step, self.steps, self.chunk_size)
+
+
+class Insertion(_CausalMetric):
+    """Insertion AUC (RISE, Petsiuk et al. 2018): pixels restored onto a blurred copy; higher is better.
+
+    As :class:`Deletion`, with ``p_k`` the probability after the first ``min(k n, HW)`` pixels of
+    the image are put back onto RISE's blur (11 x 11 Gaussian, sigma 5, zero padding; see
+    :func:`~benchmark.metrics.functional.insertion_deletion.insertion_curve`).
+
+    Example:
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+        >>> _ = model[1].weight.data.copy_(torch.tensor([[1.0] * 4, [0.0] * 4])), model[1].bias.data.zero_()
+        >>> metric = Insertion(pixels_per_step=1, fast=False)
+        >>> metric.update(model, torch.ones(1, 1, 2, 2), torch.tensor([[[0.2, 1.0], [0.6, 0.4]]]), torch.tensor([0]))
+        >>> metric.compute()
+        tensor(0.8380, dtype=torch.float64)
+    """
+
+    higher_is_better = True
+
+    def _curve(self, model, images: Tensor, saliency: Tensor, targets: Tensor) -> Tensor:
+        return insertion_curve(model, images, saliency, targets, self.pixels_per_step, self.steps, self.chunk_size)

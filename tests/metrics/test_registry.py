@@ -1,0 +1,41 @@
+"""Every registered metric through ExplainerModule's wiring (parametrized over the registry)."""
+import math
+
+import pytest
+import torch
+from torchvision.models import resnet18
+
+from benchmark.metrics import create_metric, list_metrics
+from benchmark.module import ExplainerModule
+
+KWARGS = {"deletion": {"steps": 8}, "insertion": {"steps": 8}, "max_box_acc": {"thresholds": [0.1, 0.5]}}
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return resnet18(num_classes=6)
+
+
+def _batch(seed):
+    g = torch.Generator().manual_seed(seed)
+    return {"image": torch.randn(3, 3, 64, 64, generator=g), "label": torch.tensor([1, 4, 2]),
+            "index": torch.tensor([seed * 3, seed * 3 + 1, seed * 3 + 2]),
+            "boxes": [torch.tensor([[4.0, 8.0, 40.0, 50.0]]), torch.tensor([[0.0, 0.0, 64.0, 30.0], [10, 10, 20, 20]]),
+                      torch.tensor([[30.0, 30.0, 60.0, 63.0]])],
+            "box_labels": [torch.tensor([1]), torch.tensor([4, 0]), torch.tensor([2])],
+            "difficult": torch.tensor([False, True, False])}
+
+
+@pytest.mark.parametrize("name", list_metrics())
+def test_metric_through_module(name, model):
+    module = ExplainerModule(model, ["gradcam"], keep_maps=False, input_size=(3, 64, 64),
+                             metrics={name: KWARGS.get(name, {})})
+    for seed in range(2):
+        module.predict_step(_batch(seed), seed)
+    module.on_predict_epoch_end()
+    rows = [r for r in module.results if r["method"] == "gradcam"]
+    assert rows and all(r["n"] == 6 for r in rows)
+    assert all(math.isfinite(r["value"]) or r["n_invalid"] > 0 or "difficult" in r["metric"] for r in rows)
+    metric = create_metric(name, **KWARGS.get(name, {}))
+    assert metric.higher_is_better in (True, False)
