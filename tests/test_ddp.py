@@ -94,17 +94,30 @@ METRIC_SCRIPT = textwrap.dedent("""
             return 37
         def __getitem__(self, i):
             g = torch.Generator().manual_seed(i)
+            x1, y1 = torch.randint(0, 8, (2,), generator=g).tolist()
             return {"index": i, "y": torch.rand((), generator=g), "o": torch.rand((), generator=g),
-                    "maps": torch.rand(5, 5, generator=g), "expl": torch.rand(5, 5, generator=g)}
+                    "maps": torch.rand(12, 12, generator=g), "expl": torch.rand(12, 12, generator=g),
+                    "box": torch.tensor([[x1, y1, x1 + 4.0, y1 + 3.0]]), "label": i % 3,
+                    "topk_maps": torch.rand(2, 12, 12, generator=g), "topk": torch.tensor([i % 3, (i + 1) % 3])}
 
     class Module(pl.LightningModule):
         def __init__(self):
             super().__init__()
-            self.metrics = torch.nn.ModuleDict({n: create_metric(n) for n in ["average_drop", "coherency", "adcc"]})
+            names = ["average_drop", "coherency", "adcc", "complexity", "pointing_game", "energy_pointing_game",
+                     "max_box_acc", "localization_error"]
+            self.metrics = torch.nn.ModuleDict({n: create_metric(n) for n in names[:-1]})
+            self.metrics["localization_error"] = create_metric("localization_error", top_k=(1, 2))
         def predict_step(self, batch, batch_idx):
-            self.metrics["average_drop"].update(batch["y"], batch["o"], batch["index"])
-            self.metrics["coherency"].update(batch["maps"], batch["expl"], batch["index"])
-            self.metrics["adcc"].update(batch["y"], batch["o"], batch["maps"], batch["expl"], batch["index"])
+            m, i, boxes = self.metrics, batch["index"], list(batch["box"])
+            m["average_drop"].update(batch["y"], batch["o"], i)
+            m["coherency"].update(batch["maps"], batch["expl"], i)
+            m["adcc"].update(batch["y"], batch["o"], batch["maps"], batch["expl"], i)
+            m["complexity"].update(batch["maps"], i)
+            m["pointing_game"].update(batch["maps"], boxes, batch["label"], indices=i)
+            m["energy_pointing_game"].update(batch["maps"], boxes, indices=i)
+            m["max_box_acc"].update(batch["maps"], boxes, indices=i)
+            m["localization_error"].update(batch["topk_maps"], batch["topk"], batch["label"], boxes,
+                                           [torch.tensor([lab]) for lab in batch["label"].tolist()], indices=i)
         def on_predict_epoch_end(self):
             self.results = {n: m.summary() for n, m in self.metrics.items()}
 
