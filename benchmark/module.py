@@ -178,6 +178,9 @@ class ExplainerModule(pl.LightningModule):
             topk = explainer(images.repeat_interleave(k, dim=0), inputs.topk_classes.flatten(),
                              indices=indices.repeat_interleave(k))
             inputs.topk_saliency = topk.view(len(images), k, *topk.shape[-2:])
+            raw_max = explainer.last_raw_max.view(len(images), k)  # relative to the image's strongest map
+            peak = raw_max.amax(dim=1, keepdim=True)
+            inputs.extra["topk_raw_max"] = torch.where(peak > 0, raw_max / peak.where(peak > 0, 1.0), 0.0)
         for metric in metrics:
             metric.update_from(inputs)
 

@@ -89,6 +89,8 @@ class BaseExplainer:
     """
 
     name: ClassVar[str] = ""  #: registry name, set by ``@register_explainer``
+    #: ``(B,)`` maximum of each ReLU'd raw map of the last call, before the min-max normalisation
+    last_raw_max: Optional[Tensor] = None
     uses_gradients: ClassVar[bool] = True  #: ``weights`` needs ``CAMInputs.gradients``
     uses_layer: ClassVar[bool] = True  #: baselines that need no layer set this to False
 
@@ -140,8 +142,9 @@ class BaseExplainer:
                 if images.is_inference():
                     images = images.clone()
                 targets = targets.clone() if targets is not None and targets.is_inference() else targets
-                maps = self.raw_maps(images, targets, indices)
-                return normalize_maps(maps.detach(), tuple(images.shape[-2:]))
+                maps = self.raw_maps(images, targets, indices).detach()
+                self.last_raw_max = maps.flatten(1).relu().amax(dim=1).float()  # before the min-max
+                return normalize_maps(maps, tuple(images.shape[-2:]))
         finally:
             for mod, flag in flags.items():
                 mod.training = flag

@@ -41,6 +41,10 @@ class InferenceCopy:
         self._key: Optional[Tuple] = None
 
     def _build(self) -> nn.Module:
+        with torch.inference_mode(False), torch.no_grad():  # normal tensors even if first called in inference mode
+            return self._fused_copy()
+
+    def _fused_copy(self) -> nn.Module:
         model = copy.deepcopy(self.model).eval().requires_grad_(False)
         try:
             from torch.fx.experimental.optimization import fuse

@@ -67,17 +67,15 @@ class PerSampleMetric(Metric):
         self.add_state("indices", default=[], dist_reduce_fx="cat")
         self.add_state("values", default=[], dist_reduce_fx="cat")
         self.add_state("n_invalid", default=torch.tensor(0), dist_reduce_fx="sum")
-        self._seen = 0
 
     def store(self, values: Tensor, indices: Optional[Tensor] = None) -> None:
         """Keep ``values`` ((B,) or (B, K); NaN marks an undefined sample) under ``indices``."""
         values = values.detach()
         batch = len(values)
-        if indices is None:  # order of arrival; exact across processes only with real indices
-            indices = torch.arange(self._seen, self._seen + batch, device=values.device)
+        if indices is None:  # unknown: -1, kept in order of arrival (exact across processes only with indices)
+            indices = torch.full((batch,), -1, dtype=torch.long, device=values.device)
         elif len(indices) != batch:
             raise ValueError(f"Expected `indices` to have shape ({batch},), but got {tuple(indices.shape)}.")
-        self._seen += batch
         invalid = torch.isnan(values.reshape(batch, -1)).any(dim=1)
         self.n_invalid += invalid.sum().to(self.n_invalid.device)
         self.indices.append(torch.as_tensor(indices, device=values.device).long().reshape(batch))
@@ -91,7 +89,7 @@ class PerSampleMetric(Metric):
             raise ValueError(f"{type(self).__name__}.compute() was called before any update().")
         order = torch.argsort(indices.cpu(), stable=True)
         indices, values = indices.cpu()[order], values.cpu().double()[order]
-        repeated = indices[1:][indices[1:] == indices[:-1]]
+        repeated = indices[1:][(indices[1:] == indices[:-1]) & (indices[1:] >= 0)]
         if repeated.numel():
             raise ValueError(f"{type(self).__name__} got dataset indices more than once: {repeated[:5].tolist()} "
                              "(a DistributedSampler that pads the dataset?).")
@@ -133,7 +131,3 @@ class PerSampleMetric(Metric):
         finally:
             if distributed:
                 self.unsync()
-
-    def reset(self) -> None:
-        super().reset()
-        self._seen = 0

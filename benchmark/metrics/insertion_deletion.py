@@ -73,7 +73,7 @@ class _CausalMetric(PerSampleMetric):
                                  "steps for every batch, or keep_curves=False.")
         else:
             values = scores
-        self.store(values.to(images.device), indices)
+        self.store(values, indices)
 
     def update_from(self, inputs: MetricInputs) -> None:
         if inputs.model is None:

@@ -134,8 +134,11 @@ class PointingGameRecall(PerSampleMetric):
     predicted classes, not rejected (raw map maximum ``>= reject_threshold``), and whose map's
     argmax hits their boxes (:func:`pointing_game_recall`); ``recall = 100 * sum(recalled) /
     sum(ground-truth classes)`` over the dataset. Rejection needs the raw maxima of the maps
-    (``raw_max``, in the module ``extra["topk_raw_max"]``): the module's maps are min-max
-    normalised, so without them nothing is rejected; ``n_without_raw_max`` counts such images.
+    (``raw_max``): the maps are min-max normalised, so without them nothing is rejected and
+    ``n_without_raw_max`` counts such images. ``ExplainerModule`` passes, as
+    ``extra["topk_raw_max"]``, each top-k map's raw maximum (before normalisation) divided by the
+    largest of the image's k raw maxima: a class is rejected when its map is weaker than
+    ``reject_threshold`` times the strongest candidate's.
 
     Args:
         tolerance: pointing tolerance in pixels (15).

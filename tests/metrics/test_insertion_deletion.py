@@ -7,6 +7,7 @@ RISE's blur rebuilt with scipy (``gaussian_filter`` of a delta = RISE's ``gkern`
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -315,3 +316,22 @@ def test_bad_inputs():
         Insertion(nan_policy="ignore")
     with pytest.raises(ValueError, match="reduction"):
         deletion(model, images, saliency, targets, reduction="sum")
+
+
+def test_inference_copy_cache():
+    model = tiny_cnn().train()
+    images, saliency, targets = torch.randn(2, 3, 16, 16), torch.rand(2, 16, 16), torch.tensor([0, 1])
+    metric = Deletion(steps=4)
+    metric.update(model, images, saliency, targets)
+    assert model.training and all(m.training for m in model.modules())  # the user's model is left alone
+    cached = metric._inference_copy
+    assert cached is not None and cached.model is model
+    assert copy.deepcopy(metric)._inference_copy is None  # the cache (and the model it holds) is not copied
+    with torch.no_grad():
+        model[-1].bias += 1.0  # an in-place weight update: the copy is rebuilt, the new weights are used
+    metric.update(model, images, saliency, targets)
+    expected = deletion_curve(model, images, saliency, targets, steps=4)
+    torch.testing.assert_close(metric.sorted_values()[1][2:, 1:], expected, rtol=0, atol=1e-5)
+    other = tiny_cnn(classes=3)
+    metric.update(other, images, saliency, targets)
+    assert metric._inference_copy.model is other

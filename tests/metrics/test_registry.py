@@ -39,3 +39,15 @@ def test_metric_through_module(name, model):
     assert all(math.isfinite(r["value"]) or r["n_invalid"] > 0 or "difficult" in r["metric"] for r in rows)
     metric = create_metric(name, **KWARGS.get(name, {}))
     assert metric.higher_is_better in (True, False)
+
+
+def test_recall_gets_relative_raw_maxima_from_the_module(model):
+    module = ExplainerModule(model, ["gradcam"], keep_maps=False, input_size=(3, 64, 64),
+                             metrics=["pointing_game_recall"])
+    explainer = module.explainers["gradcam"]
+    module.predict_step(_batch(0), 0)
+    metric = module.metrics["gradcam/pointing_game_recall"]
+    assert int(metric.n_without_raw_max) == 0
+    # the module's relative maxima: the raw maxima of the last (top-k) call over their per-image max
+    raw = explainer.last_raw_max.view(3, 5)
+    assert torch.allclose((raw / raw.amax(1, keepdim=True)).amax(1), torch.ones(3))

@@ -132,7 +132,7 @@ def _curves(model: Model, start: Tensor, finish: Tensor, saliency: Tensor, targe
     batch, channels, height, width = start.shape
     area = height * width
     n_points = math.ceil(area / pixels) + 1
-    curves = torch.full((batch, n_points), torch.nan, dtype=torch.float64)
+    curves = torch.full((batch, n_points), torch.nan, dtype=torch.float64, device=start.device)
     valid = (~torch.isnan(saliency.flatten(1)).any(dim=1)).nonzero().flatten().to(start.device)
     if valid.numel() == 0:
         return curves
@@ -161,7 +161,7 @@ def _curves(model: Model, start: Tensor, finish: Tensor, saliency: Tensor, targe
         n_classes_checked = True
         probs = logits.double().softmax(dim=1)
         values[first:first + len(pairs)] = probs.gather(1, targets[sample].long()[:, None]).squeeze(1)
-    curves[valid.cpu()] = values.view(len(valid), n_points).cpu()
+    curves[valid] = values.view(len(valid), n_points)
     return curves
 
 
@@ -206,7 +206,8 @@ def deletion_curve(model: Model, images: Tensor, saliency: Tensor, targets: Tens
         chunk_size: perturbed images per forward.
 
     Returns:
-        ``(B, n_steps + 1)`` float64 probabilities, from the image to the fully deleted one.
+        ``(B, n_steps + 1)`` float64 probabilities (on the images' device), from the image to the fully
+        deleted one.
 
     Example:
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))  # logit_0 = sum(x), logit_1 = 0
