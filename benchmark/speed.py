@@ -29,15 +29,21 @@ GRADIENT_METHODS = {"gradcam": "GradCAM", "gradcampp": "GradCAMPlusPlus", "xgrad
                     "layercam": "LayerCAM", "hirescam": "HiResCAM"}
 
 
-def _median_time(fns: Dict[str, Callable[[], object]], repeats: int) -> Dict[str, float]:
-    """Run each function once to warm up, then ``repeats`` rounds alternating them; medians."""
+def median_time(fns: Dict[str, Callable[[], object]], repeats: int,
+                sync: Callable[[], None] = lambda: None) -> Dict[str, float]:
+    """Run each function once to warm up, then ``repeats`` rounds alternating them; medians.
+
+    ``sync`` runs after each call inside the timed region (e.g. ``torch.cuda.synchronize``).
+    """
     for fn in fns.values():
         fn()
+    sync()
     times: Dict[str, List[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             start = time.perf_counter()
             fn()
+            sync()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in times.items()}
 
@@ -72,8 +78,8 @@ def measure(backbone: str, batch_size: int, size: int, repeats: int, score_image
     for ours, theirs in GRADIENT_METHODS.items():
         explainer = create_explainer(ours, model)
         peer = _peer(theirs, model, explainer.target_layer)
-        t = _median_time({"forward": forward, "ours": lambda: explainer(images, targets),
-                          "peer": lambda: peer(images, targets)}, repeats)
+        t = median_time({"forward": forward, "ours": lambda: explainer(images, targets),
+                         "peer": lambda: peer(images, targets)}, repeats)
         floor = t["forward"] / batch_size  # the floor measured side by side with this method
         floors.append(floor)
         rows.append([ours, t["ours"] / batch_size * 1e3, t["ours"] / batch_size / floor,
@@ -85,8 +91,8 @@ def measure(backbone: str, batch_size: int, size: int, repeats: int, score_image
     softmax = create_explainer("scorecam", model, chunk_size=chunk_size, channel_softmax=True)
     bf16 = create_explainer("scorecam", model, chunk_size=chunk_size, autocast="bfloat16")
     peer = _peer("ScoreCAM", model, authors.target_layer)
-    t = _median_time({"authors": lambda: authors(x, c), "softmax": lambda: softmax(x, c),
-                      "bf16": lambda: bf16(x, c), "peer": lambda: peer(x, c)}, max(1, repeats // 3))
+    t = median_time({"authors": lambda: authors(x, c), "softmax": lambda: softmax(x, c),
+                     "bf16": lambda: bf16(x, c), "peer": lambda: peer(x, c)}, max(1, repeats // 3))
     bf16_diff = (authors(x, c) - bf16(x, c)).abs().max().item()
     channels = authors.forward_layer(x[:1], c[:1], None, False).activations.shape[1]
     for name, key in (("scorecam", "authors"), ("scorecam (channel_softmax)", "softmax"),

@@ -21,7 +21,7 @@ import platform
 import statistics
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, List
 
 import torch
 
@@ -29,21 +29,7 @@ from benchmark.backbones import create_backbone
 from benchmark.explainers import create_explainer
 from benchmark.metrics.functional.adcc import average_drop, coherency
 from benchmark.metrics.insertion_deletion import Deletion, Insertion
-
-
-def _median_time(fns: Dict[str, Callable[[], object]], repeats: int, sync: Callable[[], None]) -> Dict[str, float]:
-    """Run each function once to warm up, then ``repeats`` rounds alternating them; medians."""
-    for fn in fns.values():
-        fn()
-    sync()
-    times: Dict[str, List[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            sync()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+from benchmark.speed import median_time
 
 
 def measure(backbone: str, batch_size: int, size: int, repeats: int, curve_images: int, chunk_size: int,
@@ -72,8 +58,8 @@ def measure(backbone: str, batch_size: int, size: int, repeats: int, curve_image
         return coherency(saliency, explainer(images * saliency[:, None], targets))
 
     rows: List[List[object]] = []
-    t = _median_time({"forward": forward, "drop": drop, "explain": lambda: explainer(images, targets),
-                      "coherency": coherent}, 10 * repeats, sync)  # cheap: many rounds against noise
+    t = median_time({"forward": forward, "drop": drop, "explain": lambda: explainer(images, targets),
+                     "coherency": coherent}, 10 * repeats, sync)  # cheap: many rounds against noise
     forward_ms = t["forward"] / batch_size * 1e3
     explain_ms = t["explain"] / batch_size * 1e3
     rows.append([f"plain forward, batch {batch_size} (floor unit)", 1, forward_ms, forward_ms, 1.0])
@@ -118,7 +104,7 @@ def measure(backbone: str, batch_size: int, size: int, repeats: int, curve_image
 
     fns = {"forwards": forwards, **{f"batch {n}": forward_batch(n) for n in batches},
            **{name: curves(name) for name in configs}}
-    t = _median_time(fns, max(1, repeats // 2), sync)
+    t = median_time(fns, max(1, repeats // 2), sync)
     floor_ms = statistics.median(floor_rounds[1:]) / batch_size * 1e3  # without the warm-up round
     rows.append([f"plain forward, batch {batch_size} (side by side with the curves)", 1, floor_ms, floor_ms, 1.0])
     for n in batches:
