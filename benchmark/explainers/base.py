@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from benchmark._utils import eval_mode
 from benchmark.explainers.layers import resolve_target_layer
 
 __all__ = ["BaseExplainer", "CAMInputs", "normalize_maps"]
@@ -135,19 +136,13 @@ class BaseExplainer:
         images = self._check_images(images)
         targets = self._check_vector(targets, "targets", len(images))
         indices = self._check_vector(indices, "indices", len(images))
-        flags = {mod: mod.training for mod in self.model.modules()}
-        try:
-            self.model.eval()
-            with torch.inference_mode(False), torch.no_grad():
-                if images.is_inference():
-                    images = images.clone()
-                targets = targets.clone() if targets is not None and targets.is_inference() else targets
-                maps = self.raw_maps(images, targets, indices).detach()
-                self.last_raw_max = maps.flatten(1).relu().amax(dim=1).float()  # before the min-max
-                return normalize_maps(maps, tuple(images.shape[-2:]))
-        finally:
-            for mod, flag in flags.items():
-                mod.training = flag
+        with eval_mode(self.model), torch.inference_mode(False), torch.no_grad():
+            if images.is_inference():
+                images = images.clone()
+            targets = targets.clone() if targets is not None and targets.is_inference() else targets
+            maps = self.raw_maps(images, targets, indices).detach()
+            self.last_raw_max = maps.flatten(1).relu().amax(dim=1).float()  # before the min-max
+            return normalize_maps(maps, tuple(images.shape[-2:]))
 
     # ------------------------------------------------------------------------ shared helpers
     @contextlib.contextmanager

@@ -23,6 +23,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
+from benchmark._utils import eval_mode
+
 log = logging.getLogger(__name__)
 
 __all__ = ["PAPER_LAYERS", "candidate_layers", "resolve_target_layer"]
@@ -74,19 +76,15 @@ def _module_outputs(model: nn.Module, input_size: Sequence[int]) -> List[Tuple[s
             records.append((name, mod, output))
 
         handles.append(module.register_forward_hook(hook))
-    flags = {mod: mod.training for mod in model.modules()}
     try:
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
         dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-        model.eval()
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(torch.zeros((1, *input_size), device=device, dtype=dtype))
     finally:
         for handle in handles:
             handle.remove()
-        for mod, flag in flags.items():
-            mod.training = flag
     return records
 
 

@@ -22,6 +22,14 @@ def check_choice(value: str, name: str, choices: Sequence[str]) -> str:
     return value
 
 
+def _check_unit_range(values: Tensor, expectation: str) -> Tensor:
+    """Raise ``ValueError(f"{expectation}, but got values in [lo, hi].")`` outside [0, 1] (NaN ignored)."""
+    finite = values[~torch.isnan(values)]
+    if finite.numel() and (finite.min() < 0 or finite.max() > 1):
+        raise ValueError(f"{expectation}, but got values in [{finite.min().item():.4g}, {finite.max().item():.4g}].")
+    return values
+
+
 def check_saliency(saliency: Tensor, name: str = "saliency") -> Tensor:
     """``(B, H, W)`` floating maps with values in ``[0, 1]`` (NaN allowed: an invalid map)."""
     if not isinstance(saliency, Tensor):
@@ -29,11 +37,7 @@ def check_saliency(saliency: Tensor, name: str = "saliency") -> Tensor:
     if saliency.ndim != 3 or not saliency.is_floating_point() or saliency.shape[0] == 0:
         raise ValueError(f"Expected `{name}` to have shape (B, H, W) with values in [0, 1], but got "
                          f"{tuple(saliency.shape)} {saliency.dtype}.")
-    finite = saliency[~torch.isnan(saliency)]
-    if finite.numel() and (finite.min() < 0 or finite.max() > 1):
-        raise ValueError(f"Expected `{name}` to have shape (B, H, W) with values in [0, 1], but got values in "
-                         f"[{finite.min().item():.4g}, {finite.max().item():.4g}].")
-    return saliency
+    return _check_unit_range(saliency, f"Expected `{name}` to have shape (B, H, W) with values in [0, 1]")
 
 
 def check_probs(probs: Tensor, name: str, batch: Optional[int] = None) -> Tensor:
@@ -44,11 +48,7 @@ def check_probs(probs: Tensor, name: str, batch: Optional[int] = None) -> Tensor
         size = "(B,)" if batch is None else f"({batch},)"
         raise ValueError(f"Expected `{name}` to have shape {size} with probabilities in [0, 1], but got "
                          f"{tuple(probs.shape)} {probs.dtype}.")
-    finite = probs[~torch.isnan(probs)]
-    if finite.numel() and (finite.min() < 0 or finite.max() > 1):
-        raise ValueError(f"Expected `{name}` to hold probabilities in [0, 1], but got values in "
-                         f"[{finite.min().item():.4g}, {finite.max().item():.4g}].")
-    return probs
+    return _check_unit_range(probs, f"Expected `{name}` to hold probabilities in [0, 1]")
 
 
 def check_same_batch(**tensors: Tensor) -> int:

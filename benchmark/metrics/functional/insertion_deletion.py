@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from benchmark._utils import eval_mode
 from benchmark.metrics.functional._common import check_saliency, reduce_values
 
 __all__ = ["auc", "deletion", "deletion_curve", "gaussian_kernel", "insertion", "insertion_curve",
@@ -170,20 +171,12 @@ def _run(model: Model, images: Tensor, saliency: Tensor, targets: Tensor, pixels
     _check_inputs(images, saliency, targets)
     _check_positive_int(chunk_size, "chunk_size")
     pixels = _pixels_per_step(images.shape[2], images.shape[3], pixels_per_step, steps)
-    # each submodule's own flag: ``model.train(flag)`` would overwrite a submodule set apart
-    modes = [(module, module.training) for module in model.modules()] if isinstance(model, nn.Module) else []
-    try:
-        if isinstance(model, nn.Module):
-            model.eval()
-        with torch.inference_mode():
-            if insert:
-                start, finish = rise_blur(images, kernel_size, sigma), images
-            else:
-                start, finish = images, torch.zeros((), dtype=images.dtype, device=images.device)
-            return _curves(model, start, finish, saliency, targets, pixels, chunk_size)
-    finally:
-        for module, training in modes:
-            module.training = training
+    with eval_mode(model), torch.inference_mode():
+        if insert:
+            start, finish = rise_blur(images, kernel_size, sigma), images
+        else:
+            start, finish = images, torch.zeros((), dtype=images.dtype, device=images.device)
+        return _curves(model, start, finish, saliency, targets, pixels, chunk_size)
 
 
 def deletion_curve(model: Model, images: Tensor, saliency: Tensor, targets: Tensor,
