@@ -1,0 +1,160 @@
+"""Shared pieces of the cam-bench datamodules: argument checks, the base dataset with the
+``on_error`` policy, and the base LightningDataModule (``prepare_data`` checks, ``setup``
+assigns, a thin ``predict_dataloader`` with :func:`~datamodules.sample.collate_samples`).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader, Dataset
+
+from benchmark.backbones import Preprocessing
+from datamodules.images import CorruptImageError
+from datamodules.sample import collate_samples, skipped_sample
+
+__all__ = ["AnnotationError", "CamDataModule", "CamDataset", "ON_ERROR", "as_preprocessing", "check_choice",
+           "check_positive_int", "imagenet_preprocessing"]
+
+#: ``on_error`` policies: raise on the first unreadable sample, or skip (log, count, list) it.
+ON_ERROR = ("raise", "skip")
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class AnnotationError(ValueError):
+    """A malformed annotation (the message names the file and the line or field)."""
+
+
+def check_choice(value: Any, name: str, choices: Sequence[Any]) -> Any:
+    """Raise a ValueError listing the valid ``choices``.
+
+    Example:
+        >>> check_choice("skip", "on_error", ON_ERROR)
+        'skip'
+        >>> check_choice("ignore", "on_error", ON_ERROR)
+        Traceback (most recent call last):
+        ...
+        ValueError: Expected `on_error` to be one of ('raise', 'skip'), but got 'ignore'.
+    """
+    if value not in choices:
+        raise ValueError(f"Expected `{name}` to be one of {tuple(choices)}, but got {value!r}.")
+    return value
+
+
+def check_positive_int(value: Any, name: str, allow_zero: bool = False) -> int:
+    """Raise a ValueError unless ``value`` is an int > 0 (>= 0 with ``allow_zero``)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"Expected `{name}` to be an int {bound}, but got {value!r}.")
+    return value
+
+
+def imagenet_preprocessing(resize_size: int = 256, crop_size: int = 224) -> Preprocessing:
+    """The default: resize the shorter side to 256, centre-crop 224, ImageNet mean/std, bilinear."""
+    return Preprocessing((3, crop_size, crop_size), resize_size, crop_size, IMAGENET_MEAN, IMAGENET_STD, "bilinear")
+
+
+def as_preprocessing(value: Union[Preprocessing, Mapping[str, Any], str, None]) -> Preprocessing:
+    """``None`` (ImageNet default), a :class:`Preprocessing`, its dict, or a backbone name.
+
+    Example:
+        >>> as_preprocessing(None).crop_size
+        224
+        >>> as_preprocessing({"resize_size": 128, "crop_size": 112, "mean": [0.5] * 3, "std": [0.5] * 3}).input_size
+        (3, 112, 112)
+    """
+    if value is None:
+        return imagenet_preprocessing()
+    if isinstance(value, Preprocessing):
+        return value
+    if isinstance(value, str):
+        from benchmark.backbones import create_backbone
+
+        return create_backbone(value).preprocessing
+    if isinstance(value, Mapping):
+        fields = dict(value)
+        crop = check_positive_int(fields.get("crop_size", 224), "crop_size")
+        fields.setdefault("input_size", (3, crop, crop))
+        fields.setdefault("interpolation", "bilinear")
+        fields.setdefault("mean", IMAGENET_MEAN)
+        fields.setdefault("std", IMAGENET_STD)
+        fields.setdefault("resize_size", crop)
+        valid = set(Preprocessing.__dataclass_fields__)
+        unknown = sorted(set(fields) - valid)
+        if unknown:
+            raise ValueError(f"Unknown preprocessing fields {unknown}; valid: {sorted(valid)}.")
+        return Preprocessing(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+    raise TypeError(f"Expected `preprocessing` to be None, a Preprocessing, a dict or a backbone name, but got "
+                    f"{type(value).__name__}.")
+
+
+class CamDataset(Dataset):
+    """Map-style base dataset: subclasses implement :meth:`load`, :meth:`sample_id` and
+    :meth:`global_index`; ``__getitem__`` applies the ``on_error`` policy to unreadable images
+    (:class:`~datamodules.images.CorruptImageError`) and malformed annotations (:class:`AnnotationError`)."""
+
+    def __init__(self, preprocessing: Preprocessing, on_error: str = "raise") -> None:
+        self.preprocessing = preprocessing
+        self.transform = preprocessing.transform()
+        self.on_error = check_choice(on_error, "on_error", ON_ERROR)
+
+    def load(self, i: int) -> Dict[str, Any]:
+        raise NotImplementedError
+
+    def sample_id(self, i: int) -> str:
+        raise NotImplementedError
+
+    def global_index(self, i: int) -> int:
+        return i
+
+    def __getitem__(self, i: int) -> Dict[str, Any]:
+        if not 0 <= i < len(self):
+            raise IndexError(f"Index {i} out of range for {len(self)} samples.")
+        try:
+            return self.load(i)
+        except (CorruptImageError, AnnotationError) as err:
+            if self.on_error == "raise":
+                raise
+            return skipped_sample(self.global_index(i), self.sample_id(i), err)
+
+
+class CamDataModule(pl.LightningDataModule):
+    """Base predict datamodule: subclasses implement :meth:`check_files` and :meth:`build_dataset`.
+
+    Args:
+        preprocessing: the backbone's preprocessing (see :func:`as_preprocessing`).
+        batch_size: images per batch.
+        num_workers: DataLoader worker processes.
+        on_error: ``"raise"`` (default) or ``"skip"`` unreadable images / malformed annotations.
+    """
+
+    def __init__(self, preprocessing: Union[Preprocessing, Mapping[str, Any], str, None] = None,
+                 batch_size: int = 32, num_workers: int = 0, on_error: str = "raise") -> None:
+        super().__init__()
+        self.preprocessing = as_preprocessing(preprocessing)
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+        self.num_workers = check_positive_int(num_workers, "num_workers", allow_zero=True)
+        self.on_error = check_choice(on_error, "on_error", ON_ERROR)
+        self.dataset: Optional[Dataset] = None
+
+    def check_files(self) -> None:
+        """Raise ``FileNotFoundError`` (showing the expected layout) when inputs are missing."""
+
+    def build_dataset(self) -> Dataset:
+        raise NotImplementedError
+
+    def prepare_data(self) -> None:
+        self.check_files()
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if stage not in (None, "predict"):
+            raise ValueError(f"{type(self).__name__} is predict-only; expected stage 'predict', but got {stage!r}.")
+        if self.dataset is None:
+            self.check_files()
+            self.dataset = self.build_dataset()
+
+    def predict_dataloader(self) -> DataLoader:
+        return DataLoader(self.dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
+                          collate_fn=collate_samples)
