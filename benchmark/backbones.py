@@ -4,6 +4,8 @@ Naming (``create_backbone(name)``):
 
 * ``"torchvision/<name>"`` -- a torchvision classification model (``resnet18``, ``vgg16_bn``, ...);
 * ``"timm/<name>"`` -- a timm model, optionally with a pretrained tag (``timm/resnet18.a1_in1k``);
+* ``"synthetic/<name>"`` -- a shipped SyntheticShapes model (``plain_cnn``, ``res_cnn``,
+  ``mobile_cnn``; see :mod:`benchmark.synthetic`), 8 classes, 128 x 128 inputs;
 * a bare ``"<name>"`` -- torchvision's model if torchvision has one by that name, else timm's.
 
 Weights (``weights=``):
@@ -19,6 +21,10 @@ Weights (``weights=``):
 
 The model comes back in eval mode with frozen parameters, with its :class:`Preprocessing`
 taken from torchvision's weights transforms or timm's pretrained config.
+
+Synthetic backbones exist to be used trained: for them ``weights=None`` (and ``"default"``) loads
+the checkpoint shipped in the package, ``"random"`` gives a random initialisation, and a path
+loads that file.
 """
 from __future__ import annotations
 
@@ -79,7 +85,7 @@ class Backbone(NamedTuple):
 
 
 def list_backbones(source: str = "torchvision") -> list:
-    """Model names of ``source`` ("torchvision" or "timm").
+    """Model names of ``source`` ("torchvision", "timm" or "synthetic").
 
     Example:
         >>> "resnet18" in list_backbones("torchvision")
@@ -89,7 +95,11 @@ def list_backbones(source: str = "torchvision") -> list:
         return torchvision.models.list_models(module=torchvision.models)
     if source == "timm":
         return timm.list_models()
-    raise ValueError(f"Expected `source` to be 'torchvision' or 'timm', but got {source!r}.")
+    if source == "synthetic":
+        from benchmark.synthetic.models import SYNTHETIC_MODELS
+
+        return sorted(SYNTHETIC_MODELS)
+    raise ValueError(f"Expected `source` to be 'torchvision', 'timm' or 'synthetic', but got {source!r}.")
 
 
 def _split_name(name: str) -> Tuple[str, str]:
@@ -98,8 +108,14 @@ def _split_name(name: str) -> Tuple[str, str]:
     source, _, model = name.rpartition("/")
     if source in ("torchvision", "timm"):
         return source, model
+    if source == "synthetic":
+        if model not in list_backbones("synthetic"):
+            raise KeyError(f"Unknown synthetic backbone {name!r}; valid: "
+                           f"{['synthetic/' + n for n in list_backbones('synthetic')]}.")
+        return source, model
     if source:
-        raise KeyError(f"Unknown backbone source {source!r} in {name!r}; valid: 'torchvision/…', 'timm/…'.")
+        raise KeyError(f"Unknown backbone source {source!r} in {name!r}; valid: 'torchvision/…', 'timm/…', "
+                       "'synthetic/…'.")
     if model in list_backbones("torchvision"):
         return "torchvision", model
     if timm.is_model(model):
@@ -219,13 +235,30 @@ def _timm(name: str, weights: Optional[str], num_classes: Optional[int]) -> Back
                                          tuple(cfg["std"]), cfg["interpolation"]))
 
 
+def _synthetic(name: str, weights: Optional[str], num_classes: Optional[int]) -> Backbone:
+    from benchmark.synthetic import shipped_checkpoint
+    from benchmark.synthetic.models import build_synthetic_model
+    from datamodules.synthetic import synthetic_preprocessing
+
+    model = build_synthetic_model(name, 8 if num_classes is None else num_classes)
+    if weights is None or weights == "default":
+        load_checkpoint(model, shipped_checkpoint(name))
+    elif weights != "random":
+        if not _is_path(weights):
+            raise ValueError(f"Expected `weights` to be None/'default' (shipped), 'random' or a file path for "
+                             f"synthetic/{name}, but got {weights!r}.")
+        load_checkpoint(model, weights)
+    return Backbone(model, synthetic_preprocessing(128))
+
+
 def create_backbone(name: str, weights: Union[str, os.PathLike, None] = None,
                     num_classes: Optional[int] = None) -> Backbone:
     """Build a torchvision or timm classifier (eval mode, frozen) and its preprocessing.
 
     Args:
         name: ``"torchvision/<name>"``, ``"timm/<name>"`` or a bare name (see module docstring).
-        weights: ``None`` (random init), ``"default"``, a torchvision enum name, or a file path.
+        weights: ``None`` (random init; the shipped checkpoint for ``synthetic/``), ``"default"``, a
+            torchvision enum name, ``"random"`` (``synthetic/`` only), or a file path.
         num_classes: classifier size for random init or a local checkpoint (default: 1000).
 
     Returns:
@@ -242,7 +275,7 @@ def create_backbone(name: str, weights: Union[str, os.PathLike, None] = None,
     weights = os.fspath(weights) if isinstance(weights, os.PathLike) else weights
     if weights is not None and not isinstance(weights, str):
         raise TypeError(f"Expected `weights` to be None, a str or a path, but got {type(weights).__name__}.")
-    build = _torchvision if source == "torchvision" else _timm
+    build = {"torchvision": _torchvision, "timm": _timm, "synthetic": _synthetic}[source]
     model, preprocessing = build(model_name, weights, num_classes)
     model.eval().requires_grad_(False)
     return Backbone(model, preprocessing)

@@ -6,6 +6,8 @@
   explains seeded random images with every registered explainer inside ``Trainer.predict``
   (``--devices``/``--strategy`` pass through to Lightning, e.g. ``--devices 2 --strategy ddp``),
   writes the records with :class:`callbacks.SaliencyWriter` and prints a summary table.
+* ``cam-bench train-synthetic --model NAME`` -- train a SyntheticShapes backbone with a Lightning
+  ``fit`` (see :mod:`benchmark.synthetic.train`; defaults reproduce the shipped checkpoints).
 """
 from __future__ import annotations
 
@@ -97,6 +99,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default: auto)")
     demo.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
     demo.set_defaults(func=_demo)
+    from benchmark.synthetic import train
+
+    train_parser = sub.add_parser("train-synthetic", help="train a SyntheticShapes backbone (Lightning fit)")
+    train.add_arguments(train_parser).set_defaults(func=train.run)
     return parser
 
 

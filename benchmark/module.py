@@ -16,6 +16,11 @@ model for perturbation curves. At the end of the predict epoch :attr:`results` h
 per (method, metric result) -- ``{"method", "metric", "value", "n", "n_invalid"}`` -- reduced
 across processes in dataset-index order, so 1 and N processes give the same numbers.
 
+Bad input: datamodules report what they could not use -- per batch ``counts`` (clipped or
+dropped boxes, images without boxes, skipped images) and the ``skipped`` samples (``index``,
+``id``, ``error``) under ``on_error="skip"``. The module sums and gathers them across processes
+into :attr:`data_report` at the end of the predict epoch, so nothing is lost silently.
+
 Distributed runs: under ``strategy="ddp"`` Lightning's predict sampler gives rank ``r`` the
 indices ``r::world`` without padding, so every index is produced exactly once. A user-supplied
 ``DistributedSampler`` pads by repeating samples and is refused in ``on_predict_start``. Each
@@ -25,6 +30,7 @@ them with :func:`merge_records`, which sorts by dataset index and refuses duplic
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import pytorch_lightning as pl
@@ -87,6 +93,10 @@ class ExplainerModule(pl.LightningModule):
                                       for method in self.explainers for name, kwargs in metric_config.items()})
         self.top_k = int(top_k)
         self.results: List[Dict[str, Any]] = []
+        #: ``{"counts": {name: int}, "skipped": [{"index", "id", "error"}, ...]}`` over all processes.
+        self.data_report: Dict[str, Any] = {"counts": {}, "skipped": []}
+        self._counts: Counter = Counter()
+        self._skipped: List[Dict[str, Any]] = []
 
     def forward(self, images: Tensor) -> Tensor:
         return self.model(images)
@@ -97,6 +107,7 @@ class ExplainerModule(pl.LightningModule):
         self.model.eval()
         for metric in self.metrics.values():
             metric.reset()
+        self._counts, self._skipped = Counter(), []
         loaders = self.trainer.predict_dataloaders
         for loader in loaders if isinstance(loaders, (list, tuple)) else [loaders]:
             for sampler in (getattr(loader, "sampler", None),
@@ -118,6 +129,11 @@ class ExplainerModule(pl.LightningModule):
 
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> List[Dict[str, Any]]:
         """Explain one batch; see the module docstring for the record format."""
+        if isinstance(batch, Mapping):
+            self._counts.update({k: int(v) for k, v in (batch.get("counts") or {}).items()})
+            self._skipped.extend(dict(s) for s in batch.get("skipped") or [])
+            if "image" not in batch and "skipped" in batch:
+                return []  # every sample of the batch was unreadable (on_error="skip")
         if not isinstance(batch, Mapping) or "image" not in batch or "index" not in batch:
             keys = list(batch) if isinstance(batch, Mapping) else type(batch).__name__
             raise ValueError(f"Expected a batch dict with `image` and `index` (and `label`), but got {keys}.")
@@ -162,7 +178,7 @@ class ExplainerModule(pl.LightningModule):
         inputs = MetricInputs(images, targets, indices, maps, full_probs, probs,
                               labels=labels.to(targets.device).long() if isinstance(labels, Tensor) else None,
                               target_boxes=target_boxes, boxes=boxes, box_labels=box_labels,
-                              difficult=batch.get("difficult"), model=self.model if "model" in needs else None,
+                              difficult=batch.get("difficult_item"), model=self.model if "model" in needs else None,
                               extra={k: v for k, v in batch.items() if k in ("masks",)})
         if needs & {"expl_probs", "expl_saliency"}:
             explanation = images * maps.unsqueeze(1).to(images.dtype)  # E = x * CAM (normalised space)
@@ -188,6 +204,15 @@ class ExplainerModule(pl.LightningModule):
         """Reduce every metric (across processes, in dataset-index order) into :attr:`results`."""
         self.results = []
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        parts = [(dict(self._counts), self._skipped)]
+        if distributed:
+            parts = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(parts, (dict(self._counts), self._skipped))
+        counts: Counter = Counter()
+        for part_counts, _ in parts:
+            counts.update(part_counts)
+        self.data_report = {"counts": dict(sorted(counts.items())),
+                            "skipped": sorted((s for _, part in parts for s in part), key=lambda s: s["index"])}
         for key, metric in self.metrics.items():
             method, name = key.split("/")
             if not distributed and not metric.indices:  # never updated (a collective call under DDP)

@@ -6,7 +6,10 @@ One sample (a dict) after :func:`make_sample`:
 * ``label`` int (the class explained by ``target="label"``), ``index`` int (global dataset index,
   stable across runs and world sizes), ``id`` str (the file name or generator id);
 * ``boxes`` ``(N, 4)`` float32 xyxy in the transformed image's pixels, ``box_labels`` ``(N,)``
-  int64, optional ``difficult`` ``(N,)`` bool and ``masks`` ``(N, H, W)`` bool (one per box);
+  int64, optional ``difficult`` ``(N,)`` bool (per box, the annotation's flag) and ``masks``
+  ``(N, H, W)`` bool (one per box);
+* optional ``difficult_item`` bool -- the item belongs to a "difficult" evaluation subset (TorchRay's
+  EBP pointing-game list); collated to ``(B,)`` and given to metrics as ``MetricInputs.difficult``;
 * ``counts`` -- the per-sample bad-input counts (:data:`COUNTS`).
 
 A sample that could not be read (``on_error="skip"``) is ``{"skipped": True, "index", "id",
@@ -38,7 +41,8 @@ _LIST_KEYS = ("boxes", "box_labels", "difficult", "masks")
 
 def make_sample(image: Image.Image, prep: Preprocessing, transform, *, label: int, index: int, sample_id: str,
                 boxes: Optional[Tensor] = None, box_labels: Optional[Sequence[int]] = None,
-                difficult: Optional[Sequence[bool]] = None, masks: Optional[Tensor] = None) -> Dict[str, Any]:
+                difficult: Optional[Sequence[bool]] = None, masks: Optional[Tensor] = None,
+                difficult_item: Optional[bool] = None) -> Dict[str, Any]:
     """Preprocess one RGB image with its annotation into a contract sample.
 
     Args:
@@ -48,6 +52,7 @@ def make_sample(image: Image.Image, prep: Preprocessing, transform, *, label: in
         label, index, sample_id: class, global dataset index, file name.
         boxes, box_labels, difficult: the annotation (original pixels); ``None``: no annotation.
         masks: ``(N, H, W)`` bool instance masks in original pixels, one per box.
+        difficult_item: the item's "difficult subset" flag (``None``: not part of the contract here).
 
     Example:
         >>> prep = Preprocessing((3, 4, 4), 4, 4, (0.5,) * 3, (0.5,) * 3, "bilinear")
@@ -58,6 +63,8 @@ def make_sample(image: Image.Image, prep: Preprocessing, transform, *, label: in
     """
     counts = dict.fromkeys(COUNTS, 0)
     sample: Dict[str, Any] = {"label": int(label), "index": int(index), "id": str(sample_id), "counts": counts}
+    if difficult_item is not None:
+        sample["difficult_item"] = bool(difficult_item)
     if boxes is None:
         sample["image"] = transform(image)
         return sample
@@ -119,6 +126,8 @@ def collate_samples(samples: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     batch["label"] = torch.tensor([s["label"] for s in good], dtype=torch.long)
     batch["index"] = torch.tensor([s["index"] for s in good], dtype=torch.long)
     batch["id"] = [s["id"] for s in good]
+    if all("difficult_item" in s for s in good):
+        batch["difficult_item"] = torch.tensor([s["difficult_item"] for s in good], dtype=torch.bool)
     for key in _LIST_KEYS:
         present = [key in s for s in good]
         if any(present) and not all(present):

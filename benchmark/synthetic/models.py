@@ -1,0 +1,95 @@
+"""Three small CNN families for the SyntheticShapes benchmark (each well under 2 MB).
+
+All three take ``(B, 3, 128, 128)`` images and end in an ``8 x 8`` feature map (stride 16, like
+a ResNet's 7 x 7 at 224) held by ``features``, followed by global average pooling and a linear
+classifier, so every CAM method explains ``features`` (found by the auto-detection of
+:mod:`benchmark.explainers.layers`).
+
+* ``plain_cnn`` -- VGG-style: 3x3 conv + BN + ReLU stages with max pooling;
+* ``res_cnn`` -- a small ResNet: a strided stem and one basic residual block per stage;
+* ``mobile_cnn`` -- MobileNetV2-style inverted residual blocks (depthwise separable) and a 1x1 head.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict
+
+import torch
+from torch import Tensor, nn
+from torchvision.models.mobilenetv2 import InvertedResidual
+
+__all__ = ["SYNTHETIC_MODELS", "SyntheticNet", "build_synthetic_model"]
+
+
+def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class _BasicBlock(nn.Module):
+    """ResNet basic block: two 3x3 convs and a (projected) shortcut."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = _conv(cin, cout, stride)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Identity() if stride == 1 and cin == cout else nn.Sequential(
+            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.relu(self.bn2(self.conv2(self.conv1(x))) + self.shortcut(x))
+
+
+class SyntheticNet(nn.Module):
+    """``features`` -> global average pool -> ``classifier``."""
+
+    def __init__(self, features: nn.Module, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.features = features
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(channels, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+
+
+def plain_cnn(num_classes: int = 8) -> SyntheticNet:
+    """VGG-style plain CNN (128 -> 8 x 8 x 128)."""
+    features = nn.Sequential(_conv(3, 16, 2), _conv(16, 32), nn.MaxPool2d(2), _conv(32, 64), nn.MaxPool2d(2),
+                             _conv(64, 96), nn.MaxPool2d(2), _conv(96, 128), _conv(128, 128))
+    return SyntheticNet(features, 128, num_classes)
+
+
+def res_cnn(num_classes: int = 8) -> SyntheticNet:
+    """Small ResNet: stem (stride 2) and one basic block per stage (16, 32, 64, 128 channels)."""
+    features = nn.Sequential(_conv(3, 16, 2), _BasicBlock(16, 32, 2), _BasicBlock(32, 64, 2),
+                             _BasicBlock(64, 128, 2))
+    return SyntheticNet(features, 128, num_classes)
+
+
+def mobile_cnn(num_classes: int = 8) -> SyntheticNet:
+    """MobileNetV2-style: inverted residual blocks (expansion 4) and a 1x1 conv head."""
+    features = nn.Sequential(
+        _conv(3, 16, 2), InvertedResidual(16, 24, 2, 4), InvertedResidual(24, 24, 1, 4),
+        InvertedResidual(24, 48, 2, 4), InvertedResidual(48, 48, 1, 4), InvertedResidual(48, 96, 2, 4),
+        InvertedResidual(96, 96, 1, 4),
+        nn.Sequential(nn.Conv2d(96, 128, 1, bias=False), nn.BatchNorm2d(128), nn.ReLU6(inplace=True)))
+    return SyntheticNet(features, 128, num_classes)
+
+
+#: Architecture name -> constructor ``(num_classes) -> nn.Module``.
+SYNTHETIC_MODELS: Dict[str, Callable[[int], SyntheticNet]] = {
+    "plain_cnn": plain_cnn, "res_cnn": res_cnn, "mobile_cnn": mobile_cnn}
+
+
+def build_synthetic_model(name: str, num_classes: int = 8) -> SyntheticNet:
+    """Random-init model ``name`` (one of :data:`SYNTHETIC_MODELS`).
+
+    Example:
+        >>> model = build_synthetic_model("res_cnn")
+        >>> model(torch.zeros(2, 3, 128, 128)).shape, model.features(torch.zeros(1, 3, 128, 128)).shape[-2:]
+        (torch.Size([2, 8]), torch.Size([8, 8]))
+    """
+    if name not in SYNTHETIC_MODELS:
+        raise KeyError(f"Unknown synthetic model {name!r}; valid: {sorted(SYNTHETIC_MODELS)}.")
+    return SYNTHETIC_MODELS[name](num_classes)

@@ -1,0 +1,392 @@
+"""Hugging Face ``datasets`` streaming: hub datasets (``imagenet-1k``) or local Parquet / image folders.
+
+``load_dataset(path, split=..., streaming=True)`` is read one example at a time; nothing holds the
+whole set in memory. Images are decoded here (the image column is cast to ``Image(decode=False)``),
+so an unreadable image follows ``on_error`` instead of ending the stream inside ``datasets``.
+
+Global index (``index`` of a sample = its position in the full, unsplit stream, whatever the
+number of processes and DataLoader workers). ``.map(with_indices=True)`` does not give this:
+``datasets`` 5.2 restarts its counter in every shard subset it hands to a rank or a worker. So:
+
+* the stream's shards are numbered in stream order (a streamed Parquet dataset is its files, in
+  order); their row counts come from the Parquet footers (metadata only) and give each shard's
+  offset. A generator stream (``IterableDataset.from_generator``) has one data source per shard
+  that yields each row tagged with ``offset + row``; the tag travels with the row through
+  ``split_dataset_by_node`` and the DataLoader's worker sharding, whichever way they split;
+* a shard's rows are re-counted while read: a count that disagrees with the footer raises;
+* a source without Parquet footers (an image folder, JSON, tar shards) is read as one logical
+  shard whose rows are counted in order: correct, but every rank reads the whole stream (keeping
+  every ``world_size``-th example) and one DataLoader worker per rank does the work.
+
+Splitting: ``datasets.distributed.split_dataset_by_node`` with the trainer's rank and world size
+(Lightning injects no sampler for an ``IterableDataset``): whole shards per rank when the number
+of shards is a multiple of the world size, else every rank reads all shards and keeps every
+``world_size``-th example. Workers: a rank's shards are dealt to its DataLoader workers, so
+``num_workers`` is capped at the rank's number of shards (logged); a worker without shards
+would only idle. ``limit`` keeps the first ``limit`` examples of the full stream (before splitting).
+
+Boxes: ``annotations`` maps an image id to ``(boxes, box_labels)`` (``(N, 4)`` xyxy in original
+pixels) -- a ``Mapping`` or a callable returning ``None`` for an image without annotation. The
+ImageNet parsers of ``datamodules.imagenet`` produce such a mapping. The id is the ``id_column``
+value, else the base name of the image's stored path, else ``f"{split}_{index:08d}"``; a lookup
+that misses the id retries it without its extension (``x.JPEG`` -> ``x``).
+"""
+from __future__ import annotations
+
+import glob
+import io
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+import datasets
+import pyarrow.parquet as pq
+import torch
+from datasets.distributed import split_dataset_by_node
+from datasets.utils.file_utils import xopen
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader, IterableDataset
+
+from benchmark.backbones import Preprocessing
+from datamodules.base import (
+    ON_ERROR,
+    AnnotationError,
+    CamDataModule,
+    as_preprocessing,
+    check_choice,
+    check_positive_int,
+)
+from datamodules.images import CorruptImageError, to_rgb
+from datamodules.sample import collate_samples, make_sample, skipped_sample
+
+__all__ = ["HFStream", "HFStreamDataModule", "check_local_files", "decode_image", "parquet_shard_sizes"]
+
+log = logging.getLogger(__name__)
+
+Annotations = Union[Mapping[str, Any], Callable[[str], Any], None]
+DataFiles = Union[str, Sequence[str], Mapping[str, Union[str, Sequence[str]]], None]
+PreprocessingLike = Union[Preprocessing, Mapping[str, Any], str, None]
+
+_INDEX = "__cam_bench_index__"
+_READ_BATCH = 32  # rows read from the source at a time
+
+
+def _is_remote(path: str) -> bool:
+    return "://" in path or "::" in path
+
+
+def check_local_files(path: str, data_files: DataFiles = None, data_dir: Optional[str] = None) -> None:
+    """Raise ``FileNotFoundError`` (saying how to fix it) when local inputs are missing.
+
+    ``data_files``/``data_dir`` are local only for a packaged builder (``"parquet"``,
+    ``"imagefolder"``, ...) or a local ``path``; for a hub dataset they name files in the repo.
+
+    Example:
+        >>> check_local_files("parquet", data_files="/no/such/dir/*.parquet")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: No file matches data_files '/no/such/dir/*.parquet'. ...
+    """
+    from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
+
+    path = os.path.expanduser(path)
+    local_dir = os.path.isdir(path)
+    if not local_dir and path.startswith((os.sep, ".")):
+        raise FileNotFoundError(f"Dataset directory {path!r} does not exist. Pass an existing directory, a hub "
+                                "dataset id, or a builder such as path='parquet' with data_files=[...].")
+    if path not in _PACKAGED_DATASETS_MODULES and not local_dir:
+        return  # hub dataset: data_files / data_dir are paths inside the repo
+    root = path if local_dir else ""
+    if data_dir is not None and not _is_remote(data_dir) and not os.path.isdir(os.path.join(root, data_dir)):
+        raise FileNotFoundError(f"data_dir {data_dir!r} is not a directory. For path='imagefolder' pass the folder "
+                                "holding <split>/<class>/<image> (or <class>/<image>) files.")
+    patterns = data_files.values() if isinstance(data_files, Mapping) else [data_files]
+    for group in patterns:
+        for pattern in [group] if isinstance(group, str) or group is None else group:
+            if pattern is None or _is_remote(pattern):
+                continue
+            full = os.path.join(root, data_dir or "", os.path.expanduser(pattern))
+            if not glob.glob(full, recursive=True):
+                raise FileNotFoundError(f"No file matches data_files {pattern!r}. Write the files there or pass "
+                                        "data_files=<existing file, list or glob>, e.g. 'data/val-*.parquet'.")
+    if path in ("parquet", "csv", "json", "arrow", "text") and data_files is None and data_dir is None:
+        raise FileNotFoundError(f"path={path!r} needs data_files=[...] (or data_dir=...) naming the local files.")
+
+
+def parquet_shard_sizes(stream: datasets.IterableDataset) -> Optional[List[int]]:
+    """Rows per shard of a freshly loaded streamed Parquet dataset (footers only), else ``None``.
+
+    ``None`` when the stream is not plain Parquet files read whole and unfiltered in file order
+    (another format, ``filters``, ``on_bad_files``, row-group sub-shards). Reads the private
+    ``_ex_iterable`` of ``datasets`` 5.x, checked and with this safe fallback.
+    """
+    source = stream._ex_iterable
+    fn = getattr(source, "generate_tables_fn", None)
+    config = getattr(getattr(fn, "__self__", None), "config", None)
+    kwargs = getattr(source, "kwargs", {})
+    files, row_groups = kwargs.get("files"), kwargs.get("row_groups_list")
+    if (type(config).__name__ != "ParquetConfig" or getattr(config, "filters", None) is not None
+            or getattr(config, "on_bad_files", "error") != "error" or not isinstance(files, list)
+            or len(files) != stream.num_shards or any(group is not None for group in row_groups or [])):
+        return None
+
+    def rows(file: str) -> int:
+        with xopen(file, "rb") as handle:
+            return pq.ParquetFile(handle).metadata.num_rows
+
+    with ThreadPoolExecutor(max_workers=min(16, len(files))) as pool:
+        return list(pool.map(rows, files))
+
+
+def _generate(specs: Sequence[Tuple[Optional[int], int, Optional[int]]], base: datasets.IterableDataset,
+              limit: Optional[int]) -> Iterator[Dict[str, Any]]:
+    """Rows of the ``base`` shards in ``specs`` (``(shard or None for all, offset, rows)``), tagged with their index."""
+    for shard, offset, size in specs:
+        part = base if shard is None else base.shard(num_shards=base.num_shards, index=shard)
+        row, stop = 0, None if limit is None else limit - offset
+        # `.iter` (unlike `iter(part)`) does not re-shard by DataLoader worker: this runs inside one
+        for batch in part.iter(batch_size=_READ_BATCH):
+            for values in zip(*batch.values()):
+                if stop is not None and row >= stop:
+                    return
+                yield {**dict(zip(batch, values)), _INDEX: offset + row}
+                row += 1
+        if size is not None and row != size:
+            raise RuntimeError(f"Shard {shard} of the stream has {row} rows but its Parquet footer says {size}; "
+                               "the global sample indices would be wrong.")
+
+
+def decode_image(value: Any, sample_id: str = "<image>") -> Image.Image:
+    """Decode an Arrow image (``{"bytes", "path"}``), raw bytes or a PIL image to RGB.
+
+    Raises:
+        CorruptImageError: the data cannot be read or decoded (the message names ``sample_id``).
+
+    Example:
+        >>> data = io.BytesIO()
+        >>> Image.new("LA", (3, 2)).save(data, "PNG")
+        >>> decode_image({"bytes": data.getvalue(), "path": "a.png"}).mode
+        'RGB'
+        >>> decode_image({"bytes": b"junk", "path": None}, "a.png")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        datamodules.images.CorruptImageError: Cannot decode image 'a.png': cannot identify image file ...
+    """
+    if isinstance(value, Image.Image):
+        return to_rgb(value)
+    data, path = (value.get("bytes"), value.get("path")) if isinstance(value, Mapping) else (value, None)
+    hint = "Pass on_error='skip' to skip unreadable images (they are counted and listed in the results)."
+    try:
+        if data is None and path:
+            with xopen(path, "rb") as handle:
+                data = handle.read()
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise CorruptImageError(f"Cannot decode image {sample_id!r}: no image bytes or path ({value!r:.80}).")
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            return to_rgb(image)
+    except CorruptImageError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise CorruptImageError(f"Cannot decode image {sample_id!r}: {err}. {hint}") from err
+
+
+def _parse_annotation(value: Any, sample_id: str) -> Dict[str, Any]:
+    """``(boxes, box_labels[, difficult])`` or ``{"boxes", "box_labels"/"labels"[, "difficult"]}`` -> kwargs."""
+    if value is None:
+        return {"boxes": torch.zeros(0, 4), "box_labels": []}
+    if isinstance(value, Mapping):
+        boxes, labels, difficult = value.get("boxes"), value.get("box_labels", value.get("labels")), \
+            value.get("difficult")
+    elif isinstance(value, (tuple, list)) and len(value) in (2, 3):
+        boxes, labels, difficult = (*value, None)[:3]
+    else:
+        raise AnnotationError(f"Annotation of {sample_id!r}: expected (boxes, box_labels) or a dict with `boxes` "
+                              f"and `box_labels`, but got {type(value).__name__}.")
+    try:
+        boxes = torch.as_tensor(boxes if boxes is not None else [], dtype=torch.float64)
+        labels = [int(label) for label in (labels if labels is not None else [])]
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise AnnotationError(f"Annotation of {sample_id!r}: unreadable boxes or labels ({err}).") from err
+    if boxes.numel() == 0:
+        boxes = boxes.reshape(0, 4)
+    if boxes.ndim != 2 or boxes.shape[1] != 4 or len(labels) != len(boxes):
+        raise AnnotationError(f"Annotation of {sample_id!r}: expected (N, 4) boxes and N labels, but got boxes of "
+                              f"shape {tuple(boxes.shape)} and {len(labels)} labels.")
+    out = {"boxes": boxes, "box_labels": labels}
+    if difficult is not None:
+        out["difficult"] = list(difficult)
+    return out
+
+
+class HFStream(IterableDataset):
+    """A streamed ``datasets`` split as contract samples (see :mod:`datamodules.sample`).
+
+    Args:
+        path: hub dataset id (``"ILSVRC/imagenet-1k"``), local directory, or builder
+            (``"parquet"`` with ``data_files``, ``"imagefolder"`` with ``data_dir``).
+        split: split name (``"validation"``, ``"train"``, ...).
+        name, data_files, data_dir: passed to ``datasets.load_dataset``.
+        image_column, label_column, id_column: column names; ``label_column=None`` gives label -1
+            (use ``target="prediction"``); ``id_column=None`` takes the id from the image path.
+        annotations: image id -> ``(boxes, box_labels)`` mapping or callable (module docstring).
+        preprocessing: the backbone's preprocessing (see :func:`~datamodules.base.as_preprocessing`).
+        limit: keep the first ``limit`` examples of the full stream.
+        on_error: ``"raise"`` or ``"skip"`` unreadable images and malformed annotations.
+        rank, world_size: this process's part of the stream (``split_dataset_by_node``).
+
+    Example:
+        >>> import tempfile
+        >>> folder = tempfile.TemporaryDirectory()
+        >>> png = io.BytesIO()
+        >>> Image.new("L", (8, 6), 128).save(png, "PNG")
+        >>> rows = {"image": [{"bytes": png.getvalue(), "path": f"{i}.png"} for i in range(3)], "label": [4, 5, 6]}
+        >>> table = datasets.Dataset.from_dict(rows).cast_column("image", datasets.Image())
+        >>> _ = table.to_parquet(f"{folder.name}/part-0.parquet")
+        >>> stream = HFStream("parquet", "train", data_files=f"{folder.name}/*.parquet", preprocessing={"crop_size": 4})
+        >>> [(s["index"], s["id"], s["label"], tuple(s["image"].shape)) for s in stream]
+        [(0, '0.png', 4, (3, 4, 4)), (1, '1.png', 5, (3, 4, 4)), (2, '2.png', 6, (3, 4, 4))]
+        >>> folder.cleanup()
+    """
+
+    def __init__(self, path: str, split: str = "validation", *, name: Optional[str] = None,
+                 data_files: DataFiles = None, data_dir: Optional[str] = None, image_column: str = "image",
+                 label_column: Optional[str] = "label", id_column: Optional[str] = None,
+                 annotations: Annotations = None, preprocessing: PreprocessingLike = None,
+                 limit: Optional[int] = None, on_error: str = "raise", rank: int = 0, world_size: int = 1) -> None:
+        self.preprocessing = as_preprocessing(preprocessing)
+        self.transform = self.preprocessing.transform()
+        self.on_error = check_choice(on_error, "on_error", ON_ERROR)
+        self.limit = None if limit is None else check_positive_int(limit, "limit")
+        world_size = check_positive_int(world_size, "world_size")
+        if check_positive_int(rank, "rank", allow_zero=True) >= world_size:
+            raise ValueError(f"Expected `rank` in [0, {world_size}), but got {rank}.")
+        if annotations is not None and not (isinstance(annotations, Mapping) or callable(annotations)):
+            raise TypeError(f"Expected `annotations` to be a mapping image id -> (boxes, box_labels), a callable or "
+                            f"None, but got {type(annotations).__name__}.")
+        self.split, self.annotations = split, annotations
+        self.image_column, self.label_column, self.id_column = image_column, label_column, id_column
+        check_local_files(path, data_files, data_dir)
+        raw = datasets.load_dataset(path, name=name, split=split, data_files=data_files, data_dir=data_dir,
+                                    streaming=True)
+        sizes = parquet_shard_sizes(raw)  # before select/cast, which wrap the Parquet source
+        columns = [c for c in (image_column, label_column, id_column) if c is not None]
+        if raw.column_names is not None:
+            self._check_columns(raw.column_names)
+            raw = raw.select_columns(columns)
+        if isinstance((raw.features or {}).get(image_column), datasets.Image):
+            raw = raw.cast_column(image_column, datasets.Image(decode=False))
+        specs: List[Tuple[Optional[int], int, Optional[int]]] = [(None, 0, None)]
+        if sizes is not None:
+            offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+            specs = [(i, offsets[i], sizes[i]) for i in range(len(sizes)) if self.limit is None or offsets[i] < limit]
+            self.num_examples: Optional[int] = min(sum(sizes), self.limit or sum(sizes))
+            if not specs or not self.num_examples:
+                raise ValueError(f"The {split!r} split of {path!r} has no rows.")
+        else:
+            self.num_examples = None
+        stream = datasets.IterableDataset.from_generator(partial(_generate, base=raw, limit=self.limit),
+                                                         gen_kwargs={"specs": specs})
+        self.stream = split_dataset_by_node(stream, rank=rank, world_size=world_size) if world_size > 1 else stream
+
+    @property
+    def num_shards(self) -> int:
+        """Shards this rank reads: at most this many DataLoader workers get work."""
+        return self.stream.num_shards
+
+    def _check_columns(self, available: Sequence[str]) -> None:
+        for kind in ("image", "label", "id"):
+            column = getattr(self, f"{kind}_column")
+            if column is not None and column not in available:
+                raise ValueError(f"Unknown {kind}_column {column!r}; the {self.split!r} split has columns "
+                                 f"{sorted(available)}.")
+
+    def _lookup(self, sample_id: str) -> Any:
+        for key in dict.fromkeys((sample_id, os.path.splitext(sample_id)[0])):
+            if isinstance(self.annotations, Mapping):
+                value = self.annotations.get(key)
+            else:
+                value = self.annotations(key)
+            if value is not None:
+                return value
+        return None
+
+    def sample(self, example: Mapping[str, Any]) -> Dict[str, Any]:
+        """One streamed row (with its index tag) -> a contract sample, or a skipped marker."""
+        self._check_columns(list(example))
+        index, value = int(example[_INDEX]), example[self.image_column]
+        path = value.get("path") if isinstance(value, Mapping) else None
+        if self.id_column is not None:
+            sample_id = str(example[self.id_column])
+        elif path:
+            sample_id = os.path.basename(str(path).split("::")[0].rstrip("/"))
+        else:
+            sample_id = f"{self.split}_{index:08d}"
+        label = -1 if self.label_column is None or example[self.label_column] is None else example[self.label_column]
+        try:
+            image = decode_image(value, sample_id)
+            boxes = {} if self.annotations is None else _parse_annotation(self._lookup(sample_id), sample_id)
+            return make_sample(image, self.preprocessing, self.transform, label=int(label), index=index,
+                               sample_id=sample_id, **boxes)
+        except (CorruptImageError, AnnotationError) as err:
+            if self.on_error == "raise":
+                raise
+            return skipped_sample(index, sample_id, err)
+
+    def __iter__(self) -> Iterator[Dict[str, Any]]:
+        for example in self.stream:  # in a DataLoader worker, `datasets` deals this rank's shards to workers
+            yield self.sample(example)
+
+
+class HFStreamDataModule(CamDataModule):
+    """Predict datamodule over :class:`HFStream`, split across the trainer's processes.
+
+    Args:
+        path, split, name, data_files, data_dir, image_column, label_column, id_column, annotations,
+            limit: see :class:`HFStream`.
+        preprocessing, batch_size, num_workers, on_error: see :class:`~datamodules.base.CamDataModule`;
+            ``num_workers`` is capped at the number of shards each rank reads (logged).
+
+    ``setup`` takes the rank and world size from the attached trainer (rank 0 of 1 without one).
+
+    Example:
+        >>> dm = HFStreamDataModule("imagefolder", data_dir="/no/such/folder")
+        >>> dm.prepare_data()  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: data_dir '/no/such/folder' is not a directory. ...
+    """
+
+    def __init__(self, path: str, split: str = "validation", name: Optional[str] = None,
+                 data_files: DataFiles = None, data_dir: Optional[str] = None, image_column: str = "image",
+                 label_column: Optional[str] = "label", id_column: Optional[str] = None,
+                 annotations: Annotations = None, limit: Optional[int] = None,
+                 preprocessing: PreprocessingLike = None, batch_size: int = 32,
+                 num_workers: int = 0, on_error: str = "raise") -> None:
+        super().__init__(preprocessing, batch_size, num_workers, on_error)
+        if limit is not None:
+            check_positive_int(limit, "limit")
+        self.save_hyperparameters(ignore=["annotations"])  # a full ImageNet box table does not belong in hparams
+        self.annotations = annotations
+
+    def check_files(self) -> None:
+        hp = self.hparams
+        check_local_files(hp.path, hp.data_files, hp.data_dir)
+
+    def build_dataset(self) -> HFStream:
+        hp, trainer = self.hparams, self.trainer
+        rank, world_size = (0, 1) if trainer is None else (trainer.global_rank, trainer.world_size)
+        return HFStream(hp.path, hp.split, name=hp.name, data_files=hp.data_files, data_dir=hp.data_dir,
+                        image_column=hp.image_column, label_column=hp.label_column, id_column=hp.id_column,
+                        annotations=self.annotations, preprocessing=self.preprocessing, limit=hp.limit,
+                        on_error=self.on_error, rank=rank, world_size=world_size)
+
+    def predict_dataloader(self) -> DataLoader:
+        workers = min(self.num_workers, self.dataset.num_shards)
+        if workers < self.num_workers:
+            log.warning("Using %d DataLoader workers instead of %d: this rank reads %d shard(s) of the stream, and a "
+                        "worker without a shard would idle. Use more Parquet shards for more workers.",
+                        workers, self.num_workers, self.dataset.num_shards)
+        return DataLoader(self.dataset, batch_size=self.batch_size, num_workers=workers, collate_fn=collate_samples)

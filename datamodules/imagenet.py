@@ -1,0 +1,396 @@
+"""ILSVRC2012 validation images with their object boxes, read from the official files.
+
+* Images (``root``): flat ``ILSVRC2012_val_00000001.JPEG ...`` or class folders ``<synset>/<file>.JPEG``
+  (the ``valprep.sh`` layout); ``layout="auto"`` tells them apart.
+* Boxes, ``synset xmin ymin xmax ymax`` per object: the Kaggle CSV ``LOC_val_solution.csv`` (header
+  ``ImageId,PredictionString``, rows ``ILSVRC2012_val_00000001,n01751748 111 108 441 339 ``) or the official
+  XML directory ``ILSVRC2012_bbox_val_v3/val/<ImageId>.xml`` (``<annotation>``, ``<size>``, ``<object>``
+  with ``<name>`` and ``<bndbox><xmin>...``).
+* Classes: ``LOC_synset_mapping.txt`` (``n01440764 tench, Tinca tinca``) in torchvision/timm index order.
+
+Boxes: ILSVRC coordinates are inclusive pixel indices (the devkit counts ``xmax - xmin + 1`` pixels), so
+``box_convention="inclusive"`` (default, both formats) makes them the contract's pixel-edge boxes
+``(xmin, ymin, xmax + 1, ymax + 1)``; ``"edges"`` keeps the numbers as they are.
+
+Policy: ``index`` is the position in the full sorted listing (``number - 1`` for official names, else
+the position among the files), whatever the subset or world size. The label is the class folder (checked
+against the annotation) or, flat, the first box's synset. Unannotated images keep no boxes in class
+folders; flat, their label is unknown: an ``AnnotationError``, like malformed CSV lines or XML files,
+unknown synsets and an XML ``<size>`` other than the image's, raised when that image loads (so
+``on_error="skip"`` skips just it).
+"""
+from __future__ import annotations
+
+import csv
+import os
+import re
+import xml.etree.ElementTree as ET
+from collections import Counter
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from benchmark.backbones import Preprocessing
+from datamodules.base import AnnotationError, CamDataModule, CamDataset, as_preprocessing, check_choice
+from datamodules.images import load_image
+from datamodules.sample import make_sample
+
+__all__ = ["ImageNetVal", "ImageNetValDataModule", "parse_prediction_string", "read_synset_mapping"]
+
+SOLUTION_CSV = "LOC_val_solution.csv"
+SYNSET_MAPPING = "LOC_synset_mapping.txt"
+XML_DIRS = ("ILSVRC2012_bbox_val_v3/val", "Annotations/CLS-LOC/val")
+LAYOUTS = ("auto", "flat", "folders")
+BOX_CONVENTIONS = ("inclusive", "edges")
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+_OFFICIAL = re.compile(r"ILSVRC2012_val_(\d{8})")
+_SYNSET = re.compile(r"n\d{8}")
+_FIELDS = ("xmin", "ymin", "xmax", "ymax")
+
+LAYOUT_HELP = """Expected an ILSVRC2012 validation set laid out like this (root = val/):
+  data/
+  |-- LOC_synset_mapping.txt     class order: "n01440764 tench, Tinca tinca" per line
+  |-- LOC_val_solution.csv       Kaggle boxes: "ImageId,PredictionString", or
+  |-- ILSVRC2012_bbox_val_v3/
+  |   `-- val/                   official boxes: ILSVRC2012_val_00000001.xml ...
+  `-- val/
+      |-- ILSVRC2012_val_00000001.JPEG ...              flat, or class folders (valprep.sh):
+      `-- n01440764/ILSVRC2012_val_00000293.JPEG ...
+Found in root or up to 4 folders above it, or pass `annotations=` (CSV or XML folder), `synset_mapping=`."""
+
+PathLike = Union[str, os.PathLike]
+Prep = Union[Preprocessing, Mapping[str, Any], str, None]
+Ids = Union[PathLike, Sequence[str], None]
+OptPath = Optional[PathLike]
+Annotation = Tuple[np.ndarray, np.ndarray]  # (box labels (N,), boxes (N, 4))
+
+
+def _missing(what: str, looked: Sequence[Path]) -> FileNotFoundError:
+    where = ", ".join(str(p) for p in looked)
+    return FileNotFoundError(f"{what} not found (looked for {where}).\n{LAYOUT_HELP}")
+
+
+def _as_path(value: PathLike, name: str) -> Path:
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"Expected `{name}` to be a path (str or os.PathLike), but got {type(value).__name__}.")
+    return Path(value).expanduser()
+
+
+def _resolve(root: PathLike, annotations: OptPath, mapping: OptPath) -> Tuple[Path, Path, Path]:
+    """``(root, annotations, synset_mapping)``: check the given paths or find the default ones."""
+    root = _as_path(root, "root")
+    if not root.is_dir():
+        raise _missing(f"Image directory root={str(root)!r}", [root])
+    above = [root, *list(root.resolve().parents)[:4]]
+    if annotations is None:
+        looked = [d / name for d in above for name in (SOLUTION_CSV, *XML_DIRS)]
+        found = [p for p in looked if p.is_file() or (p.suffix != ".csv" and p.is_dir())]
+        if not found:
+            raise _missing(f"Annotations ({SOLUTION_CSV} or an XML directory)", looked)
+        annotations = found[0]
+    annotations = _as_path(annotations, "annotations")
+    if not annotations.exists():
+        raise _missing(f"Annotations {str(annotations)!r}", [annotations])
+    looked = [_as_path(mapping, "synset_mapping")] if mapping is not None else [d / SYNSET_MAPPING for d in above]
+    found = [p for p in looked if p.is_file()]
+    if not found:
+        raise _missing(f"Synset mapping ({SYNSET_MAPPING})", looked)
+    return root, annotations, found[0]
+
+
+def read_synset_mapping(path: PathLike) -> Tuple[List[str], List[str]]:
+    """``(synsets, names)`` of ``LOC_synset_mapping.txt`` in file order (= class index order)."""
+    names: Dict[str, str] = {}
+    with open(path, encoding="utf-8-sig") as handle:
+        for number, line in enumerate(handle, 1):
+            synset, _, name = line.strip().partition(" ")
+            if line.strip() and not _SYNSET.fullmatch(synset):
+                raise AnnotationError(f"{path}, line {number}: expected 'n<8 digits> <names>', got {line.strip()!r}.")
+            if synset in names:
+                raise AnnotationError(f"{path}, line {number}: synset {synset} is listed twice.")
+            if synset:
+                names[synset] = name.strip()
+    if not names:
+        raise AnnotationError(f"{path}: no synsets (expected lines like 'n01440764 tench, Tinca tinca').")
+    return list(names), list(names.values())
+
+
+def parse_prediction_string(text: str, where: str) -> Tuple[List[str], np.ndarray]:
+    """Split a Kaggle ``PredictionString`` into synsets and ``(N, 4)`` float64 boxes.
+
+    Example:
+        >>> synsets, boxes = parse_prediction_string("n01751748 111 108 441 339 n01751748 0 5 20 30 ", "x")
+        >>> synsets, boxes.tolist()
+        (['n01751748', 'n01751748'], [[111.0, 108.0, 441.0, 339.0], [0.0, 5.0, 20.0, 30.0]])
+    """
+    values = text.split()
+    if len(values) % 5:
+        raise AnnotationError(f"{where}: field PredictionString has {len(values)} values, expected groups of 5.")
+    numbers = [value for k, value in enumerate(values) if k % 5]
+    for k, value in enumerate(numbers):
+        try:
+            float(value)
+        except ValueError:
+            raise AnnotationError(f"{where}: field PredictionString, box {k // 4 + 1}: {_FIELDS[k % 4]} {value!r} "
+                                  "is not a number.") from None
+    return values[0::5], np.array(numbers, dtype=np.float64).reshape(-1, 4)
+
+
+def _label(synset: str, class_index: Mapping[str, int], where: str, mapping: Path) -> int:
+    if synset not in class_index:
+        raise AnnotationError(f"{where}: unknown synset {synset!r} (not in {mapping}).")
+    return class_index[synset]
+
+
+def _read_csv(path: Path) -> Dict[str, Tuple[str, str, Optional[str]]]:
+    """ImageId -> (where, PredictionString, error or None); each row is parsed when its image loads."""
+    table: Dict[str, Tuple[str, str, Optional[str]]] = {}
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None or [h.strip() for h in header] != ["ImageId", "PredictionString"]:
+            raise AnnotationError(f"{path}, line 1: expected the header 'ImageId,PredictionString', but got {header}.")
+        for row in reader:
+            where, image_id = f"{path}, line {reader.line_num}", row[0].strip() if row else ""
+            if not image_id and any(field.strip() for field in row):
+                raise AnnotationError(f"{where}: field ImageId is empty.")
+            error = "the ImageId appears a second time" if image_id in table else None
+            if len(row) != 2:
+                error = f"expected 2 fields (ImageId,PredictionString), but got {len(row)}"
+            if image_id:
+                table[image_id] = (where, row[-1], error)
+    return table
+
+
+def _xml_number(node: ET.Element, field: str, where: str) -> float:
+    text = node.findtext(field)
+    try:
+        return float(text.strip())  # type: ignore[union-attr]
+    except (AttributeError, ValueError):
+        got = "missing" if text is None else repr(text.strip())
+        raise AnnotationError(f"{where}: <{field}> is {got}, expected a number.") from None
+
+
+def _read_xml(path: Path, class_index: Mapping[str, int], mapping: Path) -> Tuple[Annotation, Optional[Tuple]]:
+    """``((labels, boxes), (width, height) or None)`` of one official XML file."""
+    try:
+        tree = ET.parse(path)
+    except ET.ParseError as err:
+        raise AnnotationError(f"{path}: malformed XML ({err}).") from None
+    top = tree.getroot()
+    if top.tag != "annotation":
+        raise AnnotationError(f"{path}: expected an <annotation> root element, but got <{top.tag}>.")
+    size = top.find("size")
+    wh = None if size is None else tuple(int(_xml_number(size, f, f"{path}, <size>")) for f in ("width", "height"))
+    labels, boxes = [], []
+    for k, obj in enumerate(top.iter("object"), 1):
+        where = f"{path}, <object> {k}"
+        synset, box = (obj.findtext("name") or "").strip(), obj.find("bndbox")
+        if not synset or box is None:
+            raise AnnotationError(f"{where}: <{'bndbox' if synset else 'name'}> is missing.")
+        labels.append(_label(synset, class_index, f"{where}, <name>", mapping))
+        boxes.append([_xml_number(box, field, f"{where}, <bndbox>") for field in _FIELDS])
+    return (np.array(labels, dtype=np.int64), np.array(boxes, dtype=np.float64).reshape(-1, 4)), wh
+
+
+def _list_images(root: Path, layout: str) -> Tuple[str, List[Tuple[str, str, Optional[str]]]]:
+    """``(layout, [(file name, path relative to root, class folder or None)])`` sorted by file name."""
+    def images(folder: Path) -> List[str]:
+        return [e.name for e in os.scandir(folder) if e.is_file() and not e.name.startswith(".")
+                and e.name.lower().endswith(IMAGE_SUFFIXES)]
+
+    flat = images(root) if layout != "folders" else []
+    folders: List[Tuple[str, str, Optional[str]]] = []
+    if layout != "flat":
+        for entry in sorted(os.scandir(root), key=lambda e: e.name):
+            if entry.is_dir() and not entry.name.startswith("."):
+                folders += [(name, f"{entry.name}/{name}", entry.name) for name in images(Path(entry.path))]
+    if flat and folders:
+        raise ValueError(f"{root} has images both directly and in class folders; pass layout='flat' or 'folders'.")
+    entries = [(name, name, None) for name in flat] if flat else folders
+    if not entries:
+        raise _missing(f"ILSVRC2012 validation images ({'/'.join(IMAGE_SUFFIXES)}) in root={str(root)!r}", [root])
+    twice = [s for s, n in Counter(os.path.splitext(name)[0] for name, _, _ in entries).items() if n > 1]
+    if twice:
+        raise ValueError(f"ImageIds {twice[:5]} appear more than once under {root} (e.g. .JPEG and .png).")
+    return ("flat" if flat else "folders"), sorted(entries)
+
+
+def _check_args(root: Any, annotations: Any, synset_mapping: Any, layout: Any, box_convention: Any, limit: Any,
+                subset_size: Any, subset_seed: Any, ids: Any) -> None:
+    """TypeError / ValueError for bad arguments, before any file is touched."""
+    for name, value in (("root", root), ("annotations", annotations), ("synset_mapping", synset_mapping)):
+        if value is not None or name == "root":
+            _as_path(value, name)
+    check_choice(layout, "layout", LAYOUTS)
+    check_choice(box_convention, "box_convention", BOX_CONVENTIONS)
+    for name, value in (("limit", limit), ("subset_size", subset_size), ("subset_seed", subset_seed)):
+        if (value is not None or name == "subset_seed") and (isinstance(value, bool) or not isinstance(value, int)):
+            raise TypeError(f"Expected `{name}` to be an int, but got {type(value).__name__}.")
+        if value is not None and name != "subset_seed" and value < 1:
+            raise ValueError(f"Expected `{name}` to be an int > 0, but got {value!r}.")
+    given = [name for name, v in (("limit", limit), ("subset_size", subset_size), ("ids", ids)) if v is not None]
+    if len(given) > 1:
+        raise ValueError(f"Expected at most one of `limit`, `subset_size` and `ids`, but got {given}.")
+    if ids is not None and not isinstance(ids, (str, os.PathLike)):
+        if not isinstance(ids, Sequence) or not all(isinstance(i, str) for i in ids):
+            raise TypeError("Expected `ids` to be a list of ImageIds (str) or a path to a text file of them.")
+
+
+def _read_ids(ids: Ids) -> List[str]:
+    """ImageIds (a file name's extension dropped) of a list or a text file with one per line."""
+    if isinstance(ids, (str, os.PathLike)):
+        path = Path(ids).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"Id list {str(path)!r} does not exist (expected one ImageId per line).")
+        ids = path.read_text(encoding="utf-8-sig").splitlines()
+    ids = [i.strip() for i in ids if i.strip()]
+    return [os.path.splitext(i)[0] if i.lower().endswith(IMAGE_SUFFIXES) else i for i in ids]
+
+
+class ImageNetVal(CamDataset):
+    """The ILSVRC2012 validation images (or a subset) with labels and boxes; see the module docstring.
+
+    Args:
+        root: the image directory (flat or class folders).
+        annotations: ``LOC_val_solution.csv`` or the XML directory; default: the nearest of them in
+            ``root`` or up to 4 folders above it (also Kaggle's ``Annotations/CLS-LOC/val``).
+        synset_mapping: ``LOC_synset_mapping.txt``; default: the nearest in ``root`` or above it.
+        layout: ``"auto"``, ``"flat"`` or ``"folders"``.
+        limit / subset_size (with subset_seed) / ids -- at most one: the first ``limit`` images;
+            a seeded random subset (index order); or these ImageIds (``ILSVRC2012_val_00000001`` or a
+            file name), a list or a text file with one per line -- unknown ones raise a ValueError.
+        box_convention: ``"inclusive"`` (``xmax``/``ymax`` are the last pixel: add 1) or ``"edges"``.
+        preprocessing: the backbone's preprocessing (see :func:`~datamodules.base.as_preprocessing`).
+        on_error: ``"raise"`` or ``"skip"`` unreadable images and malformed annotations.
+
+    Example:
+        >>> import tempfile
+        >>> from PIL import Image
+        >>> data = Path(tempfile.mkdtemp())
+        >>> _ = (data / "LOC_synset_mapping.txt").write_text("n01440764 tench\\nn01443537 goldfish\\n")
+        >>> _ = (data / "LOC_val_solution.csv").write_text(
+        ...     "ImageId,PredictionString\\nILSVRC2012_val_00000003,n01443537 0 0 31 15 \\n")
+        >>> Image.new("RGB", (64, 32)).save(data / "ILSVRC2012_val_00000003.JPEG")
+        >>> ds = ImageNetVal(data, preprocessing={"resize_size": 16, "crop_size": 16})  # CSV and mapping in root
+        >>> s = ds[0]
+        >>> s["id"], s["index"], s["label"], s["boxes"].tolist(), ds.classes
+        ('ILSVRC2012_val_00000003.JPEG', 2, 1, [[0.0, 0.0, 8.0, 8.0]], ['n01440764', 'n01443537'])
+        >>> import shutil; shutil.rmtree(data)
+    """
+
+    def __init__(self, root: PathLike, annotations: OptPath = None, synset_mapping: OptPath = None,
+                 layout: str = "auto", limit: Optional[int] = None, subset_size: Optional[int] = None,
+                 subset_seed: int = 0, ids: Ids = None, box_convention: str = "inclusive", preprocessing: Prep = None,
+                 on_error: str = "raise") -> None:
+        super().__init__(as_preprocessing(preprocessing), on_error)
+        _check_args(root, annotations, synset_mapping, layout, box_convention, limit, subset_size, subset_seed, ids)
+        self.box_convention = box_convention
+        self.root, self.annotations, self.synset_mapping = _resolve(root, annotations, synset_mapping)
+        self.classes, self.class_names = read_synset_mapping(self.synset_mapping)
+        self.class_to_idx = {synset: i for i, synset in enumerate(self.classes)}
+        self.layout, entries = _list_images(self.root, layout)
+        self.names, self._paths, self._folders = (list(column) for column in zip(*entries))
+        self._stems = [os.path.splitext(name)[0] for name in self.names]
+        numbers = [_OFFICIAL.fullmatch(stem) for stem in self._stems]
+        self._index = [int(m.group(1)) - 1 for m in numbers] if all(numbers) else list(range(len(entries)))
+        self.annotation_format = "csv" if self.annotations.is_file() else "xml"
+        is_csv = self.annotation_format == "csv"
+        self._table = _read_csv(self.annotations) if is_csv else None
+        self.positions = self._select(limit, subset_size, subset_seed, ids)
+
+    def _select(self, limit: Optional[int], subset_size: Optional[int], seed: int, ids: Any) -> List[int]:
+        """Positions (into the sorted listing) of the selected images, in index order."""
+        total = len(self.names)
+        if subset_size is not None and subset_size > total:
+            raise ValueError(f"Expected `subset_size` <= {total} (images under {self.root}), but got {subset_size}.")
+        if subset_size is not None:
+            return sorted(np.random.default_rng(seed).choice(total, size=subset_size, replace=False).tolist())
+        if ids is None:
+            return list(range(min(limit or total, total)))
+        lookup, wanted = {stem: p for p, stem in enumerate(self._stems)}, _read_ids(ids)
+        if not wanted:
+            raise ValueError("Expected at least one ImageId in `ids`, but got none.")
+        unknown = [i for i in wanted if i not in lookup]
+        if unknown:
+            raise ValueError(f"{len(unknown)} of the {len(wanted)} `ids` are not images under {self.root}: "
+                             f"{unknown[:5]}{' ...' if len(unknown) > 5 else ''}.")
+        return sorted({lookup[i] for i in wanted})
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def sample_id(self, i: int) -> str:
+        return self.names[self.positions[i]]
+
+    def global_index(self, i: int) -> int:
+        return self._index[self.positions[i]]
+
+    def _annotation(self, pos: int) -> Tuple[Optional[Annotation], Optional[Tuple], str]:
+        """``(labels and boxes or None when absent, XML size or None, where it was looked up)``."""
+        stem = self._stems[pos]
+        if self._table is not None:
+            if stem not in self._table:
+                return None, None, f"{self.annotations} (no ImageId {stem!r})"
+            where, text, error = self._table[stem]
+            if error:
+                raise AnnotationError(f"{where}: {error}.")
+            synsets, boxes = parse_prediction_string(text, where)
+            labels = [_label(s, self.class_to_idx, f"{where}, box {k + 1}", self.synset_mapping)
+                      for k, s in enumerate(synsets)]
+            return (np.array(labels, dtype=np.int64), boxes), None, where
+        path = self.annotations / f"{stem}.xml"
+        if not path.is_file():
+            return None, None, f"{path} (no such file)"
+        annotation, size = _read_xml(path, self.class_to_idx, self.synset_mapping)
+        return annotation, size, str(path)
+
+    def load(self, i: int) -> Dict[str, Any]:
+        pos = self.positions[i]
+        name, folder, path = self.names[pos], self._folders[pos], self.root / self._paths[pos]
+        annotation, size, where = self._annotation(pos)
+        labels, boxes = annotation if annotation is not None else (np.zeros(0, np.int64), np.zeros((0, 4)))
+        if folder is not None:
+            if folder not in self.class_to_idx:
+                raise AnnotationError(f"{path}: class folder {folder!r} is not a synset of {self.synset_mapping}.")
+            label = self.class_to_idx[folder]
+            if len(labels) and labels[0] != label:
+                raise AnnotationError(f"{path}: class folder {folder} but {where} says {self.classes[labels[0]]}.")
+        elif len(labels):
+            label = int(labels[0])
+        else:
+            raise AnnotationError(f"{path}: no boxes in {where}, so the label is unknown (flat layout).")
+        image = load_image(path)
+        if size is not None and size != image.size:
+            raise AnnotationError(f"{where}: <size> says {size[0]}x{size[1]} but {path} is "
+                                  f"{image.width}x{image.height}; boxes of resized copies are not supported.")
+        boxes = boxes + np.array([0, 0, 1, 1]) * (self.box_convention == "inclusive")
+        return make_sample(image, self.preprocessing, self.transform, label=label, index=self._index[pos],
+                           sample_id=name, boxes=boxes, box_labels=labels.tolist())
+
+
+class ImageNetValDataModule(CamDataModule):
+    """Predict datamodule over :class:`ImageNetVal`: its arguments, plus ``batch_size`` and ``num_workers``
+    (see :class:`~datamodules.base.CamDataModule`); they are saved as hyperparameters.
+
+    Example:
+        >>> ImageNetValDataModule("/data/imagenet/val", subset_size=2510, batch_size=16).hparams.subset_size
+        2510
+    """
+
+    def __init__(self, root: PathLike, annotations: OptPath = None, synset_mapping: OptPath = None,
+                 layout: str = "auto", limit: Optional[int] = None, subset_size: Optional[int] = None,
+                 subset_seed: int = 0, ids: Ids = None, box_convention: str = "inclusive", preprocessing: Prep = None,
+                 batch_size: int = 32, num_workers: int = 0, on_error: str = "raise") -> None:
+        super().__init__(preprocessing, batch_size, num_workers, on_error)
+        _check_args(root, annotations, synset_mapping, layout, box_convention, limit, subset_size, subset_seed, ids)
+        self.save_hyperparameters()
+
+    def check_files(self) -> None:
+        _resolve(self.hparams.root, self.hparams.annotations, self.hparams.synset_mapping)
+
+    def build_dataset(self) -> ImageNetVal:
+        hp = self.hparams
+        return ImageNetVal(hp.root, hp.annotations, hp.synset_mapping, hp.layout, hp.limit, hp.subset_size,
+                           hp.subset_seed, hp.ids, hp.box_convention, self.preprocessing, self.on_error)
