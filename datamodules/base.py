@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
 
 from benchmark.backbones import Preprocessing
+from datamodules.errors import AnnotationError
 from datamodules.images import CorruptImageError
 from datamodules.sample import collate_samples, skipped_sample
 
@@ -21,10 +22,6 @@ ON_ERROR = ("raise", "skip")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class AnnotationError(ValueError):
-    """A malformed annotation (the message names the file and the line or field)."""
 
 
 def check_choice(value: Any, name: str, choices: Sequence[Any]) -> Any:
@@ -44,9 +41,11 @@ def check_choice(value: Any, name: str, choices: Sequence[Any]) -> Any:
 
 
 def check_positive_int(value: Any, name: str, allow_zero: bool = False) -> int:
-    """Raise a ValueError unless ``value`` is an int > 0 (>= 0 with ``allow_zero``)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
-        bound = ">= 0" if allow_zero else "> 0"
+    """Raise a TypeError unless ``value`` is an int, a ValueError unless it is > 0 (>= 0 with ``allow_zero``)."""
+    bound = ">= 0" if allow_zero else "> 0"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"Expected `{name}` to be an int {bound}, but got {type(value).__name__} {value!r}.")
+    if value < (0 if allow_zero else 1):
         raise ValueError(f"Expected `{name}` to be an int {bound}, but got {value!r}.")
     return value
 

@@ -52,8 +52,8 @@ def _clip(boxes: Tensor, width: float, height: float) -> Tuple[Tensor, Tensor, T
     return clipped, changed, empty
 
 
-def transform_boxes(boxes: Tensor, image_size: Tuple[int, int], prep: Preprocessing) -> Tuple[Tensor, Tensor,
-                                                                                                Dict[str, int]]:
+def transform_boxes(boxes: Tensor, image_size: Tuple[int, int],
+                    prep: Preprocessing) -> Tuple[Tensor, Tensor, Dict[str, int]]:
     """Map annotation boxes of an ``image_size = (H, W)`` image into the preprocessed image.
 
     Args:

@@ -1,40 +1,41 @@
 """Hugging Face ``datasets`` streaming: hub datasets (``imagenet-1k``) or local Parquet / image folders.
 
-``load_dataset(path, split=..., streaming=True)`` is read one example at a time; nothing holds the
-whole set in memory. Images are decoded here (the image column is cast to ``Image(decode=False)``),
-so an unreadable image follows ``on_error`` instead of ending the stream inside ``datasets``.
+``load_dataset(path, split=..., streaming=True)`` is read row by row (nothing holds the whole set
+in memory). Images are decoded here, not by ``datasets`` (``Image(decode=False)``), so an
+unreadable image follows ``on_error`` instead of ending the stream.
 
-Global index (``index`` of a sample = its position in the full, unsplit stream, whatever the
-number of processes and DataLoader workers). ``.map(with_indices=True)`` does not give this:
-``datasets`` 5.2 restarts its counter in every shard subset it hands to a rank or a worker. So:
+Global index: a sample's ``index`` is its position in the full, unsplit stream, for any number of
+processes and workers. ``.map(with_indices=True)`` does not give it: ``datasets`` 5.2 restarts
+that counter in every shard subset handed to a rank or a worker. Instead the shards (a streamed
+Parquet dataset's files, in order) get offsets from their Parquet footers' row counts, and a
+``from_generator`` stream with one source per shard tags each row with ``offset + row``; the tag
+travels with the row through ``split_dataset_by_node`` and worker sharding, however they split.
+Rows are re-counted while read; a count that disagrees with the footer raises. A source without
+footers (image folder, Arrow, JSON, tar) is one logical shard counted in order: correct, but each
+rank reads the whole stream, with one worker (any hub dataset has a Parquet copy at
+``revision="refs/convert/parquet"``).
 
-* the stream's shards are numbered in stream order (a streamed Parquet dataset is its files, in
-  order); their row counts come from the Parquet footers (metadata only) and give each shard's
-  offset. A generator stream (``IterableDataset.from_generator``) has one data source per shard
-  that yields each row tagged with ``offset + row``; the tag travels with the row through
-  ``split_dataset_by_node`` and the DataLoader's worker sharding, whichever way they split;
-* a shard's rows are re-counted while read: a count that disagrees with the footer raises;
-* a source without Parquet footers (an image folder, JSON, tar shards) is read as one logical
-  shard whose rows are counted in order: correct, but every rank reads the whole stream (keeping
-  every ``world_size``-th example) and one DataLoader worker per rank does the work.
+Splitting (Lightning injects no sampler for an ``IterableDataset``): ``split_dataset_by_node``
+with the trainer's rank and world size gives whole shards to ranks when ``world_size`` divides the
+number of shards; otherwise each rank reads all shards and keeps every ``world_size``-th example.
+A rank's shards are then dealt to its DataLoader workers (each keeping its ``world_size``-th
+examples of its own shards -- a partition when all ranks run as many workers, as the datamodule
+does); ``num_workers`` is capped at the rank's number of shards (logged), since a worker without
+a shard idles. ``limit`` keeps the first ``limit`` rows of the full stream (before splitting).
 
-Splitting: ``datasets.distributed.split_dataset_by_node`` with the trainer's rank and world size
-(Lightning injects no sampler for an ``IterableDataset``): whole shards per rank when the number
-of shards is a multiple of the world size, else every rank reads all shards and keeps every
-``world_size``-th example. Workers: a rank's shards are dealt to its DataLoader workers, so
-``num_workers`` is capped at the rank's number of shards (logged); a worker without shards
-would only idle. ``limit`` keeps the first ``limit`` examples of the full stream (before splitting).
-
-Boxes: ``annotations`` maps an image id to ``(boxes, box_labels)`` (``(N, 4)`` xyxy in original
-pixels) -- a ``Mapping`` or a callable returning ``None`` for an image without annotation. The
-ImageNet parsers of ``datamodules.imagenet`` produce such a mapping. The id is the ``id_column``
-value, else the base name of the image's stored path, else ``f"{split}_{index:08d}"``; a lookup
-that misses the id retries it without its extension (``x.JPEG`` -> ``x``).
+Boxes: ``annotations`` maps an image id to ``(boxes, box_labels)`` (``(N, 4)`` xyxy, original
+pixels): a ``Mapping``, a callable returning ``None`` for an image without boxes, or the path of a
+Kaggle ``LOC_val_solution.csv`` or ILSVRC XML directory, read with ``synset_mapping`` into an
+:class:`~datamodules.imagenet_annotations.ImageNetAnnotations`, whose box labels follow the mapping's
+line order: the sorted-synset order of the hub ``imagenet-1k`` ``label`` column. The id is the
+``id_column`` value, else the base name of the image's stored path (``ILSVRC2012_val_00000001.JPEG``),
+else ``f"{split}_{index:08d}"``; a missed lookup retries it without its extension (``x.JPEG`` -> ``x``).
 """
 from __future__ import annotations
 
 import glob
 import io
+import itertools
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -50,14 +51,9 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, IterableDataset
 
 from benchmark.backbones import Preprocessing
-from datamodules.base import (
-    ON_ERROR,
-    AnnotationError,
-    CamDataModule,
-    as_preprocessing,
-    check_choice,
-    check_positive_int,
-)
+from datamodules.base import ON_ERROR, CamDataModule, as_preprocessing, check_choice, check_positive_int
+from datamodules.errors import AnnotationError
+from datamodules.imagenet_annotations import ImageNetAnnotations, PathLike, check_annotation_paths, is_annotation_path
 from datamodules.images import CorruptImageError, to_rgb
 from datamodules.sample import collate_samples, make_sample, skipped_sample
 
@@ -65,7 +61,7 @@ __all__ = ["HFStream", "HFStreamDataModule", "check_local_files", "decode_image"
 
 log = logging.getLogger(__name__)
 
-Annotations = Union[Mapping[str, Any], Callable[[str], Any], None]
+Annotations = Union[Mapping[str, Any], Callable[[str], Any], str, os.PathLike, None]
 DataFiles = Union[str, Sequence[str], Mapping[str, Union[str, Sequence[str]]], None]
 PreprocessingLike = Union[Preprocessing, Mapping[str, Any], str, None]
 
@@ -111,8 +107,8 @@ def check_local_files(path: str, data_files: DataFiles = None, data_dir: Optiona
             if not glob.glob(full, recursive=True):
                 raise FileNotFoundError(f"No file matches data_files {pattern!r}. Write the files there or pass "
                                         "data_files=<existing file, list or glob>, e.g. 'data/val-*.parquet'.")
-    if path in ("parquet", "csv", "json", "arrow", "text") and data_files is None and data_dir is None:
-        raise FileNotFoundError(f"path={path!r} needs data_files=[...] (or data_dir=...) naming the local files.")
+    if not local_dir and data_files is None and data_dir is None:
+        raise FileNotFoundError(f"path={path!r} needs data_files=[...] or data_dir=... naming the local files.")
 
 
 def parquet_shard_sizes(stream: datasets.IterableDataset) -> Optional[List[int]]:
@@ -136,7 +132,7 @@ def parquet_shard_sizes(stream: datasets.IterableDataset) -> Optional[List[int]]
         with xopen(file, "rb") as handle:
             return pq.ParquetFile(handle).metadata.num_rows
 
-    with ThreadPoolExecutor(max_workers=min(16, len(files))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(16, len(files)))) as pool:
         return list(pool.map(rows, files))
 
 
@@ -159,7 +155,7 @@ def _generate(specs: Sequence[Tuple[Optional[int], int, Optional[int]]], base: d
 
 
 def decode_image(value: Any, sample_id: str = "<image>") -> Image.Image:
-    """Decode an Arrow image (``{"bytes", "path"}``), raw bytes or a PIL image to RGB.
+    """Decode an Arrow image struct (``{"bytes", "path"}``; the path is read when bytes are missing) or bytes to RGB.
 
     Raises:
         CorruptImageError: the data cannot be read or decoded (the message names ``sample_id``).
@@ -174,8 +170,6 @@ def decode_image(value: Any, sample_id: str = "<image>") -> Image.Image:
         ...
         datamodules.images.CorruptImageError: Cannot decode image 'a.png': cannot identify image file ...
     """
-    if isinstance(value, Image.Image):
-        return to_rgb(value)
     data, path = (value.get("bytes"), value.get("path")) if isinstance(value, Mapping) else (value, None)
     hint = "Pass on_error='skip' to skip unreadable images (they are counted and listed in the results)."
     try:
@@ -194,31 +188,25 @@ def decode_image(value: Any, sample_id: str = "<image>") -> Image.Image:
 
 
 def _parse_annotation(value: Any, sample_id: str) -> Dict[str, Any]:
-    """``(boxes, box_labels[, difficult])`` or ``{"boxes", "box_labels"/"labels"[, "difficult"]}`` -> kwargs."""
-    if value is None:
-        return {"boxes": torch.zeros(0, 4), "box_labels": []}
+    """``(boxes, box_labels[, difficult])``, ``{"boxes", "box_labels"/"labels"[, "difficult"]}`` or ``None``."""
     if isinstance(value, Mapping):
-        boxes, labels, difficult = value.get("boxes"), value.get("box_labels", value.get("labels")), \
-            value.get("difficult")
-    elif isinstance(value, (tuple, list)) and len(value) in (2, 3):
-        boxes, labels, difficult = (*value, None)[:3]
-    else:
+        value = (value.get("boxes"), value.get("box_labels", value.get("labels")), value.get("difficult"))
+    if value is None:
+        value = ([], [])
+    if not isinstance(value, (tuple, list)) or len(value) not in (2, 3):
         raise AnnotationError(f"Annotation of {sample_id!r}: expected (boxes, box_labels) or a dict with `boxes` "
                               f"and `box_labels`, but got {type(value).__name__}.")
+    boxes, labels, difficult = (*value, None)[:3]
     try:
         boxes = torch.as_tensor(boxes if boxes is not None else [], dtype=torch.float64)
         labels = [int(label) for label in (labels if labels is not None else [])]
     except (TypeError, ValueError, RuntimeError) as err:
         raise AnnotationError(f"Annotation of {sample_id!r}: unreadable boxes or labels ({err}).") from err
-    if boxes.numel() == 0:
-        boxes = boxes.reshape(0, 4)
+    boxes = boxes.reshape(0, 4) if boxes.numel() == 0 else boxes
     if boxes.ndim != 2 or boxes.shape[1] != 4 or len(labels) != len(boxes):
         raise AnnotationError(f"Annotation of {sample_id!r}: expected (N, 4) boxes and N labels, but got boxes of "
                               f"shape {tuple(boxes.shape)} and {len(labels)} labels.")
-    out = {"boxes": boxes, "box_labels": labels}
-    if difficult is not None:
-        out["difficult"] = list(difficult)
-    return out
+    return {"boxes": boxes, "box_labels": labels, **({} if difficult is None else {"difficult": list(difficult)})}
 
 
 class HFStream(IterableDataset):
@@ -228,10 +216,12 @@ class HFStream(IterableDataset):
         path: hub dataset id (``"ILSVRC/imagenet-1k"``), local directory, or builder
             (``"parquet"`` with ``data_files``, ``"imagefolder"`` with ``data_dir``).
         split: split name (``"validation"``, ``"train"``, ...).
-        name, data_files, data_dir: passed to ``datasets.load_dataset``.
+        name, data_files, data_dir, revision: passed to ``datasets.load_dataset``.
         image_column, label_column, id_column: column names; ``label_column=None`` gives label -1
             (use ``target="prediction"``); ``id_column=None`` takes the id from the image path.
-        annotations: image id -> ``(boxes, box_labels)`` mapping or callable (module docstring).
+        annotations: image id -> ``(boxes, box_labels)`` mapping or callable, or the path of a Kaggle
+            ``LOC_val_solution.csv`` or an ILSVRC XML directory (module docstring).
+        synset_mapping: ``LOC_synset_mapping.txt`` (its line order gives the box labels) with a path ``annotations``.
         preprocessing: the backbone's preprocessing (see :func:`~datamodules.base.as_preprocessing`).
         limit: keep the first ``limit`` examples of the full stream.
         on_error: ``"raise"`` or ``"skip"`` unreadable images and malformed annotations.
@@ -252,10 +242,11 @@ class HFStream(IterableDataset):
     """
 
     def __init__(self, path: str, split: str = "validation", *, name: Optional[str] = None,
-                 data_files: DataFiles = None, data_dir: Optional[str] = None, image_column: str = "image",
-                 label_column: Optional[str] = "label", id_column: Optional[str] = None,
-                 annotations: Annotations = None, preprocessing: PreprocessingLike = None,
-                 limit: Optional[int] = None, on_error: str = "raise", rank: int = 0, world_size: int = 1) -> None:
+                 data_files: DataFiles = None, data_dir: Optional[str] = None, revision: Optional[str] = None,
+                 image_column: str = "image", label_column: Optional[str] = "label", id_column: Optional[str] = None,
+                 annotations: Annotations = None, synset_mapping: Optional[PathLike] = None,
+                 preprocessing: PreprocessingLike = None, limit: Optional[int] = None, on_error: str = "raise",
+                 rank: int = 0, world_size: int = 1) -> None:
         self.preprocessing = as_preprocessing(preprocessing)
         self.transform = self.preprocessing.transform()
         self.on_error = check_choice(on_error, "on_error", ON_ERROR)
@@ -263,16 +254,18 @@ class HFStream(IterableDataset):
         world_size = check_positive_int(world_size, "world_size")
         if check_positive_int(rank, "rank", allow_zero=True) >= world_size:
             raise ValueError(f"Expected `rank` in [0, {world_size}), but got {rank}.")
-        if annotations is not None and not (isinstance(annotations, Mapping) or callable(annotations)):
-            raise TypeError(f"Expected `annotations` to be a mapping image id -> (boxes, box_labels), a callable or "
-                            f"None, but got {type(annotations).__name__}.")
+        if is_annotation_path(annotations, synset_mapping):
+            annotations = ImageNetAnnotations(annotations, synset_mapping)  # type: ignore[arg-type]
+        elif annotations is not None and not (isinstance(annotations, Mapping) or callable(annotations)):
+            raise TypeError(f"Expected `annotations` to be a mapping image id -> (boxes, box_labels), a callable, a "
+                            f"path or None, but got {type(annotations).__name__}.")
         self.split, self.annotations = split, annotations
         self.image_column, self.label_column, self.id_column = image_column, label_column, id_column
         check_local_files(path, data_files, data_dir)
         raw = datasets.load_dataset(path, name=name, split=split, data_files=data_files, data_dir=data_dir,
-                                    streaming=True)
+                                    revision=revision, streaming=True)
         sizes = parquet_shard_sizes(raw)  # before select/cast, which wrap the Parquet source
-        columns = [c for c in (image_column, label_column, id_column) if c is not None]
+        columns = [c for c in dict.fromkeys((image_column, label_column, id_column)) if c is not None]
         if raw.column_names is not None:
             self._check_columns(raw.column_names)
             raw = raw.select_columns(columns)
@@ -280,7 +273,7 @@ class HFStream(IterableDataset):
             raw = raw.cast_column(image_column, datasets.Image(decode=False))
         specs: List[Tuple[Optional[int], int, Optional[int]]] = [(None, 0, None)]
         if sizes is not None:
-            offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+            offsets = [0, *itertools.accumulate(sizes)][:-1]
             specs = [(i, offsets[i], sizes[i]) for i in range(len(sizes)) if self.limit is None or offsets[i] < limit]
             self.num_examples: Optional[int] = min(sum(sizes), self.limit or sum(sizes))
             if not specs or not self.num_examples:
@@ -304,18 +297,16 @@ class HFStream(IterableDataset):
                                  f"{sorted(available)}.")
 
     def _lookup(self, sample_id: str) -> Any:
+        get = self.annotations.get if isinstance(self.annotations, Mapping) else self.annotations
         for key in dict.fromkeys((sample_id, os.path.splitext(sample_id)[0])):
-            if isinstance(self.annotations, Mapping):
-                value = self.annotations.get(key)
-            else:
-                value = self.annotations(key)
+            value = get(key)
             if value is not None:
                 return value
         return None
 
     def sample(self, example: Mapping[str, Any]) -> Dict[str, Any]:
         """One streamed row (with its index tag) -> a contract sample, or a skipped marker."""
-        self._check_columns(list(example))
+        self._check_columns([key for key in example if key != _INDEX])  # features unknown before reading
         index, value = int(example[_INDEX]), example[self.image_column]
         path = value.get("path") if isinstance(value, Mapping) else None
         if self.id_column is not None:
@@ -344,8 +335,9 @@ class HFStreamDataModule(CamDataModule):
     """Predict datamodule over :class:`HFStream`, split across the trainer's processes.
 
     Args:
-        path, split, name, data_files, data_dir, image_column, label_column, id_column, annotations,
-            limit: see :class:`HFStream`.
+        path, split, name, data_files, data_dir, revision, image_column, label_column, id_column,
+            annotations, synset_mapping, limit: see :class:`HFStream`; ``annotations`` is saved as a
+            hyperparameter only when it is a path.
         preprocessing, batch_size, num_workers, on_error: see :class:`~datamodules.base.CamDataModule`;
             ``num_workers`` is capped at the number of shards each rank reads (logged).
 
@@ -360,28 +352,33 @@ class HFStreamDataModule(CamDataModule):
     """
 
     def __init__(self, path: str, split: str = "validation", name: Optional[str] = None,
-                 data_files: DataFiles = None, data_dir: Optional[str] = None, image_column: str = "image",
-                 label_column: Optional[str] = "label", id_column: Optional[str] = None,
-                 annotations: Annotations = None, limit: Optional[int] = None,
-                 preprocessing: PreprocessingLike = None, batch_size: int = 32,
+                 data_files: DataFiles = None, data_dir: Optional[str] = None, revision: Optional[str] = None,
+                 image_column: str = "image", label_column: Optional[str] = "label", id_column: Optional[str] = None,
+                 annotations: Annotations = None, synset_mapping: Optional[PathLike] = None,
+                 limit: Optional[int] = None, preprocessing: PreprocessingLike = None, batch_size: int = 32,
                  num_workers: int = 0, on_error: str = "raise") -> None:
         super().__init__(preprocessing, batch_size, num_workers, on_error)
         if limit is not None:
             check_positive_int(limit, "limit")
-        self.save_hyperparameters(ignore=["annotations"])  # a full ImageNet box table does not belong in hparams
+        self._annotations_is_path = is_annotation_path(annotations, synset_mapping)
+        # a path is a fine hyperparameter; a full box table (mapping or callable) does not belong there
+        self.save_hyperparameters(ignore=[] if self._annotations_is_path else ["annotations"])
         self.annotations = annotations
 
     def check_files(self) -> None:
         hp = self.hparams
         check_local_files(hp.path, hp.data_files, hp.data_dir)
+        if self._annotations_is_path:
+            check_annotation_paths(hp.annotations, hp.synset_mapping)
 
     def build_dataset(self) -> HFStream:
         hp, trainer = self.hparams, self.trainer
         rank, world_size = (0, 1) if trainer is None else (trainer.global_rank, trainer.world_size)
         return HFStream(hp.path, hp.split, name=hp.name, data_files=hp.data_files, data_dir=hp.data_dir,
-                        image_column=hp.image_column, label_column=hp.label_column, id_column=hp.id_column,
-                        annotations=self.annotations, preprocessing=self.preprocessing, limit=hp.limit,
-                        on_error=self.on_error, rank=rank, world_size=world_size)
+                        revision=hp.revision, image_column=hp.image_column, label_column=hp.label_column,
+                        id_column=hp.id_column, annotations=self.annotations, synset_mapping=hp.synset_mapping,
+                        preprocessing=self.preprocessing, limit=hp.limit, on_error=self.on_error, rank=rank,
+                        world_size=world_size)
 
     def predict_dataloader(self) -> DataLoader:
         workers = min(self.num_workers, self.dataset.num_shards)

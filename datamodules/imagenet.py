@@ -2,15 +2,9 @@
 
 * Images (``root``): flat ``ILSVRC2012_val_00000001.JPEG ...`` or class folders ``<synset>/<file>.JPEG``
   (the ``valprep.sh`` layout); ``layout="auto"`` tells them apart.
-* Boxes, ``synset xmin ymin xmax ymax`` per object: the Kaggle CSV ``LOC_val_solution.csv`` (header
-  ``ImageId,PredictionString``, rows ``ILSVRC2012_val_00000001,n01751748 111 108 441 339 ``) or the official
-  XML directory ``ILSVRC2012_bbox_val_v3/val/<ImageId>.xml`` (``<annotation>``, ``<size>``, ``<object>``
-  with ``<name>`` and ``<bndbox><xmin>...``).
-* Classes: ``LOC_synset_mapping.txt`` (``n01440764 tench, Tinca tinca``) in torchvision/timm index order.
-
-Boxes: ILSVRC coordinates are inclusive pixel indices (the devkit counts ``xmax - xmin + 1`` pixels), so
-``box_convention="inclusive"`` (default, both formats) makes them the contract's pixel-edge boxes
-``(xmin, ymin, xmax + 1, ymax + 1)``; ``"edges"`` keeps the numbers as they are.
+* Boxes and classes: ``LOC_val_solution.csv`` (Kaggle) or the XML directory ``ILSVRC2012_bbox_val_v3/val``,
+  and ``LOC_synset_mapping.txt``, read by :class:`~datamodules.imagenet_annotations.ImageNetAnnotations`
+  (formats, the ``box_convention`` of the inclusive ILSVRC coordinates and the error policy are there).
 
 Policy: ``index`` is the position in the full sorted listing (``number - 1`` for official names, else
 the position among the files), whatever the subset or world size. The label is the class folder (checked
@@ -21,10 +15,8 @@ unknown synsets and an XML ``<size>`` other than the image's, raised when that i
 """
 from __future__ import annotations
 
-import csv
 import os
 import re
-import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -33,20 +25,25 @@ import numpy as np
 
 from benchmark.backbones import Preprocessing
 from datamodules.base import AnnotationError, CamDataModule, CamDataset, as_preprocessing, check_choice
+from datamodules.imagenet_annotations import (
+    BOX_CONVENTIONS,
+    ImageNetAnnotations,
+    as_path,
+    parse_prediction_string,
+    read_synset_mapping,
+)
 from datamodules.images import load_image
 from datamodules.sample import make_sample
 
-__all__ = ["ImageNetVal", "ImageNetValDataModule", "parse_prediction_string", "read_synset_mapping"]
+__all__ = ["ImageNetAnnotations", "ImageNetVal", "ImageNetValDataModule", "parse_prediction_string",
+           "read_synset_mapping"]
 
 SOLUTION_CSV = "LOC_val_solution.csv"
 SYNSET_MAPPING = "LOC_synset_mapping.txt"
 XML_DIRS = ("ILSVRC2012_bbox_val_v3/val", "Annotations/CLS-LOC/val")
 LAYOUTS = ("auto", "flat", "folders")
-BOX_CONVENTIONS = ("inclusive", "edges")
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 _OFFICIAL = re.compile(r"ILSVRC2012_val_(\d{8})")
-_SYNSET = re.compile(r"n\d{8}")
-_FIELDS = ("xmin", "ymin", "xmax", "ymax")
 
 LAYOUT_HELP = """Expected an ILSVRC2012 validation set laid out like this (root = val/):
   data/
@@ -55,15 +52,14 @@ LAYOUT_HELP = """Expected an ILSVRC2012 validation set laid out like this (root 
   |-- ILSVRC2012_bbox_val_v3/
   |   `-- val/                   official boxes: ILSVRC2012_val_00000001.xml ...
   `-- val/
-      |-- ILSVRC2012_val_00000001.JPEG ...              flat, or class folders (valprep.sh):
-      `-- n01440764/ILSVRC2012_val_00000293.JPEG ...
+      |-- ILSVRC2012_val_00000001.JPEG ...               flat, or
+      `-- n01440764/ILSVRC2012_val_00000293.JPEG ...     class folders (valprep.sh)
 Found in root or up to 4 folders above it, or pass `annotations=` (CSV or XML folder), `synset_mapping=`."""
 
 PathLike = Union[str, os.PathLike]
 Prep = Union[Preprocessing, Mapping[str, Any], str, None]
 Ids = Union[PathLike, Sequence[str], None]
 OptPath = Optional[PathLike]
-Annotation = Tuple[np.ndarray, np.ndarray]  # (box labels (N,), boxes (N, 4))
 
 
 def _missing(what: str, looked: Sequence[Path]) -> FileNotFoundError:
@@ -71,15 +67,9 @@ def _missing(what: str, looked: Sequence[Path]) -> FileNotFoundError:
     return FileNotFoundError(f"{what} not found (looked for {where}).\n{LAYOUT_HELP}")
 
 
-def _as_path(value: PathLike, name: str) -> Path:
-    if not isinstance(value, (str, os.PathLike)):
-        raise TypeError(f"Expected `{name}` to be a path (str or os.PathLike), but got {type(value).__name__}.")
-    return Path(value).expanduser()
-
-
 def _resolve(root: PathLike, annotations: OptPath, mapping: OptPath) -> Tuple[Path, Path, Path]:
     """``(root, annotations, synset_mapping)``: check the given paths or find the default ones."""
-    root = _as_path(root, "root")
+    root = as_path(root, "root")
     if not root.is_dir():
         raise _missing(f"Image directory root={str(root)!r}", [root])
     above = [root, *list(root.resolve().parents)[:4]]
@@ -89,109 +79,14 @@ def _resolve(root: PathLike, annotations: OptPath, mapping: OptPath) -> Tuple[Pa
         if not found:
             raise _missing(f"Annotations ({SOLUTION_CSV} or an XML directory)", looked)
         annotations = found[0]
-    annotations = _as_path(annotations, "annotations")
+    annotations = as_path(annotations, "annotations")
     if not annotations.exists():
         raise _missing(f"Annotations {str(annotations)!r}", [annotations])
-    looked = [_as_path(mapping, "synset_mapping")] if mapping is not None else [d / SYNSET_MAPPING for d in above]
+    looked = [as_path(mapping, "synset_mapping")] if mapping is not None else [d / SYNSET_MAPPING for d in above]
     found = [p for p in looked if p.is_file()]
     if not found:
         raise _missing(f"Synset mapping ({SYNSET_MAPPING})", looked)
     return root, annotations, found[0]
-
-
-def read_synset_mapping(path: PathLike) -> Tuple[List[str], List[str]]:
-    """``(synsets, names)`` of ``LOC_synset_mapping.txt`` in file order (= class index order)."""
-    names: Dict[str, str] = {}
-    with open(path, encoding="utf-8-sig") as handle:
-        for number, line in enumerate(handle, 1):
-            synset, _, name = line.strip().partition(" ")
-            if line.strip() and not _SYNSET.fullmatch(synset):
-                raise AnnotationError(f"{path}, line {number}: expected 'n<8 digits> <names>', got {line.strip()!r}.")
-            if synset in names:
-                raise AnnotationError(f"{path}, line {number}: synset {synset} is listed twice.")
-            if synset:
-                names[synset] = name.strip()
-    if not names:
-        raise AnnotationError(f"{path}: no synsets (expected lines like 'n01440764 tench, Tinca tinca').")
-    return list(names), list(names.values())
-
-
-def parse_prediction_string(text: str, where: str) -> Tuple[List[str], np.ndarray]:
-    """Split a Kaggle ``PredictionString`` into synsets and ``(N, 4)`` float64 boxes.
-
-    Example:
-        >>> synsets, boxes = parse_prediction_string("n01751748 111 108 441 339 n01751748 0 5 20 30 ", "x")
-        >>> synsets, boxes.tolist()
-        (['n01751748', 'n01751748'], [[111.0, 108.0, 441.0, 339.0], [0.0, 5.0, 20.0, 30.0]])
-    """
-    values = text.split()
-    if len(values) % 5:
-        raise AnnotationError(f"{where}: field PredictionString has {len(values)} values, expected groups of 5.")
-    numbers = [value for k, value in enumerate(values) if k % 5]
-    for k, value in enumerate(numbers):
-        try:
-            float(value)
-        except ValueError:
-            raise AnnotationError(f"{where}: field PredictionString, box {k // 4 + 1}: {_FIELDS[k % 4]} {value!r} "
-                                  "is not a number.") from None
-    return values[0::5], np.array(numbers, dtype=np.float64).reshape(-1, 4)
-
-
-def _label(synset: str, class_index: Mapping[str, int], where: str, mapping: Path) -> int:
-    if synset not in class_index:
-        raise AnnotationError(f"{where}: unknown synset {synset!r} (not in {mapping}).")
-    return class_index[synset]
-
-
-def _read_csv(path: Path) -> Dict[str, Tuple[str, str, Optional[str]]]:
-    """ImageId -> (where, PredictionString, error or None); each row is parsed when its image loads."""
-    table: Dict[str, Tuple[str, str, Optional[str]]] = {}
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None or [h.strip() for h in header] != ["ImageId", "PredictionString"]:
-            raise AnnotationError(f"{path}, line 1: expected the header 'ImageId,PredictionString', but got {header}.")
-        for row in reader:
-            where, image_id = f"{path}, line {reader.line_num}", row[0].strip() if row else ""
-            if not image_id and any(field.strip() for field in row):
-                raise AnnotationError(f"{where}: field ImageId is empty.")
-            error = "the ImageId appears a second time" if image_id in table else None
-            if len(row) != 2:
-                error = f"expected 2 fields (ImageId,PredictionString), but got {len(row)}"
-            if image_id:
-                table[image_id] = (where, row[-1], error)
-    return table
-
-
-def _xml_number(node: ET.Element, field: str, where: str) -> float:
-    text = node.findtext(field)
-    try:
-        return float(text.strip())  # type: ignore[union-attr]
-    except (AttributeError, ValueError):
-        got = "missing" if text is None else repr(text.strip())
-        raise AnnotationError(f"{where}: <{field}> is {got}, expected a number.") from None
-
-
-def _read_xml(path: Path, class_index: Mapping[str, int], mapping: Path) -> Tuple[Annotation, Optional[Tuple]]:
-    """``((labels, boxes), (width, height) or None)`` of one official XML file."""
-    try:
-        tree = ET.parse(path)
-    except ET.ParseError as err:
-        raise AnnotationError(f"{path}: malformed XML ({err}).") from None
-    top = tree.getroot()
-    if top.tag != "annotation":
-        raise AnnotationError(f"{path}: expected an <annotation> root element, but got <{top.tag}>.")
-    size = top.find("size")
-    wh = None if size is None else tuple(int(_xml_number(size, f, f"{path}, <size>")) for f in ("width", "height"))
-    labels, boxes = [], []
-    for k, obj in enumerate(top.iter("object"), 1):
-        where = f"{path}, <object> {k}"
-        synset, box = (obj.findtext("name") or "").strip(), obj.find("bndbox")
-        if not synset or box is None:
-            raise AnnotationError(f"{where}: <{'bndbox' if synset else 'name'}> is missing.")
-        labels.append(_label(synset, class_index, f"{where}, <name>", mapping))
-        boxes.append([_xml_number(box, field, f"{where}, <bndbox>") for field in _FIELDS])
-    return (np.array(labels, dtype=np.int64), np.array(boxes, dtype=np.float64).reshape(-1, 4)), wh
 
 
 def _list_images(root: Path, layout: str) -> Tuple[str, List[Tuple[str, str, Optional[str]]]]:
@@ -222,7 +117,7 @@ def _check_args(root: Any, annotations: Any, synset_mapping: Any, layout: Any, b
     """TypeError / ValueError for bad arguments, before any file is touched."""
     for name, value in (("root", root), ("annotations", annotations), ("synset_mapping", synset_mapping)):
         if value is not None or name == "root":
-            _as_path(value, name)
+            as_path(value, name)
     check_choice(layout, "layout", LAYOUTS)
     check_choice(box_convention, "box_convention", BOX_CONVENTIONS)
     for name, value in (("limit", limit), ("subset_size", subset_size), ("subset_seed", subset_seed)):
@@ -265,6 +160,9 @@ class ImageNetVal(CamDataset):
         preprocessing: the backbone's preprocessing (see :func:`~datamodules.base.as_preprocessing`).
         on_error: ``"raise"`` or ``"skip"`` unreadable images and malformed annotations.
 
+    Attributes:
+        box_table: the :class:`~datamodules.imagenet_annotations.ImageNetAnnotations` of ``annotations``.
+
     Example:
         >>> import tempfile
         >>> from PIL import Image
@@ -288,16 +186,14 @@ class ImageNetVal(CamDataset):
         _check_args(root, annotations, synset_mapping, layout, box_convention, limit, subset_size, subset_seed, ids)
         self.box_convention = box_convention
         self.root, self.annotations, self.synset_mapping = _resolve(root, annotations, synset_mapping)
-        self.classes, self.class_names = read_synset_mapping(self.synset_mapping)
-        self.class_to_idx = {synset: i for i, synset in enumerate(self.classes)}
+        self.box_table = ImageNetAnnotations(self.annotations, self.synset_mapping, box_convention)
+        self.classes, self.class_names = self.box_table.classes, self.box_table.class_names
+        self.class_to_idx, self.annotation_format = self.box_table.class_to_idx, self.box_table.format
         self.layout, entries = _list_images(self.root, layout)
         self.names, self._paths, self._folders = (list(column) for column in zip(*entries))
         self._stems = [os.path.splitext(name)[0] for name in self.names]
         numbers = [_OFFICIAL.fullmatch(stem) for stem in self._stems]
         self._index = [int(m.group(1)) - 1 for m in numbers] if all(numbers) else list(range(len(entries)))
-        self.annotation_format = "csv" if self.annotations.is_file() else "xml"
-        is_csv = self.annotation_format == "csv"
-        self._table = _read_csv(self.annotations) if is_csv else None
         self.positions = self._select(limit, subset_size, subset_seed, ids)
 
     def _select(self, limit: Optional[int], subset_size: Optional[int], seed: int, ids: Any) -> List[int]:
@@ -327,30 +223,10 @@ class ImageNetVal(CamDataset):
     def global_index(self, i: int) -> int:
         return self._index[self.positions[i]]
 
-    def _annotation(self, pos: int) -> Tuple[Optional[Annotation], Optional[Tuple], str]:
-        """``(labels and boxes or None when absent, XML size or None, where it was looked up)``."""
-        stem = self._stems[pos]
-        if self._table is not None:
-            if stem not in self._table:
-                return None, None, f"{self.annotations} (no ImageId {stem!r})"
-            where, text, error = self._table[stem]
-            if error:
-                raise AnnotationError(f"{where}: {error}.")
-            synsets, boxes = parse_prediction_string(text, where)
-            labels = [_label(s, self.class_to_idx, f"{where}, box {k + 1}", self.synset_mapping)
-                      for k, s in enumerate(synsets)]
-            return (np.array(labels, dtype=np.int64), boxes), None, where
-        path = self.annotations / f"{stem}.xml"
-        if not path.is_file():
-            return None, None, f"{path} (no such file)"
-        annotation, size = _read_xml(path, self.class_to_idx, self.synset_mapping)
-        return annotation, size, str(path)
-
     def load(self, i: int) -> Dict[str, Any]:
         pos = self.positions[i]
         name, folder, path = self.names[pos], self._folders[pos], self.root / self._paths[pos]
-        annotation, size, where = self._annotation(pos)
-        labels, boxes = annotation if annotation is not None else (np.zeros(0, np.int64), np.zeros((0, 4)))
+        labels, boxes, size, where = self.box_table.read(self._stems[pos])
         if folder is not None:
             if folder not in self.class_to_idx:
                 raise AnnotationError(f"{path}: class folder {folder!r} is not a synset of {self.synset_mapping}.")
@@ -365,7 +241,6 @@ class ImageNetVal(CamDataset):
         if size is not None and size != image.size:
             raise AnnotationError(f"{where}: <size> says {size[0]}x{size[1]} but {path} is "
                                   f"{image.width}x{image.height}; boxes of resized copies are not supported.")
-        boxes = boxes + np.array([0, 0, 1, 1]) * (self.box_convention == "inclusive")
         return make_sample(image, self.preprocessing, self.transform, label=label, index=self._index[pos],
                            sample_id=name, boxes=boxes, box_labels=labels.tolist())
 

@@ -28,6 +28,7 @@ from torchvision import tv_tensors
 
 from benchmark.backbones import Preprocessing
 from datamodules.boxes import BOX_COUNTS, transform_boxes
+from datamodules.errors import AnnotationError
 
 __all__ = ["COUNTS", "collate_samples", "make_sample", "skipped_sample"]
 
@@ -71,16 +72,16 @@ def make_sample(image: Image.Image, prep: Preprocessing, transform, *, label: in
     boxes = torch.as_tensor(boxes, dtype=torch.float64).reshape(-1, 4)
     box_labels = torch.as_tensor(list(box_labels if box_labels is not None else []), dtype=torch.long)
     if len(box_labels) != len(boxes):
-        raise ValueError(f"Expected one box label per box for {sample_id!r}, but got {len(box_labels)} labels "
-                         f"for {len(boxes)} boxes.")
+        raise AnnotationError(f"Expected one box label per box for {sample_id!r}, but got {len(box_labels)} "
+                              f"labels for {len(boxes)} boxes.")
     size = (image.height, image.width)
     out, keep, box_counts = transform_boxes(boxes, size, prep)
     counts.update(box_counts)
     if masks is not None:
         masks = torch.as_tensor(masks, dtype=torch.bool)
         if masks.shape != (len(boxes), *size):
-            raise ValueError(f"Expected `masks` of shape {(len(boxes), *size)} for {sample_id!r}, but got "
-                             f"{tuple(masks.shape)}.")
+            raise AnnotationError(f"Expected `masks` of shape {(len(boxes), *size)} for {sample_id!r}, but "
+                                  f"got {tuple(masks.shape)}.")
         sample["image"], masks = transform(image, tv_tensors.Mask(masks))
         sample["masks"] = masks.as_subclass(Tensor)[keep]
     else:
@@ -136,4 +137,3 @@ def collate_samples(samples: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
         if all(present):
             batch[key] = [s[key] for s in good]
     return batch
-

@@ -30,7 +30,7 @@ from datamodules.synthetic import SyntheticShapes
 
 __all__ = ["SyntheticClassifier", "evaluate", "main", "train"]
 
-DEFAULTS: Dict[str, Any] = dict(image_size=128, num_classes=8, train_size=12_000, val_size=1_024, epochs=3,
+DEFAULTS: Dict[str, Any] = dict(image_size=128, num_classes=8, train_size=8_000, val_size=1_024, epochs=3,
                                 batch_size=64, lr=3e-3, weight_decay=5e-4, seed=0, num_workers=1)
 
 
@@ -99,7 +99,9 @@ def train(name: str, out: Path, **overrides: Any) -> Dict[str, Any]:
     torch.save(state, path)
     card = {"name": name, "architecture": f"benchmark.synthetic.models.{name}",
             "parameters": sum(v.numel() for v in model.parameters()), "val_accuracy": accuracy,
-            "val_images": cfg["val_size"], "config": cfg, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "val_images": cfg["val_size"],
+            "val_accuracy_512": evaluate(model, 512, cfg["image_size"], cfg["num_classes"], cfg["seed"]),
+            "config": cfg, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
             "versions": {"torch": torch.__version__, "pytorch_lightning": pl.__version__,
                          "python": platform.python_version()},
             "threads": torch.get_num_threads(),

@@ -6,6 +6,7 @@ shards over 2 ranks split by shards; the first 3 (15 rows) split by examples.
 import io
 import json
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -13,6 +14,7 @@ from types import SimpleNamespace
 
 import datasets
 import numpy as np
+import pyarrow as pa
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -21,7 +23,7 @@ from torchvision.models import resnet18
 
 from benchmark.module import ExplainerModule
 from datamodules.base import as_preprocessing
-from datamodules.hf_stream import HFStream, HFStreamDataModule
+from datamodules.hf_stream import HFStream, HFStreamDataModule, _generate
 from datamodules.images import CorruptImageError, to_rgb
 
 PREP = as_preprocessing({"resize_size": 64, "crop_size": 56})
@@ -49,21 +51,34 @@ def _encode(image, fmt="PNG"):
 
 def _write(path, images, labels, names, paths):
     rows = {"image": [{"bytes": b, "path": p} for b, p in zip(images, paths)], "label": labels, "name": names}
-    datasets.Dataset.from_dict(rows).cast_column("image", datasets.Image()).to_parquet(str(path))
+    table = datasets.Dataset.from_dict(rows).cast_column("image", datasets.Image())
+    if str(path).endswith(".arrow"):  # Arrow IPC stream: a multi-file source without Parquet footers
+        with pa.OSFile(str(path), "wb") as handle, pa.ipc.new_stream(handle, table.data.table.schema) as writer:
+            writer.write_table(table.data.table)
+    else:
+        table.to_parquet(str(path))
+
+
+@pytest.fixture(autouse=True)
+def _datasets_cache(tmp_path_factory, monkeypatch):
+    """Builders' lock files go to a temporary cache, not ~/.cache/huggingface."""
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path_factory.getbasetemp() / "hf_cache")
 
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
     root = tmp_path_factory.mktemp("parquet")
     encoded = [_encode(_image(k), "JPEG" if k % 5 == 1 else "PNG") for k in range(sum(SIZES))]
-    files, start = [], 0
+    files, arrow_files, start = [], [], 0
     for shard, size in enumerate(SIZES):
         rows = range(start, start + size)
         files.append(str(root / f"val-{shard}.parquet"))
-        _write(files[-1], [encoded[k] for k in rows], [k % 4 for k in rows], [f"name_{k}" for k in rows],
-               [f"img_{k:02d}.png" for k in rows])
+        arrow_files.append(str(root / f"val-{shard}.arrow"))
+        for path in (files[-1], arrow_files[-1]):
+            _write(path, [encoded[k] for k in rows], [k % 4 for k in rows], [f"name_{k}" for k in rows],
+                   [f"img_{k:02d}.png" for k in rows])
         start += size
-    return SimpleNamespace(files=files, encoded=encoded, root=root)
+    return SimpleNamespace(files=files, arrow_files=arrow_files, encoded=encoded, root=root)
 
 
 def _expected(data):
@@ -126,6 +141,24 @@ def test_global_index_over_ranks_and_workers(source, n_files, num_workers):
         torch.testing.assert_close(image, _expected(source.encoded[i]), rtol=0, atol=0)
 
 
+def test_source_without_footers_is_one_counted_shard(source):
+    """Arrow files: no row counts, so one logical shard; still global indices on every rank."""
+    stream = HFStream("arrow", "train", data_files=source.arrow_files, preprocessing=PREP, limit=13)
+    assert (stream.num_shards, stream.num_examples) == (1, None)
+    assert [(s["index"], s["id"]) for s in stream] == [(k, f"img_{k:02d}.png") for k in range(13)]
+    parts = [_collect(HFStreamDataModule("arrow", "train", data_files=source.arrow_files, preprocessing=PREP,
+                                         batch_size=4), rank, 2) for rank in (0, 1)]
+    assert [sorted(i for i, *_ in part) for part in parts] == [list(range(0, 20, 2)), list(range(1, 20, 2))]
+    assert all(name == f"img_{i:02d}.png" for part in parts for i, name, *_ in part)
+
+
+def test_footer_row_count_mismatch_raises(source):
+    base = datasets.load_dataset("parquet", data_files=source.files[:1], split="train", streaming=True)
+    assert len(list(_generate([(0, 0, 6)], base, None))) == 6
+    with pytest.raises(RuntimeError, match="has 6 rows but its Parquet footer says 7"):
+        list(_generate([(0, 0, 7)], base, None))
+
+
 def test_workers_capped_at_shards(source, caplog):
     dm = HFStreamDataModule("parquet", "train", data_files=source.files[:1], preprocessing=PREP, num_workers=2)
     dm.setup("predict")
@@ -146,13 +179,13 @@ def test_limit_is_global(source, limit, expected):
 def test_annotations_join_and_transform_boxes(source):
     # img_00 and img_03 are 16 x 16: resize 64 (x4), centre-crop 56 (offset 4)
     table = {"img_00.png": ([[2, 3, 10, 12], [0, 0, 1, 1]], [7, 8]),
-             "img_03": {"boxes": [[4, 4, 8, 20]], "box_labels": [1]}}
+             "img_03": {"boxes": [[4, 4, 8, 20]], "box_labels": [1], "difficult": [True]}}
     stream = HFStream("parquet", "train", data_files=source.files, annotations=table, preprocessing=PREP, limit=4)
     samples = list(stream)
     assert samples[0]["boxes"].tolist() == [[4.0, 8.0, 36.0, 44.0]]  # the 1-px corner box is cropped away
     assert samples[0]["box_labels"].tolist() == [7] and samples[0]["counts"]["boxes_dropped"] == 1
     assert samples[3]["boxes"].tolist() == [[12.0, 12.0, 28.0, 56.0]]  # looked up without ".png", clipped
-    assert samples[3]["counts"]["boxes_clipped"] == 1
+    assert samples[3]["counts"]["boxes_clipped"] == 1 and samples[3]["difficult"].tolist() == [True]
     assert samples[1]["boxes"].shape == (0, 4) and samples[1]["counts"]["images_without_boxes"] == 1
     lookup = {f"name_{k}": ([[0, 0, 16, 16]], [k]) for k in range(4)}.get
     by_name = list(HFStream("parquet", "train", data_files=source.files, id_column="name", annotations=lookup,
@@ -169,6 +202,69 @@ def test_malformed_annotation_raise_or_skip(source):
     samples = list(HFStream("parquet", "train", data_files=source.files, annotations=bad, preprocessing=PREP,
                             limit=3, on_error="skip"))
     assert samples[1]["skipped"] and samples[1]["index"] == 1 and "AnnotationError" in samples[1]["error"]
+
+
+# ILSVRC-style source: image number -> ((width, height), [(synset, inclusive xmin ymin xmax ymax)]); 3 has no boxes
+ILSVRC = {1: ((16, 16), [("n01443537", (2, 3, 9, 11)), ("n01440764", (0, 0, 15, 15))]),
+          2: ((20, 10), [("n01484850", (7, 2, 11, 7))]), 3: ((16, 16), [])}
+
+
+@pytest.fixture
+def ilsvrc(tmp_path):
+    """Two Parquet shards of ILSVRC2012_val_0000000k.JPEG images, a Kaggle CSV, an XML directory and the mapping."""
+    (tmp_path / "LOC_synset_mapping.txt").write_text("n01440764 tench\nn01443537 goldfish\nn01484850 white shark\n")
+    (tmp_path / "xml").mkdir()
+    rows = ["ImageId,PredictionString"]
+    for k, (_, objects) in ILSVRC.items():
+        if objects:
+            rows.append(f"ILSVRC2012_val_{k:08d}," + "".join(f"{s} {' '.join(map(str, b))} " for s, b in objects))
+            xml = "".join(f"<object><name>{s}</name><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin><xmax>{b[2]}"
+                          f"</xmax><ymax>{b[3]}</ymax></bndbox></object>" for s, b in objects)
+            (tmp_path / "xml" / f"ILSVRC2012_val_{k:08d}.xml").write_text(f"<annotation>{xml}</annotation>")
+    (tmp_path / "LOC_val_solution.csv").write_text("\n".join(rows) + "\n")
+    shards = [str(tmp_path / "val-0.parquet"), str(tmp_path / "val-1.parquet")]
+    for shard, numbers in zip(shards, [(1, 2), (3,)]):
+        images = [_encode(Image.new("RGB", ILSVRC[k][0], (k, 0, 0))) for k in numbers]
+        _write(shard, images, [k % 3 for k in numbers], [str(k) for k in numbers],
+               [f"ILSVRC2012_val_{k:08d}.JPEG" for k in numbers])
+    return SimpleNamespace(shards=shards, csv=tmp_path / "LOC_val_solution.csv", xml=tmp_path / "xml",
+                           mapping=str(tmp_path / "LOC_synset_mapping.txt"))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "xml"])
+def test_imagenet_annotation_files_joined_by_image_id(ilsvrc, fmt):
+    source = getattr(ilsvrc, fmt)
+    samples = list(HFStream("parquet", "train", data_files=ilsvrc.shards, annotations=str(source),
+                            synset_mapping=ilsvrc.mapping, preprocessing=PREP))
+    assert [(s["index"], s["id"], s["label"]) for s in samples] == [
+        (k - 1, f"ILSVRC2012_val_{k:08d}.JPEG", k % 3) for k in ILSVRC]
+    # 16 x 16: resize 64 (x4), crop 56 at (4, 4); inclusive (2, 3, 9, 11) -> edges (2, 3, 10, 12); the full box clipped
+    assert samples[0]["boxes"].tolist() == [[4.0, 8.0, 36.0, 44.0], [0.0, 0.0, 56.0, 56.0]]
+    assert samples[0]["box_labels"].tolist() == [1, 0] and samples[0]["counts"]["boxes_clipped"] == 1
+    # 20 x 10: resize to 128 x 64 (x6.4), crop 56 at (36, 4); (7, 2, 11, 7) -> edges (7, 2, 12, 8)
+    torch.testing.assert_close(samples[1]["boxes"], torch.tensor([[8.8, 8.8, 40.8, 47.2]]), rtol=0, atol=1e-4)
+    assert samples[1]["box_labels"].tolist() == [2]
+    assert samples[2]["boxes"].shape == (0, 4) and samples[2]["counts"]["images_without_boxes"] == 1
+    dm = HFStreamDataModule("parquet", "train", data_files=ilsvrc.shards, annotations=source,
+                            synset_mapping=ilsvrc.mapping, preprocessing=PREP, batch_size=3)
+    dm.prepare_data()
+    dm.setup("predict")
+    (batch,) = list(dm.predict_dataloader())
+    assert dm.hparams.annotations == source and [b.tolist() for b in batch["box_labels"]] == [[1, 0], [2], []]
+
+
+def test_imagenet_annotation_path_arguments(ilsvrc, tmp_path):
+    kwargs = dict(data_files=ilsvrc.shards, preprocessing=PREP)
+    with pytest.raises(ValueError, match=r"`annotations` is a path .*LOC_val_solution\.csv.*pass `synset_mapping`"):
+        HFStream("parquet", "train", annotations=str(ilsvrc.csv), **kwargs)
+    with pytest.raises(ValueError, match="pass `synset_mapping`"):
+        HFStreamDataModule("parquet", "train", annotations=ilsvrc.xml, **kwargs)
+    with pytest.raises(ValueError, match="`synset_mapping` is only used when `annotations` is a path"):
+        HFStream("parquet", "train", annotations={}, synset_mapping=ilsvrc.mapping, **kwargs)
+    dm = HFStreamDataModule("parquet", "train", annotations=tmp_path / "missing.csv", synset_mapping=ilsvrc.mapping,
+                            **kwargs)
+    with pytest.raises(FileNotFoundError, match=r"Annotations '.*missing\.csv' not found"):
+        dm.prepare_data()
 
 
 @pytest.fixture
@@ -200,6 +296,7 @@ def test_imagefolder(tmp_path):
     assert [(s["index"], s["id"], s["label"]) for s in samples] == [(k, f"{k}.png", int(k >= 3)) for k in range(5)]
     parts = [list(HFStream("imagefolder", "train", rank=r, world_size=2, **kwargs)) for r in (0, 1)]
     assert sorted((s["index"], s["id"]) for p in parts for s in p) == [(s["index"], s["id"]) for s in samples]
+    assert [s["label"] for s in HFStream("imagefolder", "train", label_column=None, **kwargs)] == [-1] * 5
 
 
 def test_missing_files(tmp_path):
@@ -207,7 +304,7 @@ def test_missing_files(tmp_path):
         HFStream("parquet", "train", data_files=str(tmp_path / "missing-*.parquet"))
     with pytest.raises(FileNotFoundError, match="data_dir .* is not a directory"):
         HFStreamDataModule("imagefolder", "train", data_dir=str(tmp_path / "nope")).prepare_data()
-    with pytest.raises(FileNotFoundError, match="needs data_files"):
+    with pytest.raises(FileNotFoundError, match="needs data_files="):
         HFStream("parquet", "train")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         HFStream(str(tmp_path / "no_dir"), "train")
@@ -264,8 +361,9 @@ DDP_SCRIPT = textwrap.dedent("""
 def test_ddp_predict_each_index_once(source, tmp_path, n_files):
     script = tmp_path / "run.py"
     script.write_text(DDP_SCRIPT)
+    env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "hf_cache")}
     proc = subprocess.run([sys.executable, str(script), str(tmp_path), json.dumps(source.files[:n_files])],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert all(ranks)

@@ -1,5 +1,6 @@
 """ImageNet validation datamodule on a mini ILSVRC2012 written in the official formats."""
 import shutil
+from itertools import product
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from torchvision.transforms import v2
 
 from benchmark.module import ExplainerModule
 from datamodules.base import AnnotationError
-from datamodules.imagenet import ImageNetVal, ImageNetValDataModule
+from datamodules.imagenet import ImageNetAnnotations, ImageNetVal, ImageNetValDataModule
 from datamodules.images import CorruptImageError
 from datamodules.sample import collate_samples
 
@@ -250,16 +251,18 @@ def test_malformed_xml(copy):
     (xml / f"{stem(3)}.xml").write_text(xml_text(3, (64, 96), "n01484850", [(1, 2, 3, 4)]).replace("ymax", "yMax"))
     (xml / f"{stem(4)}.xml").write_text(xml_text(4, (70, 70), "n09999999", [(1, 2, 3, 4)]))
     (xml / f"{stem(5)}.xml").write_text(xml_text(5, (121, 40), "n01440764", [(1, 2, 3, 4)]))
+    (xml / f"{stem(6)}.xml").write_text(xml_text(6, (50, 50), "n01443537", [(1, 2, 3, 4)]).replace("name>", "nom>"))
     ds = ImageNetVal(copy / "val", annotations=xml, preprocessing=SMALL)
     expected = [rf"{stem(1)}\.xml: malformed XML", rf"{stem(2)}\.xml, <object> 1, <bndbox>: <ymin> is 'x'",
                 rf"{stem(3)}\.xml, <object> 1, <bndbox>: <ymax> is missing",
                 rf"{stem(4)}\.xml, <object> 1, <name>: unknown synset 'n09999999'",
-                rf"{stem(5)}\.xml: <size> says 121x40 but .*{stem(5)}\.JPEG is 120x40"]
+                rf"{stem(5)}\.xml: <size> says 121x40 but .*{stem(5)}\.JPEG is 120x40",
+                rf"{stem(6)}\.xml, <object> 1: <name> is missing"]
     for i, pattern in enumerate(expected):
         with pytest.raises(AnnotationError, match=pattern):
             ds[i]
     skipped = samples(ImageNetVal(copy / "val", annotations=xml, preprocessing=SMALL, on_error="skip"))
-    assert [s.get("skipped", False) for s in skipped] == [True] * 5 + [False] * 2
+    assert [s.get("skipped", False) for s in skipped] == [True] * 6 + [False]
 
 
 def test_malformed_csv(copy):
@@ -281,6 +284,12 @@ def test_malformed_csv(copy):
         with pytest.raises(AnnotationError, match=pattern):
             ds[i]
     assert [len(ds[i]["boxes"]) for i in (1, 2)] == [1, 2]
+    path.write_text("\n".join(lines + [csv_row(2, "n01440764", [(1, 1, 5, 5)])]) + "\n")
+    with pytest.raises(AnnotationError, match=r"LOC_val_solution\.csv, line 8: the ImageId appears a second time"):
+        ImageNetVal(copy / "val", preprocessing=SMALL)[1]
+    path.write_text("\n".join(lines + [",n01440764 1 1 5 5"]) + "\n")
+    with pytest.raises(AnnotationError, match=r"LOC_val_solution\.csv, line 8: field ImageId is empty"):
+        ImageNetVal(copy / "val")
     path.write_text("image,boxes\n")
     with pytest.raises(AnnotationError, match=r"LOC_val_solution\.csv, line 1: expected the header"):
         ImageNetVal(copy / "val")
@@ -354,6 +363,26 @@ def test_synset_mapping_errors(copy):
     mapping.write_text("n01440764 tench\n\nn01440764 tench\n")
     with pytest.raises(AnnotationError, match=r"line 3: synset n01440764 is listed twice"):
         ImageNetVal(copy / "val")
+
+
+def test_annotations_mapping(copy):
+    mapping, edges = copy / "LOC_synset_mapping.txt", torch.tensor([0.0, 0, 1, 1], dtype=torch.float64)  # + 1: edges
+    csv, xml = ImageNetAnnotations(copy / "LOC_val_solution.csv", mapping), ImageNetAnnotations(copy / XML_DIR, mapping)
+    assert (csv.format, xml.format, xml.classes) == ("csv", "xml", [s for s, _ in SYNSETS])
+    assert sorted(csv) == list(xml) == [stem(k) for k in sorted(IMAGES)] and len(csv) == len(xml) == len(IMAGES)
+    for number, (_, synset, boxes) in IMAGES.items():
+        for ann, key in product((csv, xml), (stem(number), f"{stem(number)}.JPEG")):  # CSV = XML, with/without .JPEG
+            assert key in ann and ann[key][1] == [xml.classes.index(synset)] * len(boxes)
+            assert ann[key][0].dtype == torch.float64 and torch.equal(ann[key][0], torch.tensor(boxes) + edges)
+    for ann, missing in product((csv, xml), (stem(7), f"{stem(7)}.JPEG", 3)):
+        assert missing not in ann and ann.get(missing) is None and pytest.raises(KeyError, ann.__getitem__, missing)
+    assert ImageNetAnnotations(copy / XML_DIR, mapping, "edges")[stem(1)][0].tolist() == [[100, 50, 299, 249]]
+    assert xml.read(stem(1)).size == (500, 375) and xml.read(stem(7)).where.endswith(f"{stem(7)}.xml (no such file)")
+    (copy / XML_DIR / f"{stem(2)}.xml").write_text(xml_text(2, (30, 20), "n09999999", [(1, 2, 3, 4)]))
+    with pytest.raises(AnnotationError, match=rf"{stem(2)}\.xml, <object> 1, <name>: unknown synset 'n09999999'"):
+        xml.get(f"{stem(2)}.JPEG")
+    with pytest.raises(FileNotFoundError, match="Synset mapping 'nothing.txt' not found"):
+        ImageNetAnnotations(copy / XML_DIR, "nothing.txt")
 
 
 def test_trainer_predict_every_index_once(data, tmp_path):

@@ -1,0 +1,99 @@
+"""The shipped SyntheticShapes backbones: cards, accuracy, and that the metrics discriminate on them.
+
+The ground truth of SyntheticShapes is known by construction, so on the shipped (trained) models a
+real explainer must beat the baselines that ignore the model, and Fake-CAM must show the pattern of
+Poppi et al. (CVPRW 2021) Table 2.
+"""
+import hashlib
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from benchmark.backbones import create_backbone, list_backbones
+from benchmark.module import ExplainerModule
+from benchmark.synthetic import CHECKPOINT_DIR, model_card, shipped_checkpoint
+from benchmark.synthetic.train import train
+from datamodules.synthetic import SyntheticShapes, SyntheticShapesDataModule
+
+NAMES = list_backbones("synthetic")
+
+
+def test_three_families_are_shipped():
+    assert NAMES == ["mobile_cnn", "plain_cnn", "res_cnn"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_card_matches_the_checkpoint(name):
+    card, path = model_card(name), shipped_checkpoint(name)
+    assert path.stat().st_size <= 2 * 2**20
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == card["sha256"]
+    assert card["val_accuracy"] >= 0.95 and card["config"]["image_size"] == 128
+    assert card["command"].startswith(f"cam-bench train-synthetic --model {name}")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_shipped_checkpoint_reaches_the_documented_accuracy_on_512_val_images(name):
+    model, prep = create_backbone(f"synthetic/{name}")
+    assert not model.training and prep.crop_size == 128
+    data = SyntheticShapes(size=512, split="val", preprocessing=prep, annotations=False)
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, 512, 128):
+            batch = [data[i] for i in range(start, start + 128)]
+            logits = model(torch.stack([s["image"] for s in batch]))
+            correct += int((logits.argmax(1) == torch.tensor([s["label"] for s in batch])).sum())
+    accuracy = correct / 512
+    assert accuracy >= 0.95
+    assert accuracy >= model_card(name)["val_accuracy_512"] - 1 / 512  # one image of float-rounding slack
+
+
+def test_backbone_weights_options():
+    trained, _ = create_backbone("synthetic/res_cnn")
+    random, _ = create_backbone("synthetic/res_cnn", weights="random")
+    x = torch.zeros(1, 3, 128, 128)
+    assert not torch.equal(trained(x), random(x))
+    with pytest.raises(KeyError, match=r"valid: \['synthetic/mobile_cnn', 'synthetic/plain_cnn'"):
+        create_backbone("synthetic/resnet")
+    with pytest.raises(ValueError, match="'random' or a file path"):
+        create_backbone("synthetic/res_cnn", weights="IMAGENET1K_V1")
+
+
+def _run(name, explainers, metrics, size=128):
+    model, prep = create_backbone(f"synthetic/{name}")
+    module = ExplainerModule(model, explainers, keep_maps=False, input_size=prep.input_size, metrics=metrics)
+    dm = SyntheticShapesDataModule(size=size, preprocessing=prep, batch_size=64)
+    pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+               enable_checkpointing=False).predict(module, datamodule=dm, return_predictions=False)
+    return {(r["method"], r["metric"]): r["value"] for r in module.results}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_gradcam_pointing_game_beats_the_center_and_random_baselines(name):
+    values = _run(name, ["gradcam", "center", "random"], ["pointing_game", "energy_pointing_game"])
+    grad, center, rand = (values[(m, "pointing_game_accuracy")] for m in ("gradcam", "center", "random"))
+    assert grad > center + 10 and grad > rand + 10, (grad, center, rand)
+    assert values[("gradcam", "energy_pointing_game")] > values[("center", "energy_pointing_game")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_fakecam_shows_the_poppi_table2_pattern(name):
+    metrics = ["average_drop", "average_increase", "coherency", "complexity", "adcc"]
+    values = _run(name, ["fakecam", "gradcam"], metrics, size=64)
+    fake = {m: values[("fakecam", m)] for m in metrics}
+    # Poppi Table 2, Fake-CAM row: Avg Drop ~ 0, Coherency ~ 100, Complexity ~ 100, ADCC ~ 0
+    assert fake["average_drop"] < 1 and fake["coherency"] > 99 and fake["complexity"] > 99 and fake["adcc"] < 2
+    # ... and it "wins" Average Drop against a real method while ADCC exposes it
+    assert fake["average_drop"] < values[("gradcam", "average_drop")]
+    assert fake["adcc"] < values[("gradcam", "adcc")]
+
+
+@pytest.mark.slow
+def test_training_script_is_deterministic(tmp_path):
+    options = dict(train_size=128, val_size=64, epochs=1, batch_size=32, num_workers=0)
+    first = train("plain_cnn", tmp_path / "a", **options)
+    second = train("plain_cnn", tmp_path / "b", **options)
+    assert first["sha256"] == second["sha256"]
+    assert (tmp_path / "a" / "plain_cnn.pt").is_file() and CHECKPOINT_DIR.is_dir()
