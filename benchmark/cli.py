@@ -6,6 +6,9 @@
   explains seeded random images with every registered explainer inside ``Trainer.predict``
   (``--devices``/``--strategy`` pass through to Lightning, e.g. ``--devices 2 --strategy ddp``),
   writes the records with :class:`callbacks.SaliencyWriter` and prints a summary table.
+* ``cam-bench run`` -- the offline default benchmark (:mod:`benchmark.offline`): SyntheticShapes x the
+  shipped backbones x every explainer x every metric in ``Trainer.predict``; prints one table per
+  backbone and writes every result row to ``<out>/results.csv``.
 * ``cam-bench train-synthetic --model NAME`` -- train a SyntheticShapes backbone with a Lightning
   ``fit`` (see :mod:`benchmark.synthetic.train`; defaults reproduce the shipped checkpoints).
 """
@@ -20,7 +23,7 @@ from typing import List, Optional, Sequence
 import pytorch_lightning as pl
 from tabulate import tabulate
 
-from benchmark.backbones import create_backbone
+from benchmark.backbones import create_backbone, list_backbones
 from benchmark.explainers import PAPER_LAYERS, describe_explainer, list_explainers
 from benchmark.module import ExplainerModule
 
@@ -49,9 +52,22 @@ def summarize(records: Sequence[dict]) -> str:
                     tablefmt="pipe", floatfmt=".4g")
 
 
+#: Columns of the printed ``run`` table (every row is in results.csv).
+RUN_COLUMNS = ("average_drop", "average_increase", "coherency", "complexity", "adcc", "deletion", "insertion",
+               "localization_error_top1", "max_box_acc", "pointing_game_accuracy", "energy_pointing_game")
+
+
 def _list(_: argparse.Namespace) -> int:
+    from benchmark.metrics import list_metrics
+    from datamodules import describe_datamodule, list_datamodules
+
     print(tabulate([[n, describe_explainer(n)] for n in list_explainers()], headers=["explainer", "description"],
                    tablefmt="pipe"))
+    print()
+    print(tabulate([[n, describe_datamodule(n)] for n in list_datamodules()], headers=["datamodule", "description"],
+                   tablefmt="pipe"))
+    print("\nMetrics: " + ", ".join(list_metrics()))
+    print("Shipped backbones: " + ", ".join(f"synthetic/{n}" for n in list_backbones("synthetic")))
     print()
     print(tabulate([[k, v[1]] for k, v in PAPER_LAYERS.items()], headers=["model class", "default target layer"],
                    tablefmt="pipe"))
@@ -82,6 +98,41 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    import csv
+
+    from pytorch_lightning.utilities import rank_zero_only
+
+    from benchmark.offline import OFFLINE_DEFAULTS, run_offline
+
+    data = dict(OFFLINE_DEFAULTS["data"], size=args.images)
+    rows = run_offline(args.backbones.split(",") if args.backbones else None,
+                       args.explainers.split(",") if args.explainers else None, data=data,
+                       batch_size=args.batch_size, accelerator=args.accelerator, devices=args.devices,
+                       strategy=args.strategy, enable_progress_bar=False)
+    if rank_zero_only.rank != 0:
+        return 0
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "results.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["backbone", "method", "metric", "value", "n", "n_invalid",
+                                                    "seconds"])
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"\nSyntheticShapes {data}, every result row in {out / 'results.csv'}")
+    for backbone in dict.fromkeys(r["backbone"] for r in rows):
+        table: dict = {}
+        for r in rows:
+            if r["backbone"] == backbone and r["metric"] in RUN_COLUMNS:
+                table.setdefault(r["method"], {})[r["metric"]] = r["value"]
+        columns = [c for c in RUN_COLUMNS if any(c in v for v in table.values())]
+        seconds = next(r["seconds"] for r in rows if r["backbone"] == backbone)
+        print(f"\n## {backbone} ({seconds:.0f} s)\n")
+        print(tabulate([[m] + [v.get(c, float("nan")) for c in columns] for m, v in table.items()],
+                       headers=["method"] + columns, tablefmt="pipe", floatfmt=".2f"))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cam-bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -99,6 +150,16 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default: auto)")
     demo.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
     demo.set_defaults(func=_demo)
+    run = sub.add_parser("run", help="offline default benchmark: SyntheticShapes x shipped backbones x all methods")
+    run.add_argument("--backbones", default="", help="comma-separated (default: the shipped synthetic/* models)")
+    run.add_argument("--explainers", default="", help="comma-separated names (default: all registered)")
+    run.add_argument("--images", type=int, default=256, help="validation images (default: 256)")
+    run.add_argument("--batch-size", type=int, default=32)
+    run.add_argument("--accelerator", default="cpu")
+    run.add_argument("--devices", default="1", help="Lightning `devices` (default: 1)")
+    run.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default: auto)")
+    run.add_argument("--out", default="runs/offline", help="output directory (default: runs/offline)")
+    run.set_defaults(func=_run)
     from benchmark.synthetic import train
 
     train_parser = sub.add_parser("train-synthetic", help="train a SyntheticShapes backbone (Lightning fit)")
