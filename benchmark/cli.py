@@ -153,7 +153,7 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="offline default benchmark: SyntheticShapes x shipped backbones x all methods")
     run.add_argument("--backbones", default="", help="comma-separated (default: the shipped synthetic/* models)")
     run.add_argument("--explainers", default="", help="comma-separated names (default: all registered)")
-    run.add_argument("--images", type=int, default=256, help="validation images (default: 256)")
+    run.add_argument("--images", type=int, default=128, help="validation images (default: 128)")
     run.add_argument("--batch-size", type=int, default=32)
     run.add_argument("--accelerator", default="cpu")
     run.add_argument("--devices", default="1", help="Lightning `devices` (default: 1)")

@@ -148,12 +148,13 @@ class ExplainerModule(pl.LightningModule):
         for name, explainer in self.explainers.items():
             start = time.perf_counter()
             maps = explainer(images, targets, indices=indices)
+            raw_max = explainer.last_raw_max
             if maps.is_cuda:
                 torch.cuda.synchronize(maps.device)
             seconds = (time.perf_counter() - start) / len(images)
             metrics = [m for key, m in self.metrics.items() if key.split("/")[0] == name]
             if metrics:
-                self._update_metrics(metrics, explainer, batch, images, targets, indices, maps, probs,
+                self._update_metrics(metrics, explainer, batch, images, targets, indices, (maps, raw_max), probs,
                                      target_probability)
             maps = maps.cpu() if self.keep_maps else None
             for i, (index, target, pred, prob, tprob) in enumerate(columns):
@@ -164,7 +165,11 @@ class ExplainerModule(pl.LightningModule):
         return records
 
     def _update_metrics(self, metrics, explainer, batch, images, targets, indices, maps, probs, full_probs) -> None:
-        """Compute once what ``metrics`` need for this explainer and batch, then update them."""
+        """Compute once what ``metrics`` need for this explainer and batch, then update them.
+
+        ``maps`` is ``(saliency, raw maxima or None)`` of the target classes.
+        """
+        maps, target_raw_max = maps
         needs = frozenset().union(*(m.needs for m in metrics))
         boxes, box_labels = batch.get("boxes"), batch.get("box_labels")
         if "boxes" in needs and (boxes is None or box_labels is None):
@@ -191,14 +196,27 @@ class ExplainerModule(pl.LightningModule):
         if "topk" in needs:
             k = min(self.top_k, probs.shape[1])
             inputs.topk_classes = probs.topk(k, dim=1).indices
-            topk = explainer(images.repeat_interleave(k, dim=0), inputs.topk_classes.flatten(),
-                             indices=indices.repeat_interleave(k))
-            inputs.topk_saliency = topk.view(len(images), k, *topk.shape[-2:])
-            raw_max = explainer.last_raw_max.view(len(images), k)  # relative to the image's strongest map
-            peak = raw_max.amax(dim=1, keepdim=True)
+            inputs.topk_saliency, raw_max = self._topk_maps(explainer, images, targets, indices, maps,
+                                                            target_raw_max, inputs.topk_classes)
+            peak = raw_max.amax(dim=1, keepdim=True)  # relative to the image's strongest map
             inputs.extra["topk_raw_max"] = torch.where(peak > 0, raw_max / peak.where(peak > 0, 1.0), 0.0)
         for metric in metrics:
             metric.update_from(inputs)
+
+    @staticmethod
+    def _topk_maps(explainer, images, targets, indices, maps, target_raw_max, classes) -> Tuple[Tensor, Tensor]:
+        """Maps and raw maxima of each image's top-k classes; the target class's map is reused, not recomputed."""
+        b, k = classes.shape
+        reuse = classes == targets[:, None]
+        topk = maps.unsqueeze(1).repeat(1, k, 1, 1) * reuse[..., None, None]
+        raw = torch.zeros(b, k, device=maps.device)
+        if target_raw_max is not None:
+            raw = torch.where(reuse, target_raw_max.to(raw.device)[:, None], raw)
+        rows, cols = torch.nonzero(~reuse, as_tuple=True)
+        if len(rows):
+            topk[rows, cols] = explainer(images[rows], classes[rows, cols], indices=indices[rows])
+            raw[rows, cols] = explainer.last_raw_max.to(raw.device)
+        return topk, raw
 
     def on_predict_epoch_end(self) -> None:
         """Reduce every metric (across processes, in dataset-index order) into :attr:`results`."""

@@ -17,3 +17,20 @@ def test_demo_runs_predict_and_prints_summary(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| gradcam " in out and "| fakecam " in out and "layer4" in out
     assert len(list((tmp_path / "records").glob("rank0/batch_*.pt"))) == 2
+
+
+def test_run_offline_default_matrix_on_a_few_images(tmp_path, capsys):
+    code = main(["run", "--images", "4", "--batch-size", "2", "--backbones", "synthetic/res_cnn",
+                 "--explainers", "gradcam,center", "--out", str(tmp_path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "## synthetic/res_cnn" in out and "| gradcam " in out and "pointing_game_accuracy" in out
+    rows = (tmp_path / "results.csv").read_text().splitlines()
+    assert rows[0] == "backbone,method,metric,value,n,n_invalid,seconds"
+    assert any(r.startswith("synthetic/res_cnn,center,pointing_game_accuracy,") for r in rows)
+
+
+def test_list_shows_datamodules_metrics_and_shipped_backbones(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "| synthetic " in out and "| voc2007 " in out and "synthetic/res_cnn" in out and "max_box_acc" in out

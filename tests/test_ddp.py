@@ -129,3 +129,55 @@ METRIC_SCRIPT = textwrap.dedent("""
     with open(f"{sys.argv[1]}/results_rank{trainer.global_rank}.json", "w") as handle:
         json.dump(module.results, handle)
 """)
+
+
+DATA_SCRIPT = textwrap.dedent("""
+    import json, sys, pytorch_lightning as pl
+    from benchmark.backbones import create_backbone
+    from benchmark.module import ExplainerModule
+    from datamodules import CorruptImageError, SyntheticShapes, SyntheticShapesDataModule
+
+    class Flaky(SyntheticShapes):  # two unreadable samples, skipped under on_error="skip"
+        def load(self, i):
+            if i in (3, 8):
+                raise CorruptImageError(f"scene {i} is unreadable")
+            return super().load(i)
+
+    class FlakyModule(SyntheticShapesDataModule):
+        def build_dataset(self):
+            return Flaky(**self.options, preprocessing=self.preprocessing, on_error=self.on_error)
+
+    model, prep = create_backbone("synthetic/res_cnn")
+    module = ExplainerModule(model, ["gradcam", "center"], keep_maps=False, input_size=prep.input_size,
+                             metrics=["pointing_game", "energy_pointing_game", "average_drop", "max_box_acc"])
+    data = FlakyModule(size=13, preprocessing=prep, batch_size=4, on_error="skip")
+    trainer = pl.Trainer(accelerator="cpu", devices=int(sys.argv[2]), strategy=sys.argv[3], logger=False,
+                         enable_progress_bar=False, enable_checkpointing=False, default_root_dir=sys.argv[1])
+    trainer.predict(module, datamodule=data, return_predictions=False)
+    with open(f"{sys.argv[1]}/results_rank{trainer.global_rank}.json", "w") as handle:
+        json.dump({"results": module.results, "report": module.data_report}, handle)
+""")
+
+
+@pytest.mark.slow
+def test_ddp_synthetic_boxes_and_skips_match_one_process(tmp_path):
+    outputs = {}
+    for name, devices, strategy in (("single", 1, "auto"), ("ddp", 2, "ddp")):
+        script, out = tmp_path / "data_run.py", tmp_path / name
+        script.write_text(DATA_SCRIPT)
+        out.mkdir()
+        proc = subprocess.run([sys.executable, str(script), str(out), str(devices), strategy],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        outputs[name] = [json.loads(p.read_text()) for p in sorted(out.glob("results_rank*.json"))]
+    single, (rank0, rank1) = outputs["single"][0], outputs["ddp"]
+    assert rank0 == rank1  # every rank holds the gathered report and the reduced results
+    report = rank0["report"]
+    assert report == single["report"]
+    assert [(s["index"], s["id"]) for s in report["skipped"]] == [(3, "val_00000003"), (8, "val_00000008")]
+    assert report["counts"]["images_skipped"] == 2
+    by_key = {(r["method"], r["metric"]): r for r in single["results"]}
+    for row in rank0["results"]:
+        ref = by_key[(row["method"], row["metric"])]
+        assert row["n"] == ref["n"] == 11 and row["n_invalid"] == ref["n_invalid"]
+        assert row["value"] == pytest.approx(ref["value"], abs=1e-9, nan_ok=True)

@@ -24,7 +24,7 @@ def _batch(seed):
             "boxes": [torch.tensor([[4.0, 8.0, 40.0, 50.0]]), torch.tensor([[0.0, 0.0, 64.0, 30.0], [10, 10, 20, 20]]),
                       torch.tensor([[30.0, 30.0, 60.0, 63.0]])],
             "box_labels": [torch.tensor([1]), torch.tensor([4, 0]), torch.tensor([2])],
-            "difficult": torch.tensor([False, True, False])}
+            "difficult_item": torch.tensor([False, True, False])}
 
 
 @pytest.mark.parametrize("name", list_metrics())
@@ -48,6 +48,15 @@ def test_recall_gets_relative_raw_maxima_from_the_module(model):
     module.predict_step(_batch(0), 0)
     metric = module.metrics["gradcam/pointing_game_recall"]
     assert int(metric.n_without_raw_max) == 0
-    # the module's relative maxima: the raw maxima of the last (top-k) call over their per-image max
-    raw = explainer.last_raw_max.view(3, 5)
-    assert torch.allclose((raw / raw.amax(1, keepdim=True)).amax(1), torch.ones(3))
+    # the module's top-k maps and raw maxima equal direct explainer calls for every top-k class
+    batch = _batch(0)
+    with torch.no_grad():
+        classes = model(batch["image"]).softmax(1).topk(5).indices
+    targets = batch["label"]
+    maps = explainer(batch["image"], targets, indices=batch["index"])
+    topk, raw = module._topk_maps(explainer, batch["image"], targets, batch["index"], maps,
+                                  explainer.last_raw_max.clone(), classes)
+    for j in range(5):
+        direct = explainer(batch["image"], classes[:, j], indices=batch["index"])
+        assert torch.allclose(topk[:, j], direct, atol=1e-6)
+        assert torch.allclose(raw[:, j], explainer.last_raw_max, rtol=1e-5)
