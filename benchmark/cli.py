@@ -119,7 +119,8 @@ def _run(args: argparse.Namespace) -> int:
                                                     "seconds"])
         writer.writeheader()
         writer.writerows(rows)
-    print(f"\nSyntheticShapes {data}, every result row in {out / 'results.csv'}")
+    print(f"\nSyntheticShapes {data}; metric settings {OFFLINE_DEFAULTS['metric_settings']}, top-k maps "
+          f"{OFFLINE_DEFAULTS['top_k']}, target = label; every result row in {out / 'results.csv'}")
     for backbone in dict.fromkeys(r["backbone"] for r in rows):
         table: dict = {}
         for r in rows:
@@ -153,7 +154,7 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="offline default benchmark: SyntheticShapes x shipped backbones x all methods")
     run.add_argument("--backbones", default="", help="comma-separated (default: the shipped synthetic/* models)")
     run.add_argument("--explainers", default="", help="comma-separated names (default: all registered)")
-    run.add_argument("--images", type=int, default=128, help="validation images (default: 128)")
+    run.add_argument("--images", type=int, default=96, help="validation images (default: 96)")
     run.add_argument("--batch-size", type=int, default=32)
     run.add_argument("--accelerator", default="cpu")
     run.add_argument("--devices", default="1", help="Lightning `devices` (default: 1)")

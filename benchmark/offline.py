@@ -23,7 +23,7 @@ __all__ = ["OFFLINE_DEFAULTS", "offline_metrics", "run_offline"]
 
 #: The default data, backbones and metric settings (recorded with every result).
 OFFLINE_DEFAULTS: Dict[str, Any] = {
-    "data": {"size": 128, "split": "val", "image_size": 128, "seed": 0},
+    "data": {"size": 96, "split": "val", "image_size": 128, "seed": 0},
     "backbones": [f"synthetic/{name}" for name in list_backbones("synthetic")],
     "metric_settings": {
         # RISE: 224 steps of 224 pixels at 224 x 224; here 16 steps of 1024 pixels cover 128 x 128

@@ -38,6 +38,7 @@ class SyntheticShapes(CamDataset):
         multi_instance: only scenes with 2–3 instances of the class (Grad-CAM++'s multi-instance study).
         preprocessing: the backbone's preprocessing (default :func:`synthetic_preprocessing`).
         annotations: include ``boxes``/``box_labels``/``masks`` (training does without).
+        on_error: the policy for samples that fail to load (see :class:`~datamodules.base.CamDataset`).
 
     Example:
         >>> data = SyntheticShapes(size=4, split="val", image_size=64)
@@ -48,8 +49,10 @@ class SyntheticShapes(CamDataset):
 
     def __init__(self, size: int = 256, split: str = "val", image_size: int = 128, seed: int = 0,
                  num_classes: int = len(CLASSES), multi_instance: bool = False,
-                 preprocessing: Optional[Preprocessing] = None, annotations: bool = True) -> None:
-        super().__init__(preprocessing or synthetic_preprocessing(check_positive_int(image_size, "image_size")))
+                 preprocessing: Optional[Preprocessing] = None, annotations: bool = True,
+                 on_error: str = "raise") -> None:
+        super().__init__(preprocessing or synthetic_preprocessing(check_positive_int(image_size, "image_size")),
+                         on_error)
         self.size = check_positive_int(size, "size")
         self.split = check_choice(split, "split", SPLITS)
         self.image_size, self.seed = image_size, int(seed)
@@ -101,4 +104,4 @@ class SyntheticShapesDataModule(CamDataModule):
         SyntheticShapes(**self.options)  # validate the arguments now
 
     def build_dataset(self) -> SyntheticShapes:
-        return SyntheticShapes(**self.options, preprocessing=self.preprocessing)
+        return SyntheticShapes(**self.options, preprocessing=self.preprocessing, on_error=self.on_error)

@@ -145,12 +145,12 @@ DATA_SCRIPT = textwrap.dedent("""
 
     class FlakyModule(SyntheticShapesDataModule):
         def build_dataset(self):
-            return Flaky(**self.options, preprocessing=self.preprocessing, on_error=self.on_error)
+            return Flaky(**self.options, preprocessing=self.preprocessing, on_error="skip")
 
     model, prep = create_backbone("synthetic/res_cnn")
     module = ExplainerModule(model, ["gradcam", "center"], keep_maps=False, input_size=prep.input_size,
                              metrics=["pointing_game", "energy_pointing_game", "average_drop", "max_box_acc"])
-    data = FlakyModule(size=13, preprocessing=prep, batch_size=4, on_error="skip")
+    data = FlakyModule(size=13, preprocessing=prep, batch_size=4)
     trainer = pl.Trainer(accelerator="cpu", devices=int(sys.argv[2]), strategy=sys.argv[3], logger=False,
                          enable_progress_bar=False, enable_checkpointing=False, default_root_dir=sys.argv[1])
     trainer.predict(module, datamodule=data, return_predictions=False)
@@ -180,4 +180,5 @@ def test_ddp_synthetic_boxes_and_skips_match_one_process(tmp_path):
     for row in rank0["results"]:
         ref = by_key[(row["method"], row["metric"])]
         assert row["n"] == ref["n"] == 11 and row["n_invalid"] == ref["n_invalid"]
-        assert row["value"] == pytest.approx(ref["value"], abs=1e-9, nan_ok=True)
+        # the maps differ by conv rounding between batchings (~1e-7, see above), hence not bitwise
+        assert row["value"] == pytest.approx(ref["value"], rel=1e-6, abs=1e-6, nan_ok=True)
