@@ -134,6 +134,19 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _common_options(parser: argparse.ArgumentParser, images: int, batch_size: int, accelerator: str,
+                    out: str) -> argparse.ArgumentParser:
+    """Explainers, image count, batch size, the Lightning device options and the output directory."""
+    parser.add_argument("--explainers", default="", help="comma-separated names (default: all registered)")
+    parser.add_argument("--images", type=int, default=images, help=f"number of images (default: {images})")
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--accelerator", default=accelerator)
+    parser.add_argument("--devices", default="1", help="Lightning `devices` (default: 1)")
+    parser.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default: auto)")
+    parser.add_argument("--out", default=out, help=f"output directory (default: {out})")
+    return parser
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cam-bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -141,26 +154,12 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="offline example: every explainer on random images in Trainer.predict")
     demo.add_argument("--backbone", default="resnet18", help="backbone name (default: resnet18)")
     demo.add_argument("--weights", default=None, help="None (random init), 'default' (local hub cache) or a path")
-    demo.add_argument("--explainers", default="", help="comma-separated names (default: all registered)")
-    demo.add_argument("--images", type=int, default=4, help="number of random images (default: 4)")
-    demo.add_argument("--batch-size", type=int, default=4)
     demo.add_argument("--chunk-size", type=int, default=64, help="masked forwards per chunk (Score-/Ablation-CAM)")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--accelerator", default="auto")
-    demo.add_argument("--devices", default="1", help="Lightning `devices` (default: 1)")
-    demo.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default: auto)")
-    demo.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
-    demo.set_defaults(func=_demo)
+    _common_options(demo, images=4, batch_size=4, accelerator="auto", out="runs/demo").set_defaults(func=_demo)
     run = sub.add_parser("run", help="offline default benchmark: SyntheticShapes x shipped backbones x all methods")
     run.add_argument("--backbones", default="", help="comma-separated (default: the shipped synthetic/* models)")
-    run.add_argument("--explainers", default="", help="comma-separated names (default: all registered)")
-    run.add_argument("--images", type=int, default=96, help="validation images (default: 96)")
-    run.add_argument("--batch-size", type=int, default=32)
-    run.add_argument("--accelerator", default="cpu")
-    run.add_argument("--devices", default="1", help="Lightning `devices` (default: 1)")
-    run.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default: auto)")
-    run.add_argument("--out", default="runs/offline", help="output directory (default: runs/offline)")
-    run.set_defaults(func=_run)
+    _common_options(run, images=96, batch_size=32, accelerator="cpu", out="runs/offline").set_defaults(func=_run)
     from benchmark.synthetic import train
 
     train_parser = sub.add_parser("train-synthetic", help="train a SyntheticShapes backbone (Lightning fit)")
