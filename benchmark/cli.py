@@ -8,7 +8,8 @@
   writes the records with :class:`callbacks.SaliencyWriter` and prints a summary table.
 * ``cam-bench run`` -- the offline default benchmark (:mod:`benchmark.offline`): SyntheticShapes x the
   shipped backbones x every explainer x every metric in ``Trainer.predict``; prints one table per
-  backbone and writes every result row to ``<out>/results.csv``.
+  backbone; per-sample values go to ``<out>/per_sample/*.parquet`` and the reduced rows to
+  ``<out>/results.csv``.
 * ``cam-bench train-synthetic --model NAME`` -- train a SyntheticShapes backbone with a Lightning
   ``fit`` (see :mod:`benchmark.synthetic.train`; defaults reproduce the shipped checkpoints).
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -99,26 +101,24 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import csv
-
     from pytorch_lightning.utilities import rank_zero_only
 
-    from benchmark.offline import OFFLINE_DEFAULTS, run_offline
+    from benchmark.offline import OFFLINE_DEFAULTS, offline_metrics, run_offline
+    from benchmark.results import read_per_sample, reduce_per_sample, write_results_csv
 
     data = dict(OFFLINE_DEFAULTS["data"], size=args.images)
-    rows = run_offline(args.backbones.split(",") if args.backbones else None,
-                       args.explainers.split(",") if args.explainers else None, data=data,
-                       batch_size=args.batch_size, accelerator=args.accelerator, devices=args.devices,
-                       strategy=args.strategy, enable_progress_bar=False)
+    out = Path(args.out)
+    if (out / "per_sample").exists():
+        shutil.rmtree(out / "per_sample")  # a fresh run (resuming is issue 5's run-directory work)
+    timing = run_offline(args.backbones.split(",") if args.backbones else None,
+                         args.explainers.split(",") if args.explainers else None, data=data,
+                         batch_size=args.batch_size, out=str(out), accelerator=args.accelerator, devices=args.devices,
+                         strategy=args.strategy, enable_progress_bar=False)
     if rank_zero_only.rank != 0:
         return 0
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "results.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["backbone", "method", "metric", "value", "n", "n_invalid",
-                                                    "seconds"])
-        writer.writeheader()
-        writer.writerows(rows)
+    rows = reduce_per_sample(read_per_sample(out), offline_metrics())  # equal to the online metrics (tested)
+    write_results_csv(rows, out / "results.csv")
+    seconds = {r["backbone"]: r["seconds"] for r in timing}
     print(f"\nSyntheticShapes {data}; metric settings {OFFLINE_DEFAULTS['metric_settings']}, top-k maps "
           f"{OFFLINE_DEFAULTS['top_k']}, target = label; every result row in {out / 'results.csv'}")
     for backbone in dict.fromkeys(r["backbone"] for r in rows):
@@ -127,8 +127,7 @@ def _run(args: argparse.Namespace) -> int:
             if r["backbone"] == backbone and r["metric"] in RUN_COLUMNS:
                 table.setdefault(r["method"], {})[r["metric"]] = r["value"]
         columns = [c for c in RUN_COLUMNS if any(c in v for v in table.values())]
-        seconds = next(r["seconds"] for r in rows if r["backbone"] == backbone)
-        print(f"\n## {backbone} ({seconds:.0f} s)\n")
+        print(f"\n## {backbone} ({seconds.get(backbone, float('nan')):.0f} s)\n")
         print(tabulate([[m] + [v.get(c, float("nan")) for c in columns] for m, v in table.items()],
                        headers=["method"] + columns, tablefmt="pipe", floatfmt=".2f"))
     return 0

@@ -6,7 +6,12 @@ prediction), runs every explainer, and returns one record per (sample, method)::
 
     {"index": 17, "method": "gradcam", "target_layer": "layer4", "target": 3,
      "prediction": 3, "probability": 0.91, "target_probability": 0.91, "seconds": 0.02,
+     "metric_values": {"average_drop": 12.5, "pointing_game": [1.0, 3.0, 0.0], ...},
      "saliency": <(H, W) float32 CPU tensor, or None when keep_maps=False>}
+
+``metric_values`` holds, per configured metric, the value (or the vector of values) that metric
+stored for this sample (float64; NaN = undefined): :func:`benchmark.results.reduce_per_sample`
+reduces them offline to the same numbers as the online metrics.
 
 Metrics: ``metrics=`` (names or name -> keyword arguments, see
 :func:`benchmark.metrics.list_metrics`) adds one metric object per (explainer, metric). Per batch
@@ -152,15 +157,19 @@ class ExplainerModule(pl.LightningModule):
             if maps.is_cuda:
                 torch.cuda.synchronize(maps.device)
             seconds = (time.perf_counter() - start) / len(images)
-            metrics = [m for key, m in self.metrics.items() if key.split("/")[0] == name]
+            metrics = {key.split("/")[1]: m for key, m in self.metrics.items() if key.split("/")[0] == name}
+            per_sample: Dict[str, List[Any]] = {}
             if metrics:
-                self._update_metrics(metrics, explainer, batch, images, targets, indices, (maps, raw_max), probs,
-                                     target_probability)
+                self._update_metrics(list(metrics.values()), explainer, batch, images, targets, indices,
+                                     (maps, raw_max), probs, target_probability)
+                # each update stored one row per sample, in batch order: the per-sample values of this batch
+                per_sample = {metric: m.values[-1].cpu().tolist() for metric, m in metrics.items()}
             maps = maps.cpu() if self.keep_maps else None
             for i, (index, target, pred, prob, tprob) in enumerate(columns):
                 records.append({"index": index, "method": name, "target_layer": explainer.target_layer,
                                 "target": target, "prediction": pred, "probability": prob,
                                 "target_probability": tprob, "seconds": seconds,
+                                "metric_values": {metric: rows[i] for metric, rows in per_sample.items()},
                                 "saliency": None if maps is None else maps[i]})
         return records
 

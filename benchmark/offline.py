@@ -17,6 +17,7 @@ from benchmark.backbones import create_backbone, list_backbones
 from benchmark.explainers import list_explainers
 from benchmark.metrics import list_metrics
 from benchmark.module import ExplainerModule
+from callbacks.per_sample_writer import PerSampleWriter
 from datamodules.synthetic import SyntheticShapesDataModule
 
 __all__ = ["OFFLINE_DEFAULTS", "offline_metrics", "run_offline"]
@@ -51,7 +52,8 @@ def offline_metrics(settings: Optional[Mapping[str, Mapping[str, Any]]] = None) 
 
 def run_offline(backbones: Optional[Sequence[str]] = None, explainers: Optional[Sequence[str]] = None,
                 metrics: Optional[Mapping[str, Mapping[str, Any]]] = None, data: Optional[Mapping[str, Any]] = None,
-                batch_size: Optional[int] = None, **trainer_kwargs: Any) -> List[Dict[str, Any]]:
+                batch_size: Optional[int] = None, out: Optional[str] = None,
+                **trainer_kwargs: Any) -> List[Dict[str, Any]]:
     """Run the matrix; one row per (backbone, method, metric result) plus timing and the data report.
 
     Args:
@@ -60,6 +62,7 @@ def run_offline(backbones: Optional[Sequence[str]] = None, explainers: Optional[
         metrics: metric name -> keyword arguments (default: :func:`offline_metrics`).
         data: :class:`~datamodules.synthetic.SyntheticShapesDataModule` arguments (default: the offline data).
         batch_size: images per batch.
+        out: run directory: per-sample values are written to ``<out>/per_sample`` (:class:`callbacks.PerSampleWriter`).
         trainer_kwargs: passed to ``pl.Trainer`` (``accelerator``, ``devices``, ``strategy``, ...).
 
     Returns:
@@ -77,6 +80,8 @@ def run_offline(backbones: Optional[Sequence[str]] = None, explainers: Optional[
             "batch_size"])
         options = {"accelerator": "cpu", "devices": 1, "logger": False, "enable_checkpointing": False,
                    "enable_model_summary": False, **trainer_kwargs}
+        if out is not None:
+            options["callbacks"] = [PerSampleWriter(out, "synthetic", name)]
         start = time.perf_counter()
         pl.Trainer(**options).predict(module, datamodule=dm, return_predictions=False)
         seconds = time.perf_counter() - start

@@ -26,8 +26,9 @@ def test_run_offline_default_matrix_on_a_few_images(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "## synthetic/res_cnn" in out and "| gradcam " in out and "pointing_game_accuracy" in out
     rows = (tmp_path / "results.csv").read_text().splitlines()
-    assert rows[0] == "backbone,method,metric,value,n,n_invalid,seconds"
-    assert any(r.startswith("synthetic/res_cnn,center,pointing_game_accuracy,") for r in rows)
+    assert rows[0] == "dataset,backbone,method,metric,value,n,n_invalid"
+    assert any(r.startswith("synthetic,synthetic/res_cnn,center,pointing_game_accuracy,") for r in rows)
+    assert list((tmp_path / "per_sample" / "rank0").glob("*.parquet"))
 
 
 def test_list_shows_datamodules_metrics_and_shipped_backbones(capsys):

@@ -11,6 +11,7 @@ import textwrap
 import pytest
 import torch
 
+from benchmark.results import read_per_sample, reduce_per_sample
 from callbacks import read_records
 
 SCRIPT = textwrap.dedent("""
@@ -135,6 +136,7 @@ DATA_SCRIPT = textwrap.dedent("""
     import json, sys, pytorch_lightning as pl
     from benchmark.backbones import create_backbone
     from benchmark.module import ExplainerModule
+    from callbacks import PerSampleWriter
     from datamodules import CorruptImageError, SyntheticShapes, SyntheticShapesDataModule
 
     class Flaky(SyntheticShapes):  # two unreadable samples, skipped under on_error="skip"
@@ -152,7 +154,8 @@ DATA_SCRIPT = textwrap.dedent("""
                              metrics=["pointing_game", "energy_pointing_game", "average_drop", "max_box_acc"])
     data = FlakyModule(size=13, preprocessing=prep, batch_size=4)
     trainer = pl.Trainer(accelerator="cpu", devices=int(sys.argv[2]), strategy=sys.argv[3], logger=False,
-                         enable_progress_bar=False, enable_checkpointing=False, default_root_dir=sys.argv[1])
+                         enable_progress_bar=False, enable_checkpointing=False, default_root_dir=sys.argv[1],
+                         callbacks=[PerSampleWriter(sys.argv[1], "synthetic", "synthetic/res_cnn")])
     trainer.predict(module, datamodule=data, return_predictions=False)
     with open(f"{sys.argv[1]}/results_rank{trainer.global_rank}.json", "w") as handle:
         json.dump({"results": module.results, "report": module.data_report}, handle)
@@ -171,6 +174,11 @@ def test_ddp_synthetic_boxes_and_skips_match_one_process(tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
         outputs[name] = [json.loads(p.read_text()) for p in sorted(out.glob("results_rank*.json"))]
     single, (rank0, rank1) = outputs["single"][0], outputs["ddp"]
+    # the per-sample files of both ranks reduce offline to exactly the online (gathered) results
+    offline = {(r["method"], r["metric"]): r["value"] for r in reduce_per_sample(read_per_sample(tmp_path / "ddp"))}
+    online = {(r["method"], r["metric"]): r["value"] for r in rank0["results"]}
+    assert offline.keys() == online.keys()
+    assert all(offline[k] == online[k] or (offline[k] != offline[k] and online[k] != online[k]) for k in online)
     assert rank0 == rank1  # every rank holds the gathered report and the reduced results
     report = rank0["report"]
     assert report == single["report"]

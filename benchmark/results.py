@@ -1,0 +1,88 @@
+"""Per-sample results on disk -> dataset results, reduced exactly like the online metrics.
+
+:func:`read_per_sample` joins the Parquet files written by :class:`callbacks.PerSampleWriter`
+(any number of ranks), sorted by (dataset, backbone, method, index) and refusing duplicates.
+:func:`reduce_per_sample` feeds each metric column, in dataset-index order, to a fresh metric
+object of the same name and settings and returns its summary rows -- the same float64 reduction
+as the online metric, so the numbers equal ``ExplainerModule.results`` (tested) and do not depend
+on the number of processes that produced the files.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Union
+
+import numpy as np
+import pandas as pd
+import torch
+
+from benchmark.metrics import create_metric
+from callbacks.per_sample_writer import PER_SAMPLE_COLUMNS
+
+__all__ = ["RESULT_COLUMNS", "read_per_sample", "reduce_per_sample", "write_results_csv"]
+
+#: Columns of ``results.csv`` (confidence intervals come with the leaderboard renderer).
+RESULT_COLUMNS = ("dataset", "backbone", "method", "metric", "value", "n", "n_invalid")
+
+
+def read_per_sample(run_dir: Union[str, os.PathLike]) -> pd.DataFrame:
+    """Every per-sample row under ``<run_dir>/per_sample``, sorted by (dataset, backbone, method, index).
+
+    Raises:
+        FileNotFoundError: no Parquet file (says how to produce them).
+        ValueError: a (dataset, backbone, method, index) row occurs twice.
+    """
+    files = sorted(Path(run_dir).glob("per_sample/rank*/batch_*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"No per-sample files (per_sample/rank*/batch_*.parquet) under {str(run_dir)!r}; "
+                                "run Trainer.predict with callbacks=[PerSampleWriter(run_dir, ...)] first.")
+    frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    keys = ["dataset", "backbone", "method", "index"]
+    frame = frame.sort_values(keys, kind="stable").reset_index(drop=True)
+    duplicated = frame.duplicated(keys)
+    if duplicated.any():
+        raise ValueError(f"Expected each (dataset, backbone, method, index) once, but got duplicates "
+                         f"{frame.loc[duplicated, keys].head(5).to_dict('records')}.")
+    return frame
+
+
+def reduce_per_sample(frame: pd.DataFrame, metrics: Optional[Mapping[str, Mapping[str, Any]]] = None
+                      ) -> List[Dict[str, Any]]:
+    """Dataset results ``{dataset, backbone, method, metric, value, n, n_invalid}`` from per-sample rows.
+
+    Args:
+        frame: rows as returned by :func:`read_per_sample`.
+        metrics: metric name -> keyword arguments used in the run (the reduction of some metrics
+            depends on them, e.g. ``nan_policy``); default: every metric column with defaults.
+    """
+    names = [c for c in frame.columns if c not in PER_SAMPLE_COLUMNS]
+    config = {name: dict((metrics or {}).get(name, {})) for name in names}
+    rows: List[Dict[str, Any]] = []
+    for (dataset, backbone, method), group in frame.groupby(["dataset", "backbone", "method"], sort=True):
+        group = group.sort_values("index", kind="stable")
+        indices = torch.tensor(group["index"].to_numpy(dtype=np.int64, copy=True))
+        for name in names:
+            column = group[name]
+            if all(v is None for v in column):  # a metric not configured for this method
+                continue
+            metric = create_metric(name, **config[name])
+            values = torch.tensor(np.stack([np.asarray(v, dtype=np.float64) for v in column]))  # (N,) or (N, K)
+            metric.store(values, indices)
+            summary = metric.summary()
+            counts = {"n": summary.pop("n"), "n_invalid": summary.pop("n_invalid")}
+            for part, value in summary.items():
+                rows.append({"dataset": dataset, "backbone": backbone, "method": method,
+                             "metric": f"{name}_{part}" if part else name, "value": value, **counts})
+    return rows
+
+
+def write_results_csv(rows: List[Dict[str, Any]], path: Union[str, os.PathLike]) -> Path:
+    """``results.csv`` with :data:`RESULT_COLUMNS`, rows in (dataset, backbone, method, metric) order,
+    values with 17 significant digits (float64 round-trips exactly)."""
+    frame = pd.DataFrame(rows, columns=list(RESULT_COLUMNS)).sort_values(
+        ["dataset", "backbone", "method", "metric"], kind="stable")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False, float_format="%.17g")
+    return path
