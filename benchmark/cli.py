@@ -82,7 +82,7 @@ def _demo(args: argparse.Namespace) -> int:
     from datamodules import RandomImagesDataModule
 
     model, prep = create_backbone(args.backbone, weights=args.weights)
-    explainers = args.explainers.split(",") if args.explainers else list_explainers()
+    explainers = _explainers(args.explainers) or list_explainers()
     options = {name: {"chunk_size": args.chunk_size} for name in explainers if name in ("scorecam", "ablationcam")}
     module = ExplainerModule(model, {name: options.get(name, {}) for name in explainers},
                              target="prediction", input_size=prep.input_size)
@@ -100,6 +100,21 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _explainers(value: str) -> Optional[List[str]]:
+    """``"a,b"`` -> those; ``"+a,b"`` -> every registered explainer plus those; ``""`` -> None (all).
+
+    Example:
+        >>> _explainers("gradcam,my_cam.py:MyCAM")
+        ['gradcam', 'my_cam.py:MyCAM']
+        >>> _explainers("+my_cam.py:MyCAM")[-1], len(_explainers("+my_cam.py:MyCAM")) == len(list_explainers()) + 1
+        ('my_cam.py:MyCAM', True)
+    """
+    if not value:
+        return None
+    specs = [s for s in value.lstrip("+").split(",") if s]
+    return list_explainers() + specs if value.startswith("+") else specs
+
+
 def _run(args: argparse.Namespace) -> int:
     from pytorch_lightning.utilities import rank_zero_only
 
@@ -110,8 +125,8 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if (out / "per_sample").exists():
         shutil.rmtree(out / "per_sample")  # a fresh run (resuming is issue 5's run-directory work)
-    timing = run_offline(args.backbones.split(",") if args.backbones else None,
-                         args.explainers.split(",") if args.explainers else None, data=data,
+    timing = run_offline(args.backbones.split(",") if args.backbones else None, _explainers(args.explainers),
+                         data=data,
                          batch_size=args.batch_size, out=str(out), accelerator=args.accelerator, devices=args.devices,
                          strategy=args.strategy, enable_progress_bar=False)
     if rank_zero_only.rank != 0:
@@ -136,7 +151,8 @@ def _run(args: argparse.Namespace) -> int:
 def _common_options(parser: argparse.ArgumentParser, images: int, batch_size: int, accelerator: str,
                     out: str) -> argparse.ArgumentParser:
     """Explainers, image count, batch size, the Lightning device options and the output directory."""
-    parser.add_argument("--explainers", default="", help="comma-separated names (default: all registered)")
+    parser.add_argument("--explainers", default="", help="comma-separated names or 'file.py:Class' / 'module:Class' "
+                        "specs (default: all registered; a leading '+' adds to all registered)")
     parser.add_argument("--images", type=int, default=images, help=f"number of images (default: {images})")
     parser.add_argument("--batch-size", type=int, default=batch_size)
     parser.add_argument("--accelerator", default=accelerator)

@@ -44,7 +44,7 @@ from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor, nn
 from torch.utils.data import DistributedSampler
 
-from benchmark.explainers import create_explainer, list_explainers
+from benchmark.explainers import create_explainer, list_explainers, resolve_explainer
 from benchmark.metrics import MetricInputs, create_metric
 
 __all__ = ["ExplainerModule", "merge_records"]
@@ -57,7 +57,8 @@ class ExplainerModule(pl.LightningModule):
 
     Args:
         model: the classifier (``(B, C, H, W) -> (B, K)`` logits), e.g. from ``create_backbone``.
-        explainers: registered names, or a mapping name -> keyword arguments of that explainer;
+        explainers: registered names or user specs (``"my_cam.py:MyCAM"``, ``"pkg.mod:MyCAM"``, see
+            :mod:`benchmark.explainers.plugins`), or a mapping of those -> keyword arguments;
             ``None`` runs every registered explainer.
         target: ``"label"`` explains the batch's ``label``; ``"prediction"`` the top-1 class.
         keep_maps: return the saliency maps (on CPU) in the records; False drops them.
@@ -83,6 +84,7 @@ class ExplainerModule(pl.LightningModule):
         if target not in _TARGETS:
             raise ValueError(f"Expected `target` to be one of {_TARGETS}, but got {target!r}.")
         config = _as_config(list_explainers() if explainers is None else explainers, "explainers")
+        config = {resolve_explainer(spec): kwargs for spec, kwargs in config.items()}  # files, modules, plugins
         if not config:
             raise ValueError("Expected at least one explainer, but got none.")
         self.model = model.eval()

@@ -22,6 +22,7 @@ from benchmark.explainers import (  # noqa: E402  (registration imports)
 )
 from benchmark.explainers.base import BaseExplainer, CAMInputs, normalize_maps
 from benchmark.explainers.layers import PAPER_LAYERS, candidate_layers, resolve_target_layer
+from benchmark.explainers.plugins import load_entry_points, resolve_explainer
 from benchmark.explainers.registry import (
     create_explainer,
     describe_explainer,
@@ -37,7 +38,9 @@ __all__ = [
     "create_explainer",
     "describe_explainer",
     "list_explainers",
+    "load_entry_points",
     "normalize_maps",
     "register_explainer",
+    "resolve_explainer",
     "resolve_target_layer",
 ]
