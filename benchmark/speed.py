@@ -48,6 +48,17 @@ def median_time(fns: Dict[str, Callable[[], object]], repeats: int,
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def run_header(command: str, seconds: float, device_name: str = "") -> List[str]:
+    """The ``command`` / ``machine`` / ``date`` lines every committed speed file starts with."""
+    return [
+        f"- command: `{command}`",
+        f"- machine: {device_name or platform.processor() or platform.machine()}, {torch.get_num_threads()} torch "
+        f"threads, {platform.system()} {platform.release()}; python {platform.python_version()}, torch "
+        f"{torch.__version__}",
+        f"- date: {datetime.date.today().isoformat()}; measured in {seconds:.0f} s",
+    ]
+
+
 def _peer(name: str, model, layer: str):
     try:
         import pytorch_grad_cam
@@ -114,12 +125,9 @@ def render(rows, args, seconds: float) -> str:
     return "\n".join([
         f"# Explainer speed: {args.backbone}, random init, {args.size}x{args.size}",
         "",
-        f"- command: `python -m benchmark.speed --backbone {args.backbone} --batch-size {args.batch_size} "
-        f"--size {args.size} --repeats {args.repeats} --score-images {args.score_images} "
-        f"--chunk-size {args.chunk_size}`",
-        f"- machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-        f"{platform.system()} {platform.release()}; python {platform.python_version()}, torch {torch.__version__}",
-        f"- date: {datetime.date.today().isoformat()}; measured in {seconds:.0f} s",
+        *run_header(f"python -m benchmark.speed --backbone {args.backbone} --batch-size {args.batch_size} "
+                    f"--size {args.size} --repeats {args.repeats} --score-images {args.score_images} "
+                    f"--chunk-size {args.chunk_size}", seconds),
         f"- batch {args.batch_size} for the gradient methods; Score-CAM on {args.score_images} image(s), our chunks "
         f"of {args.chunk_size} masked inputs, grad-cam's batches of 16; medians of alternated runs",
         "- targets: gradient methods <= 1.2x forward; Score-CAM <= 0.5x grad-cam",

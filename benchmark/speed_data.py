@@ -17,15 +17,14 @@ import platform
 import sys
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 from typing import List, Optional
 
-import numpy as np
 import torch
 from PIL import Image
 from tabulate import tabulate
 
+from benchmark.speed import median_time, run_header
 from datamodules.imagenet import ImageNetValDataModule
 from datamodules.shapes import render_scene
 from datamodules.synthetic import SyntheticShapesDataModule
@@ -91,13 +90,7 @@ def forward_rate(batch_size: int, repeats: int = 5) -> float:
     from torchvision.models import resnet18
 
     model, x = resnet18().eval(), torch.randn(batch_size, 3, 224, 224)
-    model(x)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model(x)
-        times.append(time.perf_counter() - start)
-    return batch_size / float(np.median(times))
+    return batch_size / median_time({"forward": lambda: model(x)}, repeats)["forward"]
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -130,10 +123,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     text = "\n".join([
         "# Data loading: memory and throughput",
         "",
-        f"- command: `python -m benchmark.speed_data {' '.join(argv if argv is not None else sys.argv[1:])}`".rstrip(),
-        f"- machine: {platform.machine()}, {torch.get_num_threads()} torch threads, {platform.system()} "
-        f"{platform.release()}; python {platform.python_version()}, torch {torch.__version__}",
-        f"- date: {date.today().isoformat()}; measured in {time.perf_counter() - start:.0f} s",
+        *run_header(" ".join(["python -m benchmark.speed_data", *(argv if argv is not None else sys.argv[1:])]),
+                    time.perf_counter() - start, platform.machine()),
         f"- mini ImageNet: {args.jpegs} JPEGs of 500x375 (quality 90), Kaggle CSV boxes, default preprocessing "
         f"(resize 256, crop 224); batch {args.batch_size}; loader rates are the best of 2 passes after a warm-up",
         "",

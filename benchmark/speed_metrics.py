@@ -16,7 +16,6 @@ the plain forward, medians reported per image. Efficiency = floor / measured (1 
 from __future__ import annotations
 
 import argparse
-import datetime
 import platform
 import statistics
 import time
@@ -29,7 +28,7 @@ from benchmark.backbones import create_backbone
 from benchmark.explainers import create_explainer
 from benchmark.metrics.functional.adcc import average_drop, coherency
 from benchmark.metrics.insertion_deletion import Deletion, Insertion
-from benchmark.speed import median_time
+from benchmark.speed import median_time, run_header
 
 
 def measure(backbone: str, batch_size: int, size: int, repeats: int, curve_images: int, chunk_size: int,
@@ -128,12 +127,9 @@ def render(rows, args, seconds: float, device_name: str) -> str:
     return "\n".join([
         f"# Metric speed: {args.backbone}, random init, {args.size}x{args.size}",
         "",
-        f"- command: `python -m benchmark.speed_metrics --backbone {args.backbone} --batch-size {args.batch_size} "
-        f"--size {args.size} --repeats {args.repeats} --curve-images {args.curve_images} "
-        f"--chunk-size {args.chunk_size} --device {args.device}`",
-        f"- machine: {device_name}, {torch.get_num_threads()} torch threads, {platform.system()} "
-        f"{platform.release()}; python {platform.python_version()}, torch {torch.__version__}",
-        f"- date: {datetime.date.today().isoformat()}; measured in {seconds:.0f} s",
+        *run_header(f"python -m benchmark.speed_metrics --backbone {args.backbone} --batch-size {args.batch_size} "
+                    f"--size {args.size} --repeats {args.repeats} --curve-images {args.curve_images} "
+                    f"--chunk-size {args.chunk_size} --device {args.device}", seconds, device_name),
         f"- batch {args.batch_size} for the forward floor, Average Drop and Coherency; insertion / deletion on "
         f"{args.curve_images} image(s) at the RISE default ({args.size} px per step); medians of alternated runs",
         "- efficiency = floor / measured; target >= 0.9",
