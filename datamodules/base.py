@@ -4,18 +4,21 @@ assigns, a thin ``predict_dataloader`` with :func:`~datamodules.sample.collate_s
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Sequence, Union
+import os
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Union
 
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
 
 from benchmark.backbones import Preprocessing
+from benchmark.metrics.functional._common import check_choice  # one check_choice for metrics and data
 from datamodules.errors import AnnotationError
 from datamodules.images import CorruptImageError
 from datamodules.sample import collate_samples, skipped_sample
 
-__all__ = ["AnnotationError", "CamDataModule", "CamDataset", "ON_ERROR", "as_preprocessing", "check_choice",
-           "check_positive_int", "imagenet_preprocessing"]
+__all__ = ["AnnotationError", "CamDataModule", "CamDataset", "ON_ERROR", "as_path", "as_preprocessing",
+           "check_choice", "check_positive_int", "imagenet_preprocessing"]
 
 #: ``on_error`` policies: raise on the first unreadable sample, or skip (log, count, list) it.
 ON_ERROR = ("raise", "skip")
@@ -24,20 +27,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def check_choice(value: Any, name: str, choices: Sequence[Any]) -> Any:
-    """Raise a ValueError listing the valid ``choices``.
-
-    Example:
-        >>> check_choice("skip", "on_error", ON_ERROR)
-        'skip'
-        >>> check_choice("ignore", "on_error", ON_ERROR)
-        Traceback (most recent call last):
-        ...
-        ValueError: Expected `on_error` to be one of ('raise', 'skip'), but got 'ignore'.
-    """
-    if value not in choices:
-        raise ValueError(f"Expected `{name}` to be one of {tuple(choices)}, but got {value!r}.")
-    return value
+def as_path(value: Any, name: str) -> Path:
+    """``Path(value)`` (``~`` expanded), or a TypeError naming the argument ``name``."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"Expected `{name}` to be a path (str or os.PathLike), but got {type(value).__name__}.")
+    return Path(value).expanduser()
 
 
 def check_positive_int(value: Any, name: str, allow_zero: bool = False) -> int:

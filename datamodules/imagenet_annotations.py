@@ -27,7 +27,7 @@ from typing import Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional
 import numpy as np
 import torch
 
-from datamodules.base import check_choice
+from datamodules.base import as_path, check_choice
 from datamodules.errors import AnnotationError
 
 __all__ = ["BOX_CONVENTIONS", "ImageNetAnnotations", "ImageNetBoxes", "as_path", "check_annotation_paths",
@@ -48,13 +48,6 @@ class ImageNetBoxes(NamedTuple):
     boxes: np.ndarray
     size: Optional[Tuple[int, int]]
     where: str
-
-
-def as_path(value: PathLike, name: str) -> Path:
-    """``Path(value)`` (``~`` expanded), or a TypeError naming the argument ``name``."""
-    if not isinstance(value, (str, os.PathLike)):
-        raise TypeError(f"Expected `{name}` to be a path (str or os.PathLike), but got {type(value).__name__}.")
-    return Path(value).expanduser()
 
 
 def read_synset_mapping(path: PathLike) -> Tuple[List[str], List[str]]:

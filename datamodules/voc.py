@@ -62,6 +62,7 @@ from datamodules.base import (
     AnnotationError,
     CamDataModule,
     CamDataset,
+    as_path,
     as_preprocessing,
     check_choice,
     check_positive_int,
@@ -99,9 +100,7 @@ class VOCObjects(NamedTuple):
 
 
 def _as_path(value: Any, name: str) -> str:
-    if not isinstance(value, (str, os.PathLike)):
-        raise TypeError(f"Expected `{name}` to be a path (str or os.PathLike), but got {type(value).__name__}.")
-    return os.path.expanduser(os.fspath(value))
+    return os.fspath(as_path(value, name))
 
 
 def _check_bool(value: Any, name: str) -> bool:
