@@ -33,9 +33,10 @@ def read_per_sample(run_dir: Union[str, os.PathLike]) -> pd.DataFrame:
         FileNotFoundError: no Parquet file (says how to produce them).
         ValueError: a (dataset, backbone, method, index) row occurs twice.
     """
-    files = sorted(Path(run_dir).glob("per_sample/rank*/batch_*.parquet"))
+    files = sorted(Path(run_dir).glob("per_sample/*/rank*/batch_*.parquet"))
     if not files:
-        raise FileNotFoundError(f"No per-sample files (per_sample/rank*/batch_*.parquet) under {str(run_dir)!r}; "
+        raise FileNotFoundError(f"No per-sample files (per_sample/<backbone>/rank*/batch_*.parquet) under "
+                                f"{str(run_dir)!r}; "
                                 "run Trainer.predict with callbacks=[PerSampleWriter(run_dir, ...)] first.")
     frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
     keys = ["dataset", "backbone", "method", "index"]

@@ -1,6 +1,7 @@
 """Write every sample's metric values to Parquet, incrementally, per rank and per batch.
 
-One file per (rank, batch): ``<out>/per_sample/rank<r>/batch_<dataloader>_<batch>.parquet``, written
+One file per (backbone, rank, batch): ``<out>/per_sample/<backbone>/rank<r>/batch_<dataloader>_<batch>.parquet``
+(``/`` in the backbone name becomes ``--``; one run directory holds every backbone of a matrix), written
 atomically at the end of each predict batch, so a crash loses at most the batch in flight and
 nothing has to be gathered in memory. One row per (dataset index, backbone, method): ``dataset,
 backbone, method, index, target, prediction, probability, target_probability, seconds`` and one
@@ -48,7 +49,7 @@ class PerSampleWriter(BasePredictionWriter):
     """Save each predict batch's per-sample metric values as a Parquet file.
 
     Args:
-        output_dir: run directory; files go to ``<output_dir>/per_sample/rank<r>/``.
+        output_dir: run directory; files go to ``<output_dir>/per_sample/<backbone>/rank<r>/``.
         dataset: dataset name written in every row (e.g. ``"synthetic"``).
         backbone: backbone name written in every row.
 
@@ -66,7 +67,7 @@ class PerSampleWriter(BasePredictionWriter):
                            batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         if not prediction:  # every sample of the batch was skipped (on_error="skip")
             return
-        folder = self.output_dir / "per_sample" / f"rank{trainer.global_rank}"
+        folder = self.output_dir / "per_sample" / self.backbone.replace("/", "--") / f"rank{trainer.global_rank}"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"batch_{dataloader_idx}_{batch_idx:07d}.parquet"
         tmp = path.with_suffix(".tmp")

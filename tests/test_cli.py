@@ -20,7 +20,7 @@ def test_demo_runs_predict_and_prints_summary(tmp_path, capsys):
 
 
 def test_run_offline_default_matrix_on_a_few_images(tmp_path, capsys):
-    code = main(["run", "--images", "4", "--batch-size", "2", "--backbones", "synthetic/res_cnn",
+    code = main(["run", "--images", "4", "--batch-size", "2", "--backbones", "synthetic/res_cnn,synthetic/plain_cnn",
                  "--explainers", "gradcam,center", "--out", str(tmp_path)])
     assert code == 0
     out = capsys.readouterr().out
@@ -28,7 +28,9 @@ def test_run_offline_default_matrix_on_a_few_images(tmp_path, capsys):
     rows = (tmp_path / "results.csv").read_text().splitlines()
     assert rows[0] == "dataset,backbone,method,metric,value,n,n_invalid"
     assert any(r.startswith("synthetic,synthetic/res_cnn,center,pointing_game_accuracy,") for r in rows)
-    assert list((tmp_path / "per_sample" / "rank0").glob("*.parquet"))
+    # every backbone of the matrix keeps its own per-sample files and reaches results.csv
+    assert {r.split(",")[1] for r in rows[1:]} == {"synthetic/res_cnn", "synthetic/plain_cnn"}
+    assert list((tmp_path / "per_sample" / "synthetic--plain_cnn" / "rank0").glob("*.parquet"))
 
 
 def test_list_shows_datamodules_metrics_and_shipped_backbones(capsys):

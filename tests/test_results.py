@@ -34,7 +34,8 @@ def run(tmp_path_factory):
 
 def test_one_row_per_index_and_method_with_every_metric(run):
     out, _ = run
-    assert len(list((out / "per_sample" / "rank0").glob("batch_0_*.parquet"))) == 4  # 20 images, batches of 6
+    files = list((out / "per_sample" / "synthetic--res_cnn" / "rank0").glob("batch_0_*.parquet"))
+    assert len(files) == 4  # 20 images, batches of 6
     frame = read_per_sample(out)
     assert len(frame) == 40 and frame["index"].tolist() == list(range(20)) * 2
     assert set(METRICS) <= set(frame.columns) and set(frame["method"]) == {"center", "gradcam"}
@@ -61,8 +62,9 @@ def test_offline_reduction_equals_the_online_metrics(run, tmp_path):
 
 def test_duplicates_and_missing_files_are_refused(run, tmp_path):
     out, _ = run
-    shutil.copytree(out / "per_sample" / "rank0", tmp_path / "per_sample" / "rank0")
-    shutil.copytree(out / "per_sample" / "rank0", tmp_path / "per_sample" / "rank1")
+    files = out / "per_sample" / "synthetic--res_cnn" / "rank0"
+    shutil.copytree(files, tmp_path / "per_sample" / "synthetic--res_cnn" / "rank0")
+    shutil.copytree(files, tmp_path / "per_sample" / "synthetic--res_cnn" / "rank1")
     with pytest.raises(ValueError, match=r"Expected each \(dataset, backbone, method, index\) once"):
         read_per_sample(tmp_path)
     with pytest.raises(FileNotFoundError, match="PerSampleWriter"):
