@@ -6,21 +6,21 @@
   explains seeded random images with every registered explainer inside ``Trainer.predict``
   (``--devices``/``--strategy`` pass through to Lightning, e.g. ``--devices 2 --strategy ddp``),
   writes the records with :class:`callbacks.SaliencyWriter` and prints a summary table.
-* ``cam-bench run`` -- the offline default benchmark (:mod:`benchmark.offline`): SyntheticShapes x the
-  shipped backbones x every explainer x every metric in ``Trainer.predict``; prints one table per
-  backbone; per-sample values go to ``<out>/per_sample/*.parquet`` and the reduced rows to
-  ``<out>/results.csv``.
+* ``cam-bench run [--config FILE] [overrides]`` -- the matrix backbones x explainers x metrics over one
+  datamodule (:mod:`benchmark.run`; settings :class:`~benchmark.run_config.RunConfig`, every Lightning
+  Trainer flag as ``--trainer.<flag>``); with no arguments the offline default: SyntheticShapes x the
+  shipped backbones x every explainer x every metric. Writes per-sample Parquet, ``results.csv``,
+  ``leaderboard.md`` and figures to ``leaderboards/<name>`` and prints the leaderboard.
+* ``cam-bench leaderboard RUN_DIR [RUN_DIR ...] [--out FILE]`` -- render or merge run directories.
 * ``cam-bench train-synthetic --model NAME`` -- train a SyntheticShapes backbone with a Lightning
   ``fit`` (see :mod:`benchmark.synthetic.train`; defaults reproduce the shipped checkpoints).
 """
 from __future__ import annotations
 
-import argparse
 import logging
-import shutil
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 import pytorch_lightning as pl
 from tabulate import tabulate
@@ -54,12 +54,7 @@ def summarize(records: Sequence[dict]) -> str:
                     tablefmt="pipe", floatfmt=".4g")
 
 
-#: Columns of the printed ``run`` table (every row is in results.csv).
-RUN_COLUMNS = ("average_drop", "average_increase", "coherency", "complexity", "adcc", "deletion", "insertion",
-               "localization_error_top1", "max_box_acc", "pointing_game_accuracy", "energy_pointing_game")
-
-
-def _list(_: argparse.Namespace) -> int:
+def _list(_: Any) -> int:
     from benchmark.metrics import list_metrics
     from datamodules import describe_datamodule, list_datamodules
 
@@ -77,7 +72,7 @@ def _list(_: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _demo(args: Any) -> int:
     from callbacks import SaliencyWriter, read_records
     from datamodules import RandomImagesDataModule
 
@@ -115,41 +110,39 @@ def _explainers(value: str) -> Optional[List[str]]:
     return list_explainers() + specs if value.startswith("+") else specs
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: Any) -> int:
     from pytorch_lightning.utilities import rank_zero_only
 
-    from benchmark.offline import OFFLINE_DEFAULTS, offline_metrics, run_offline
-    from benchmark.results import read_per_sample, reduce_per_sample, write_results_csv
+    from benchmark.run import run_benchmark
+    from benchmark.run_config import RunConfig
 
-    data = dict(OFFLINE_DEFAULTS["data"], size=args.images)
-    out = Path(args.out)
-    if (out / "per_sample").exists():
-        shutil.rmtree(out / "per_sample")  # a fresh run (resuming is issue 5's run-directory work)
-    timing = run_offline(args.backbones.split(",") if args.backbones else None, _explainers(args.explainers),
-                         data=data,
-                         batch_size=args.batch_size, out=str(out), accelerator=args.accelerator, devices=args.devices,
-                         strategy=args.strategy, enable_progress_bar=False)
-    if rank_zero_only.rank != 0:
-        return 0
-    rows = reduce_per_sample(read_per_sample(out), offline_metrics())  # equal to the online metrics (tested)
-    write_results_csv(rows, out / "results.csv")
-    seconds = {r["backbone"]: r["seconds"] for r in timing}
-    print(f"\nSyntheticShapes {data}; metric settings {OFFLINE_DEFAULTS['metric_settings']}, top-k maps "
-          f"{OFFLINE_DEFAULTS['top_k']}, target = label; every result row in {out / 'results.csv'}")
-    for backbone in dict.fromkeys(r["backbone"] for r in rows):
-        table: dict = {}
-        for r in rows:
-            if r["backbone"] == backbone and r["metric"] in RUN_COLUMNS:
-                table.setdefault(r["method"], {})[r["metric"]] = r["value"]
-        columns = [c for c in RUN_COLUMNS if any(c in v for v in table.values())]
-        print(f"\n## {backbone} ({seconds.get(backbone, float('nan')):.0f} s)\n")
-        print(tabulate([[m] + [v.get(c, float("nan")) for c in columns] for m, v in table.items()],
-                       headers=["method"] + columns, tablefmt="pipe", floatfmt=".2f"))
+    options = args.as_dict() if hasattr(args, "as_dict") else dict(vars(args))
+    trainer = options.pop("trainer", None) or {}
+    for key in ("config", "__path__"):
+        options.pop(key, None)
+    out = run_benchmark(RunConfig(**options), trainer={k: v for k, v in trainer.items() if v is not None},
+                        command=" ".join(["cam-bench", *sys.argv[1:]]))
+    if rank_zero_only.rank == 0:
+        print((out / "leaderboard.md").read_text())
+        print(f"Results in {out}: results.csv, leaderboard.md, figures/, per_sample/")
     return 0
 
 
-def _common_options(parser: argparse.ArgumentParser, images: int, batch_size: int, accelerator: str,
-                    out: str) -> argparse.ArgumentParser:
+def _leaderboard(args: Any) -> int:
+    from benchmark.leaderboard import render_runs
+
+    runs = [Path(d) for d in args.run_dirs]
+    if args.out is None and len(runs) > 1:
+        raise ValueError("Merging several runs needs --out FILE (e.g. --out leaderboards/merged/leaderboard.md).")
+    out = Path(args.out) if args.out else runs[0] / "leaderboard.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    render_runs(runs, out, force=args.force)
+    print(out.read_text())
+    return 0
+
+
+def _common_options(parser: Any, images: int, batch_size: int, accelerator: str,
+                    out: str) -> Any:
     """Explainers, image count, batch size, the Lightning device options and the output directory."""
     parser.add_argument("--explainers", default="", help="comma-separated names or 'file.py:Class' / 'module:Class' "
                         "specs (default: all registered; a leading '+' adds to all registered)")
@@ -162,33 +155,60 @@ def _common_options(parser: argparse.ArgumentParser, images: int, batch_size: in
     return parser
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cam-bench", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="registered explainers and default layers").set_defaults(func=_list)
-    demo = sub.add_parser("demo", help="offline example: every explainer on random images in Trainer.predict")
+def _run_parser() -> Any:
+    import pytorch_lightning as pl
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    from benchmark.run_config import RunConfig
+
+    run = ArgumentParser(description="The matrix backbones x explainers x metrics over one datamodule "
+                         "(default: the offline SyntheticShapes benchmark).")
+    run.add_argument("--config", action=ActionConfigFile, help="YAML config (e.g. configs/poppi_table2.yaml)")
+    run.add_class_arguments(RunConfig, None, instantiate=False)
+    run.add_class_arguments(pl.Trainer, "trainer", instantiate=False,
+                            skip={"callbacks", "use_distributed_sampler", "default_root_dir", "enable_checkpointing"})
+    return run
+
+
+def _parser() -> Any:
+    from jsonargparse import ArgumentParser
+
+    from benchmark.synthetic import train
+
+    parser = ArgumentParser(prog="cam-bench", description=__doc__.splitlines()[0])
+    sub = parser.add_subcommands(required=True, dest="command")
+    sub.add_subcommand("list", ArgumentParser(description="explainers, datamodules, metrics and backbones"),
+                       help="registered explainers, datamodules, metrics and backbones")
+    demo = ArgumentParser(description="offline example: every explainer on random images in Trainer.predict")
     demo.add_argument("--backbone", default="resnet18", help="backbone name (default: resnet18)")
     demo.add_argument("--weights", default=None, help="None (random init), 'default' (local hub cache) or a path")
     demo.add_argument("--chunk-size", type=int, default=64, help="masked forwards per chunk (Score-/Ablation-CAM)")
     demo.add_argument("--seed", type=int, default=0)
-    _common_options(demo, images=4, batch_size=4, accelerator="auto", out="runs/demo").set_defaults(func=_demo)
-    run = sub.add_parser("run", help="offline default benchmark: SyntheticShapes x shipped backbones x all methods")
-    run.add_argument("--backbones", default="", help="comma-separated (default: the shipped synthetic/* models)")
-    _common_options(run, images=96, batch_size=32, accelerator="cpu", out="runs/offline").set_defaults(func=_run)
-    from benchmark.synthetic import train
-
-    train_parser = sub.add_parser("train-synthetic", help="train a SyntheticShapes backbone (Lightning fit)")
-    train.add_arguments(train_parser).set_defaults(func=train.run)
+    sub.add_subcommand("demo", _common_options(demo, images=4, batch_size=4, accelerator="auto", out="runs/demo"),
+                       help="offline example: every explainer on random images")
+    sub.add_subcommand("run", _run_parser(), help="benchmark run (default: the offline SyntheticShapes matrix)")
+    board = ArgumentParser(description="render one run directory, or merge several (fingerprints must agree)")
+    board.add_argument("run_dirs", nargs="+", help="run directories written by `cam-bench run`")
+    board.add_argument("--out", default=None, help="markdown file (default: RUN_DIR/leaderboard.md for one run)")
+    board.add_argument("--force", action="store_true", help="merge runs whose fingerprints differ")
+    sub.add_subcommand("leaderboard", board, help="render or merge run directories into leaderboard.md")
+    sub.add_subcommand("train-synthetic", train.add_arguments(ArgumentParser(description="train a SyntheticShapes "
+                       "backbone (Lightning fit)")), help="train a SyntheticShapes backbone")
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``cam-bench`` console script."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = _parser().parse_args(argv)
+    cfg = _parser().parse_args(argv)
+    args = cfg[cfg.command]
+    if cfg.command == "train-synthetic":
+        from benchmark.synthetic import train
+
+        return train.run(args)
     if getattr(args, "devices", None) is not None and str(args.devices).isdigit():
         args.devices = int(args.devices)
-    return args.func(args)
+    return {"list": _list, "demo": _demo, "run": _run, "leaderboard": _leaderboard}[cfg.command](args)
 
 
 if __name__ == "__main__":

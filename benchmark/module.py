@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Collection, Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import pytorch_lightning as pl
 import torch
@@ -46,6 +46,7 @@ from torch.utils.data import DistributedSampler
 
 from benchmark.explainers import create_explainer, list_explainers, resolve_explainer
 from benchmark.metrics import MetricInputs, create_metric
+from datamodules.shards import current_shard
 
 __all__ = ["ExplainerModule", "merge_records"]
 
@@ -61,11 +62,15 @@ class ExplainerModule(pl.LightningModule):
             :mod:`benchmark.explainers.plugins`), or a mapping of those -> keyword arguments;
             ``None`` runs every registered explainer.
         target: ``"label"`` explains the batch's ``label``; ``"prediction"`` the top-1 class.
-        keep_maps: return the saliency maps (on CPU) in the records; False drops them.
+        keep_maps: return the saliency maps (on CPU) in the records; False drops them; a collection of
+            dataset indices keeps only those samples' maps (e.g. the first few, for figures).
         target_layer: the layer given to every explainer (``None``: papers' layer / auto).
         input_size: ``(C, H, W)`` used to trace the model when the layer is auto-detected.
         metrics: metric names, or a mapping name -> keyword arguments; ``None``: no metric.
         top_k: number of top classes whose maps metrics needing "topk" get (localization, top-5).
+
+    Resume: :attr:`done` maps a shard id (:mod:`datamodules.shards`) to the methods whose results
+    for that shard are already on disk; ``predict_step`` runs only the other methods.
 
     Example:
         >>> from torchvision.models import resnet18
@@ -78,7 +83,7 @@ class ExplainerModule(pl.LightningModule):
     """
 
     def __init__(self, model: nn.Module, explainers: "Config" = None,
-                 target: str = "label", keep_maps: bool = True, target_layer: Optional[str] = None,
+                 target: str = "label", keep_maps: Union[bool, Collection[int]] = True, target_layer: Optional[str] = None,
                  input_size: Sequence[int] = (3, 224, 224), metrics: Config = None, top_k: int = 5) -> None:
         super().__init__()
         if target not in _TARGETS:
@@ -89,7 +94,7 @@ class ExplainerModule(pl.LightningModule):
             raise ValueError("Expected at least one explainer, but got none.")
         self.model = model.eval()
         self.target = target
-        self.keep_maps = bool(keep_maps)
+        self.keep_maps = keep_maps if isinstance(keep_maps, bool) else frozenset(int(i) for i in keep_maps)
         self.explainers = {
             name: create_explainer(name, model, **{"target_layer": target_layer, "input_size": tuple(input_size),
                                                    **kwargs})
@@ -104,6 +109,9 @@ class ExplainerModule(pl.LightningModule):
         self.data_report: Dict[str, Any] = {"counts": {}, "skipped": []}
         self._counts: Counter = Counter()
         self._skipped: List[Dict[str, Any]] = []
+        #: shard id -> methods already finished for it (set by the runner when resuming)
+        self.done: Dict[int, FrozenSet[str]] = {}
+        self._logged_batches = 0
 
     def forward(self, images: Tensor) -> Tensor:
         return self.model(images)
@@ -152,7 +160,14 @@ class ExplainerModule(pl.LightningModule):
         target_probability = probs.gather(1, targets[:, None]).squeeze(1)
         columns = _as_lists(indices, targets, prediction, probability, target_probability)
         records: List[Dict[str, Any]] = []
+        trainer = self._trainer
+        done = self.done.get(current_shard(trainer, batch_idx, dataloader_idx), frozenset())
         for name, explainer in self.explainers.items():
+            if name in done:
+                continue
+            for callback in trainer.callbacks if trainer is not None else ():
+                if hasattr(callback, "on_explainer_start"):
+                    callback.on_explainer_start(name)
             start = time.perf_counter()
             maps = explainer(images, targets, indices=indices)
             raw_max = explainer.last_raw_max
@@ -166,13 +181,16 @@ class ExplainerModule(pl.LightningModule):
                                      (maps, raw_max), probs, target_probability)
                 # each update stored one row per sample, in batch order: the per-sample values of this batch
                 per_sample = {metric: m.values[-1].cpu().tolist() for metric, m in metrics.items()}
-            maps = maps.cpu() if self.keep_maps else None
+            keep = self.keep_maps if isinstance(self.keep_maps, bool) else bool(
+                self.keep_maps.intersection(indices.tolist()))
+            maps = maps.cpu() if keep else None
             for i, (index, target, pred, prob, tprob) in enumerate(columns):
+                kept = maps is not None and (isinstance(self.keep_maps, bool) or index in self.keep_maps)
                 records.append({"index": index, "method": name, "target_layer": explainer.target_layer,
                                 "target": target, "prediction": pred, "probability": prob,
                                 "target_probability": tprob, "seconds": seconds,
                                 "metric_values": {metric: rows[i] for metric, rows in per_sample.items()},
-                                "saliency": None if maps is None else maps[i]})
+                                "saliency": maps[i] if kept else None})
         return records
 
     def _update_metrics(self, metrics, explainer, batch, images, targets, indices, maps, probs, full_probs) -> None:
@@ -229,6 +247,13 @@ class ExplainerModule(pl.LightningModule):
             raw[rows, cols] = explainer.last_raw_max.to(raw.device)
         return topk, raw
 
+    def on_predict_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Log each method's seconds per image to the trainer's logger (e.g. CSV), when it has one."""
+        if self._trainer is not None and self.logger is not None and outputs:
+            seconds = {f"seconds_per_image/{r['method']}": r["seconds"] for r in outputs}
+            self.logger.log_metrics({**seconds, "images": len(batch["image"])}, step=self._logged_batches)
+            self._logged_batches += 1
+
     def on_predict_epoch_end(self) -> None:
         """Reduce every metric (across processes, in dataset-index order) into :attr:`results`."""
         self.results = []
@@ -251,6 +276,10 @@ class ExplainerModule(pl.LightningModule):
             for part, value in summary.items():
                 self.results.append({"method": method, "metric": f"{name}_{part}" if part else name,
                                      "value": value, **counts})
+        if self._trainer is not None and self.logger is not None and self.results:
+            self.logger.log_metrics({f"{r['method']}/{r['metric']}": r["value"] for r in self.results},
+                                    step=self._logged_batches)
+            self.logger.save()
 
 
 Config = Union[Sequence[str], Mapping[str, Optional[Mapping[str, Any]]], None]

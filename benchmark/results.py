@@ -11,34 +11,41 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
 import torch
 
 from benchmark.metrics import create_metric
+from benchmark.stats import bootstrap_ci
 from callbacks.per_sample_writer import PER_SAMPLE_COLUMNS
 
 __all__ = ["RESULT_COLUMNS", "read_per_sample", "reduce_per_sample", "write_results_csv"]
 
-#: Columns of ``results.csv`` (confidence intervals come with the leaderboard renderer).
-RESULT_COLUMNS = ("dataset", "backbone", "method", "metric", "value", "n", "n_invalid")
+#: Columns of ``results.csv``; ``ci_low, ci_high``: the 95 % percentile bootstrap interval (seeded).
+RESULT_COLUMNS = ("dataset", "backbone", "method", "metric", "value", "ci_low", "ci_high", "n", "n_invalid")
 
 
-def read_per_sample(run_dir: Union[str, os.PathLike]) -> pd.DataFrame:
-    """Every per-sample row under ``<run_dir>/per_sample``, sorted by (dataset, backbone, method, index).
+def read_per_sample(run_dirs: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]) -> pd.DataFrame:
+    """Every per-sample row under ``<run_dir>/per_sample`` of one or several run directories, sorted by
+    (dataset, backbone, method, index).
 
     Raises:
-        FileNotFoundError: no Parquet file (says how to produce them).
-        ValueError: a (dataset, backbone, method, index) row occurs twice.
+        FileNotFoundError: a run directory without Parquet files (says how to produce them).
+        ValueError: a (dataset, backbone, method, index) row occurs twice (e.g. two merged runs hold the
+            same backbone and method).
     """
-    files = sorted(Path(run_dir).glob("per_sample/*/rank*/batch_*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"No per-sample files (per_sample/<backbone>/rank*/batch_*.parquet) under "
-                                f"{str(run_dir)!r}; "
-                                "run Trainer.predict with callbacks=[PerSampleWriter(run_dir, ...)] first.")
-    frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    dirs = [run_dirs] if isinstance(run_dirs, (str, os.PathLike)) else list(run_dirs)
+    frames = []
+    for run_dir in dirs:
+        files = sorted(Path(run_dir).glob("per_sample/*/[!_]*/*.parquet"))
+        if not files:
+            raise FileNotFoundError(f"No per-sample files (per_sample/<backbone>/<method>/*.parquet) under "
+                                    f"{str(run_dir)!r}; run `cam-bench run --out {run_dir}` (or Trainer.predict "
+                                    "with callbacks=[PerSampleWriter(run_dir, ...)]) first.")
+        frames += [pd.read_parquet(f) for f in files]
+    frame = pd.concat(frames, ignore_index=True)
     keys = ["dataset", "backbone", "method", "index"]
     frame = frame.sort_values(keys, kind="stable").reset_index(drop=True)
     duplicated = frame.duplicated(keys)
@@ -48,14 +55,17 @@ def read_per_sample(run_dir: Union[str, os.PathLike]) -> pd.DataFrame:
     return frame
 
 
-def reduce_per_sample(frame: pd.DataFrame, metrics: Optional[Mapping[str, Mapping[str, Any]]] = None
-                      ) -> List[Dict[str, Any]]:
-    """Dataset results ``{dataset, backbone, method, metric, value, n, n_invalid}`` from per-sample rows.
+def reduce_per_sample(frame: pd.DataFrame, metrics: Optional[Mapping[str, Mapping[str, Any]]] = None,
+                      bootstrap: int = 0, seed: int = 0) -> List[Dict[str, Any]]:
+    """Dataset results ``{dataset, backbone, method, metric, value, ci_low, ci_high, n, n_invalid}``.
 
     Args:
         frame: rows as returned by :func:`read_per_sample`.
         metrics: metric name -> keyword arguments used in the run (the reduction of some metrics
             depends on them, e.g. ``nan_policy``); default: every metric column with defaults.
+        bootstrap: resamples for the 95 % confidence interval (:func:`benchmark.stats.bootstrap_ci`:
+            the same resampled image sets for every method, so intervals are paired); 0: NaN bounds.
+        seed: the bootstrap's seed.
     """
     names = [c for c in frame.columns if c not in PER_SAMPLE_COLUMNS]
     config = {name: dict((metrics or {}).get(name, {})) for name in names}
@@ -70,11 +80,15 @@ def reduce_per_sample(frame: pd.DataFrame, metrics: Optional[Mapping[str, Mappin
             metric = create_metric(name, **config[name])
             values = torch.tensor(np.stack([np.asarray(v, dtype=np.float64) for v in column]))  # (N,) or (N, K)
             metric.store(values, indices)
-            summary = metric.summary()
+            summary = metric.summary(sync=False)  # this process's rows are the whole dataset
             counts = {"n": summary.pop("n"), "n_invalid": summary.pop("n_invalid")}
+            intervals = bootstrap_ci(metric.results_from, metric.sorted_values()[1], bootstrap, seed) \
+                if bootstrap else {}
             for part, value in summary.items():
+                low, high = intervals.get(part, (float("nan"), float("nan")))
                 rows.append({"dataset": dataset, "backbone": backbone, "method": method,
-                             "metric": f"{name}_{part}" if part else name, "value": value, **counts})
+                             "metric": f"{name}_{part}" if part else name, "value": value, "ci_low": low,
+                             "ci_high": high, **counts})
     return rows
 
 

@@ -1,9 +1,11 @@
 """Write every sample's metric values to Parquet, incrementally, per rank and per batch.
 
-One file per (backbone, rank, batch): ``<out>/per_sample/<backbone>/rank<r>/batch_<dataloader>_<batch>.parquet``
-(``/`` in the backbone name becomes ``--``; one run directory holds every backbone of a matrix), written
-atomically at the end of each predict batch, so a crash loses at most the batch in flight and
-nothing has to be gathered in memory. One row per (dataset index, backbone, method): ``dataset,
+One file per (backbone, method, shard): ``<out>/per_sample/<backbone>/<method>/shard_<s>.parquet``
+when the loader uses fixed shards (:mod:`datamodules.shards`; otherwise ``rank<r>_batch_<dl>_<b>``;
+``/`` and ``:`` in names become ``--``; one run directory holds every backbone of a matrix), written
+atomically at the end of each predict batch, so a crash loses at most the batch in flight, nothing
+has to be gathered in memory, and a re-run skips what is on disk (:func:`finished_shards`). The
+batch's data report (``counts``, ``skipped``) goes to ``<backbone>/_data/<shard>.json``. One row per (dataset index, backbone, method): ``dataset,
 backbone, method, index, target, prediction, probability, target_probability, seconds`` and one
 column per metric: the value the metric stored for that sample (``double``), or its vector of values
 (``list<double>``) for metrics that store several per sample; NaN = undefined.
@@ -11,14 +13,20 @@ column per metric: the value the metric stored for that sample (``double``), or 
 """
 from __future__ import annotations
 
+import json
 import os
+import re
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Union
+from typing import Any, Dict, List, Sequence, Set, Union
 
+import numpy as np
 import pandas as pd
+import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 
-__all__ = ["PER_SAMPLE_COLUMNS", "PerSampleWriter", "records_to_frame"]
+from datamodules.shards import current_shard
+
+__all__ = ["PER_SAMPLE_COLUMNS", "PerSampleWriter", "finished_shards", "records_to_frame", "safe_name"]
 
 #: The fixed columns of a per-sample row (metric columns follow).
 PER_SAMPLE_COLUMNS = ("dataset", "backbone", "method", "index", "target", "prediction", "probability",
@@ -45,13 +53,45 @@ def records_to_frame(records: Sequence[Dict[str, Any]], dataset: str, backbone: 
     return pd.DataFrame(rows)
 
 
+def safe_name(name: str) -> str:
+    """A backbone or method name as a folder name (``/`` and ``:`` become ``--``).
+
+    Example:
+        >>> safe_name("synthetic/res_cnn"), safe_name("my_cam.py:MyCAM")
+        ('synthetic--res_cnn', 'my_cam.py--MyCAM')
+    """
+    return re.sub(r"[^A-Za-z0-9._+-]+", "--", str(name))
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)  # atomic: a crash never leaves half a file
+
+
+def finished_shards(output_dir: Union[str, os.PathLike], backbone: str, method: str) -> Set[int]:
+    """Shard ids whose per-sample file for (``backbone``, ``method``) is on disk (what a resume skips).
+
+    Example:
+        >>> import tempfile
+        >>> finished_shards(tempfile.mkdtemp(), "synthetic/res_cnn", "gradcam")
+        set()
+    """
+    folder = Path(output_dir) / "per_sample" / safe_name(backbone) / safe_name(method)
+    return {int(p.stem.split("_")[1]) for p in folder.glob("shard_*.parquet")}
+
+
 class PerSampleWriter(BasePredictionWriter):
-    """Save each predict batch's per-sample metric values as a Parquet file.
+    """Save each predict batch's per-sample metric values as Parquet files, one per method.
 
     Args:
-        output_dir: run directory; files go to ``<output_dir>/per_sample/<backbone>/rank<r>/``.
+        output_dir: run directory; files go to ``<output_dir>/per_sample/<backbone>/<method>/``.
         dataset: dataset name written in every row (e.g. ``"synthetic"``).
         backbone: backbone name written in every row.
+        mean, std: the backbone's input normalisation: records that carry a saliency map (see
+            ``ExplainerModule(keep_maps=...)``) are saved with their de-normalised image under
+            ``<output_dir>/maps/<backbone>/`` for the leaderboard figures.
 
     Example:
         >>> import tempfile
@@ -59,17 +99,41 @@ class PerSampleWriter(BasePredictionWriter):
         True
     """
 
-    def __init__(self, output_dir: Union[str, os.PathLike], dataset: str, backbone: str) -> None:
+    def __init__(self, output_dir: Union[str, os.PathLike], dataset: str, backbone: str,
+                 mean: Sequence[float] = (0.0, 0.0, 0.0), std: Sequence[float] = (1.0, 1.0, 1.0)) -> None:
         super().__init__(write_interval="batch")
         self.output_dir, self.dataset, self.backbone = Path(output_dir), str(dataset), str(backbone)
+        self.mean, self.std = torch.tensor(mean).view(-1, 1, 1), torch.tensor(std).view(-1, 1, 1)
 
     def write_on_batch_end(self, trainer, pl_module, prediction: Sequence[Dict[str, Any]], batch_indices,
                            batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        if not prediction:  # every sample of the batch was skipped (on_error="skip")
-            return
-        folder = self.output_dir / "per_sample" / self.backbone.replace("/", "--") / f"rank{trainer.global_rank}"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"batch_{dataloader_idx}_{batch_idx:07d}.parquet"
-        tmp = path.with_suffix(".tmp")
-        records_to_frame(prediction, self.dataset, self.backbone).to_parquet(tmp, index=False)
-        os.replace(tmp, path)  # atomic: a crash never leaves half a file
+        root = self.output_dir / "per_sample" / safe_name(self.backbone)
+        shard = current_shard(trainer, batch_idx, dataloader_idx)
+        name = f"shard_{shard:07d}" if shard is not None else \
+            f"rank{trainer.global_rank}_batch_{dataloader_idx}_{batch_idx:07d}"
+        if isinstance(batch, dict):  # the data report first: a shard counts as done only once its methods are written
+            report = {"counts": {k: int(v) for k, v in (batch.get("counts") or {}).items()},
+                      "skipped": [dict(s) for s in batch.get("skipped") or []]}
+            _atomic_write(root / "_data" / f"{name}.json",
+                          lambda p: p.write_text(json.dumps(report, sort_keys=True, default=str)))
+        by_method: Dict[str, List[Dict[str, Any]]] = {}
+        for rec in prediction:
+            by_method.setdefault(rec["method"], []).append(rec)
+        for method, records in by_method.items():
+            frame = records_to_frame(records, self.dataset, self.backbone)
+            _atomic_write(root / safe_name(method) / f"{name}.parquet", lambda p: frame.to_parquet(p, index=False))
+            self._save_maps(records, batch)
+
+    def _save_maps(self, records: Sequence[Dict[str, Any]], batch: Any) -> None:
+        folder = self.output_dir / "maps" / safe_name(self.backbone)
+        for rec in records:
+            if rec.get("saliency") is None:
+                continue
+            (folder / safe_name(rec["method"])).mkdir(parents=True, exist_ok=True)
+            np.save(folder / safe_name(rec["method"]) / f"{rec['index']}.npy", rec["saliency"].numpy().astype(np.float16))
+            image_path = folder / "images" / f"{rec['index']}.npy"
+            if not image_path.exists() and isinstance(batch, dict):
+                row = torch.as_tensor(batch["index"]).tolist().index(rec["index"])
+                image = (batch["image"][row].detach().float().cpu() * self.std + self.mean).clamp(0, 1)
+                image_path.parent.mkdir(parents=True, exist_ok=True)
+                np.save(image_path, (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))

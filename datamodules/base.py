@@ -6,16 +6,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Collection, Dict, Mapping, Optional, Union
 
 import pytorch_lightning as pl
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from benchmark.backbones import Preprocessing
 from benchmark.metrics.functional._common import check_choice  # one check_choice for metrics and data
 from datamodules.errors import AnnotationError
 from datamodules.images import CorruptImageError
 from datamodules.sample import collate_samples, skipped_sample
+from datamodules.shards import ShardBatchSampler
 
 __all__ = ["AnnotationError", "CamDataModule", "CamDataset", "ON_ERROR", "as_path", "as_preprocessing",
            "check_choice", "check_positive_int", "imagenet_preprocessing"]
@@ -131,6 +132,19 @@ class CamDataModule(pl.LightningDataModule):
         self.num_workers = check_positive_int(num_workers, "num_workers", allow_zero=True)
         self.on_error = check_choice(on_error, "on_error", ON_ERROR)
         self.dataset: Optional[Dataset] = None
+        self._shards: Optional[Dict[str, Any]] = None
+
+    def use_shards(self, skip: Optional[Collection[int]] = None, limit: Optional[int] = None) -> None:
+        """Predict in fixed-composition shards (:mod:`datamodules.shards`) over the first ``limit`` positions,
+        leaving out the finished shards ``skip``; needs ``Trainer(use_distributed_sampler=False)`` under DDP."""
+        self._shards = {"skip": frozenset(skip or ()), "limit": limit}
+
+    def used_size(self) -> int:
+        """Number of dataset positions the predict loop covers (after ``use_shards(limit=...)``)."""
+        if self.dataset is None:
+            self.setup("predict")
+        limit = (self._shards or {}).get("limit")
+        return len(self.dataset) if limit is None else min(len(self.dataset), limit)
 
     def check_files(self) -> None:
         """Raise ``FileNotFoundError`` (showing the expected layout) when inputs are missing."""
@@ -149,5 +163,14 @@ class CamDataModule(pl.LightningDataModule):
             self.dataset = self.build_dataset()
 
     def predict_dataloader(self) -> DataLoader:
-        return DataLoader(self.dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
+        if self._shards is None:
+            return DataLoader(self.dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
+                              collate_fn=collate_samples)
+        if isinstance(self.dataset, IterableDataset):
+            raise ValueError(f"{type(self).__name__} streams an IterableDataset: fixed shards (resume, N-process "
+                             "identity) need a map-style dataset.")
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        sampler = ShardBatchSampler(self.used_size(), self.batch_size, rank, world, self._shards["skip"])
+        return DataLoader(self.dataset, batch_sampler=sampler, num_workers=self.num_workers,
                           collate_fn=collate_samples)

@@ -34,8 +34,8 @@ def run(tmp_path_factory):
 
 def test_one_row_per_index_and_method_with_every_metric(run):
     out, _ = run
-    files = list((out / "per_sample" / "synthetic--res_cnn" / "rank0").glob("batch_0_*.parquet"))
-    assert len(files) == 4  # 20 images, batches of 6
+    files = list((out / "per_sample" / "synthetic--res_cnn" / "gradcam").glob("rank0_batch_0_*.parquet"))
+    assert len(files) == 4  # 20 images, batches of 6 (no shards: rank/batch names)
     frame = read_per_sample(out)
     assert len(frame) == 40 and frame["index"].tolist() == list(range(20)) * 2
     assert set(METRICS) <= set(frame.columns) and set(frame["method"]) == {"center", "gradcam"}
@@ -54,7 +54,8 @@ def test_offline_reduction_equals_the_online_metrics(run, tmp_path):
         assert row["value"] == ref["value"] or (math.isnan(row["value"]) and math.isnan(ref["value"]))
     # results.csv round-trips float64 exactly
     back = pd.read_csv(write_results_csv(offline, tmp_path / "results.csv"))
-    assert list(back.columns) == ["dataset", "backbone", "method", "metric", "value", "n", "n_invalid"]
+    assert list(back.columns) == ["dataset", "backbone", "method", "metric", "value", "ci_low", "ci_high", "n",
+                                  "n_invalid"]
     by_key = {(r["method"], r["metric"]): r["value"] for r in offline}
     for r in back.to_dict("records"):
         assert r["value"] == by_key[(r["method"], r["metric"])] or math.isnan(r["value"])
@@ -62,9 +63,14 @@ def test_offline_reduction_equals_the_online_metrics(run, tmp_path):
 
 def test_duplicates_and_missing_files_are_refused(run, tmp_path):
     out, _ = run
-    files = out / "per_sample" / "synthetic--res_cnn" / "rank0"
-    shutil.copytree(files, tmp_path / "per_sample" / "synthetic--res_cnn" / "rank0")
-    shutil.copytree(files, tmp_path / "per_sample" / "synthetic--res_cnn" / "rank1")
+    shutil.copytree(out / "per_sample", tmp_path / "a" / "per_sample")
+    shutil.copytree(out / "per_sample", tmp_path / "b" / "per_sample")
+    with pytest.raises(ValueError, match=r"Expected each \(dataset, backbone, method, index\) once"):
+        read_per_sample([tmp_path / "a", tmp_path / "b"])  # two merged runs holding the same rows
+    files = out / "per_sample" / "synthetic--res_cnn" / "gradcam"
+    shutil.copytree(files, tmp_path / "per_sample" / "synthetic--res_cnn" / "gradcam")
+    for f in (tmp_path / "per_sample" / "synthetic--res_cnn" / "gradcam").glob("*.parquet"):
+        shutil.copy(f, f.with_name("copy_" + f.name))
     with pytest.raises(ValueError, match=r"Expected each \(dataset, backbone, method, index\) once"):
         read_per_sample(tmp_path)
     with pytest.raises(FileNotFoundError, match="PerSampleWriter"):

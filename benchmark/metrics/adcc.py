@@ -130,9 +130,9 @@ class ADCC(PerSampleMetric):
     def update_from(self, inputs: MetricInputs) -> None:
         self.update(inputs.full_probs, inputs.expl_probs, inputs.saliency, inputs.expl_saliency, inputs.indices)
 
-    def _parts(self) -> Tensor:
+    def _parts(self, values: Optional[Tensor] = None) -> Tensor:
         """Per-image (drop, coherency, complexity) with the coherency policy applied, index order."""
-        values = self.sorted_values()[1].clone()
+        values = (self.sorted_values()[1] if values is None else values).clone()
         values[:, 1] = reduce_values(values[:, 1], "none", self.coherency_nan_policy)
         return values
 
@@ -140,13 +140,14 @@ class ADCC(PerSampleMetric):
         coh = reduce_values(values[:, 1], "mean", "propagate" if self.coherency_nan_policy == "propagate" else "omit")
         return torch.stack([values[:, 0].nanmean(), coh, values[:, 2].nanmean()])
 
-    def compute(self) -> Tensor:
-        drop, coh, comp = self._means(self._parts())
+    def reduce(self, values: Tensor) -> Tensor:
+        """ADCC of the dataset means of the stored (drop, coherency, complexity) rows."""
+        drop, coh, comp = self._means(self._parts(values))
         return adcc(drop, coh, comp)
 
-    def extra_values(self) -> Dict[str, Tensor]:
+    def extra_reduce(self, values: Tensor) -> Dict[str, Tensor]:
         """The mean of per-image ADCC and the dataset means of its three parts."""
-        values = self._parts()
+        values = self._parts(values)
         drop, coh, comp = self._means(values)
         per_image = adcc(values[:, 0], values[:, 1], values[:, 2]).nanmean()
         return {"per_image": per_image, "average_drop": drop, "coherency": coh, "complexity": comp}

@@ -108,16 +108,35 @@ class PerSampleMetric(Metric):
 
     def extra_values(self) -> dict:
         """Further named results beside ``compute()`` (e.g. ADCC's per-image mean); none by default."""
+        return self.extra_reduce(self.sorted_values()[1])
+
+    def extra_reduce(self, values: Tensor) -> dict:
+        """:meth:`extra_values` from given index-sorted per-sample values; none by default."""
         return {}
 
-    def summary(self) -> Dict[str, float]:
-        """Every result of this metric with its counts, synced across processes (a collective call).
+    def results_from(self, values: Tensor) -> Dict[str, Tensor]:
+        """Every named result (``""`` = the main value) from index-sorted per-sample ``values``, as in
+        :meth:`summary`; used to resample them (bootstrap confidence intervals).
+
+        Example:
+            >>> from benchmark.metrics import create_metric
+            >>> create_metric("complexity").results_from(torch.tensor([10.0, 20.0], dtype=torch.float64))
+            {'': tensor(15., dtype=torch.float64)}
+        """
+        value = self.reduce(values)
+        out = dict(value) if isinstance(value, dict) else {"": value}
+        out.update(self.extra_reduce(values))
+        return out
+
+    def summary(self, sync: bool = True) -> Dict[str, float]:
+        """Every result of this metric with its counts, synced across processes (a collective call unless
+        ``sync=False``: then only this process's values).
 
         Returns:
             ``{"": value, "<key>": value, ..., "n": samples, "n_invalid": undefined samples}`` where
             the keys come from a dict-valued ``compute()`` and from :meth:`extra_values`.
         """
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        distributed = sync and torch.distributed.is_available() and torch.distributed.is_initialized()
         if distributed:
             self.sync(should_sync=True)
         try:

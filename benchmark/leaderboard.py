@@ -1,0 +1,245 @@
+"""Render (or merge) run directories into ``results.csv``, ``leaderboard.md`` and figures.
+
+Everything is computed from the per-sample files and ``run.json`` of the runs -- nothing from
+the machine that renders -- so re-rendering a committed leaderboard reproduces it byte for byte,
+and a run on 1 or N processes renders the same bytes (only the ``Date`` line differs).
+
+``leaderboard.md`` holds a header (dataset, split, N, preprocessing, metric and explainer
+settings, versions, git commit, date, the reproducing command), then per (dataset, backbone) a
+table shaped like Poppi et al. (CVPRW 2021) Table 2 -- methods x Avg Drop ↓, Avg Inc ↑, Deletion ↓,
+Insertion ↑, Coherency ↑, Complexity ↓, ADCC ↑, plus localization and pointing game when the data
+have boxes -- each cell ``mean ± half-width of the 95 % bootstrap interval`` with the best in
+bold, the figures (saliency grid, mean deletion/insertion curves), and the pairwise Win% matrix of
+the Grad-CAM++ paper (Chattopadhyay et al., WACV 2018: share of images where the row method's
+Average Drop is lower than the column method's) with a sign test; finally the mean rank of each
+method across backbones.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import pandas as pd
+
+from benchmark.figures import mean_curves, saliency_grid
+from benchmark.results import read_per_sample, reduce_per_sample, write_results_csv
+from benchmark.run_config import fingerprint_diff
+from benchmark.stats import mean_ranks, win_matrix
+from callbacks.per_sample_writer import safe_name
+
+__all__ = ["COLUMNS", "load_runs", "render_runs"]
+
+log = logging.getLogger("cam_bench.leaderboard")
+
+#: (results.csv metric, column title, higher is better, decimals): the table's columns, in order.
+COLUMNS: Tuple[Tuple[str, str, bool, int], ...] = (
+    ("average_drop", "Avg Drop ↓", False, 2), ("average_increase", "Avg Inc ↑", True, 2),
+    ("deletion", "Deletion ↓", False, 3), ("insertion", "Insertion ↑", True, 3),
+    ("coherency", "Coherency ↑", True, 2), ("complexity", "Complexity ↓", False, 2), ("adcc", "ADCC ↑", True, 2),
+    ("localization_error_top1", "Loc. err top-1 ↓", False, 2),
+    ("localization_error_top5", "Loc. err top-5 ↓", False, 2), ("max_box_acc", "MaxBoxAcc ↑", True, 2),
+    ("pointing_game_accuracy", "Pointing ↑", True, 2),
+    ("pointing_game_difficult_accuracy", "Pointing (difficult) ↑", True, 2),
+    ("energy_pointing_game", "Energy PG ↑", True, 2),
+)
+
+
+def load_runs(run_dirs: Sequence[Union[str, os.PathLike]], force: bool = False) -> List[Dict[str, Any]]:
+    """The ``run.json`` of each run; runs whose fingerprints differ are refused (naming the fields)
+    unless ``force``.
+
+    Raises:
+        FileNotFoundError: a directory without ``run.json``.
+        ValueError: differing fingerprints (dataset, subset, preprocessing, metric or explainer settings).
+    """
+    metas = []
+    for run_dir in run_dirs:
+        path = Path(run_dir) / "run.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{str(path)!r} not found: expected a directory written by `cam-bench run`.")
+        metas.append({**json.loads(path.read_text()), "dir": str(run_dir)})
+    first = metas[0]
+    for meta in metas[1:]:
+        diff = fingerprint_diff(first["fingerprint"], meta["fingerprint"])
+        for name in set(first["backbones"]) & set(meta["backbones"]):  # the same backbone, preprocessed alike
+            if first["backbones"][name].get("preprocessing") != meta["backbones"][name].get("preprocessing"):
+                diff.append(f"backbones.{name}.preprocessing")
+        if diff and not force:
+            raise ValueError(f"Runs {first['dir']!r} and {meta['dir']!r} differ in {', '.join(diff)}; their results "
+                             "are not comparable. Re-run with the same settings, or pass --force to merge anyway.")
+        if diff:
+            log.warning("merging %s and %s despite differing %s (--force)", first["dir"], meta["dir"], diff)
+            first.setdefault("forced", []).extend(diff)
+    return metas
+
+
+def render_runs(run_dirs: Sequence[Union[str, os.PathLike]], out: Union[str, os.PathLike],
+                methods: Optional[Sequence[str]] = None, backbones: Optional[Sequence[str]] = None,
+                force: bool = False) -> Path:
+    """Write ``out`` (the markdown), ``results.csv`` and ``figures/`` next to it; returns ``out``.
+
+    Args:
+        run_dirs: run directories (one run, or several to merge -- e.g. one SLURM array job per backbone).
+        out: the markdown file.
+        methods, backbones: keep only these (default: everything in the runs).
+        force: merge runs whose fingerprints differ (the header lists the fields).
+    """
+    metas = load_runs(run_dirs, force)
+    frame = read_per_sample(run_dirs)
+    if methods is not None:
+        frame = frame[frame["method"].isin(methods)]
+    if backbones is not None:
+        frame = frame[frame["backbone"].isin(backbones)]
+    config = metas[0]["config"]
+    rows = reduce_per_sample(frame, metas[0]["fingerprint"]["metric_args"], config["bootstrap"], config["seed"])
+    out = Path(out)
+    write_results_csv(rows, out.parent / "results.csv")
+    results = pd.read_csv(out.parent / "results.csv")  # the written numbers, so the table shows exactly them
+    lines = _header(metas, frame)
+    meta_backbones = {k: v for meta in metas for k, v in meta["backbones"].items()}
+    table = []
+    for (dataset, backbone), group in results.groupby(["dataset", "backbone"], sort=False):
+        sub = frame[(frame["dataset"] == dataset) & (frame["backbone"] == backbone)]
+        lines += _backbone_section(dataset, backbone, group, sub, meta_backbones.get(backbone, {}), metas, out)
+        table += [{"backbone": backbone, "method": m, **dict(zip(g["metric"], g["value"]))}
+                  for m, g in group.groupby("method", sort=False)]
+    lines += _rank_section(pd.DataFrame(table))
+    out.write_text("\n".join(lines).rstrip() + "\n")
+    return out
+
+
+def _settings(mapping: Mapping[str, Any]) -> str:
+    parts = [f"{name}: " + ", ".join(f"{k}={v}" for k, v in args.items()) for name, args in mapping.items() if args]
+    return "; ".join(parts) or "defaults"
+
+
+def _header(metas: List[Dict[str, Any]], frame: pd.DataFrame) -> List[str]:
+    first, config = metas[0], metas[0]["config"]
+    fp = first["fingerprint"]
+    split = fp["data_args"].get("split", "default")
+    versions = sorted({", ".join(f"{k} {v}" for k, v in m["versions"].items()) for m in metas})
+    commits = sorted({m["git_commit"] for m in metas})
+    if len(metas) == 1:
+        reproduce = "`cam-bench run --config config.yaml` (the config.yaml next to this file)"
+    else:
+        reproduce = ("one `cam-bench run --config <run>/config.yaml` per run, then `cam-bench leaderboard "
+                     + " ".join(Path(m["dir"]).name for m in metas) + "`")
+    lines = [f"# cam-bench leaderboard: {fp['data']} ({split})", "",
+             f"Mean over images ± half the 95 % bootstrap interval ({config['bootstrap']} resamples, seed "
+             f"{config['seed']}; exact bounds in results.csv). **Bold**: best. ↓ lower / ↑ higher is better.", "",
+             "| | |", "|:--|:--|",
+             f"| Dataset | {fp['data']}, split {split}, N = {fp['subset'].get('n')} (ids sha256 "
+             f"{str(fp['subset'].get('ids_sha256'))[:12]}) |",
+             f"| Data arguments | {', '.join(f'{k}={v}' for k, v in fp['data_args'].items()) or 'defaults'} |",
+             f"| Target | {fp['target']}; maps of the top-{fp['top_k']} classes for top-k metrics |",
+             f"| Metric settings | {_settings(fp['metric_args'])} |",
+             f"| Explainer settings | {_settings(fp['explainer_args'])} |",
+             f"| Versions | {' / '.join(versions)} |",
+             f"| Git commit | {', '.join(commits)} |",
+             f"| Reproduce | {reproduce} |"]
+    if first.get("forced"):
+        lines.append(f"| Merged with --force | differing: {', '.join(sorted(set(first['forced'])))} |")
+    lines += [f"| Date | {max(m['date'] for m in metas)} |", ""]
+    return lines
+
+
+def _cell(value: float, low: float, high: float, decimals: int, best: bool) -> str:
+    if not np.isfinite(value):
+        return "–"
+    text = f"{value:.{decimals}f}"
+    text = f"**{text}**" if best else text
+    return text + (f" ± {(high - low) / 2:.{decimals}f}" if np.isfinite(low) and np.isfinite(high) else "")
+
+
+def _backbone_section(dataset: str, backbone: str, results: pd.DataFrame, frame: pd.DataFrame,
+                      meta: Mapping[str, Any], metas: List[Dict[str, Any]], out: Path) -> List[str]:
+    prep = meta.get("preprocessing") or {}
+    lines = [f"## {dataset} / {backbone}", "",
+             f"Preprocessing: resize {prep.get('resize_size')} → crop {prep.get('crop_size')} "
+             f"({prep.get('interpolation')}), mean {prep.get('mean')}, std {prep.get('std')}; weights "
+             f"{meta.get('weights') or 'default of the source (shipped for synthetic/, random init otherwise)'}.",
+             "", _data_report(metas, backbone), ""]
+    columns = [c for c in COLUMNS if c[0] in set(results["metric"])]
+    methods = list(dict.fromkeys(results["method"]))
+    cells = {}
+    for metric, _, higher, decimals in columns:
+        rows = results[results["metric"] == metric].set_index("method")
+        values = rows["value"].astype(float)
+        best = values.max() if higher else values.min()
+        for method in methods:
+            r = rows.loc[method] if method in rows.index else None
+            cells[method, metric] = "–" if r is None else _cell(float(r["value"]), float(r["ci_low"]),
+                                                                float(r["ci_high"]), decimals, r["value"] == best)
+    lines += ["| Method | " + " | ".join(c[1] for c in columns) + " |",
+              "|:--|" + "--:|" * len(columns)]
+    lines += [f"| {m} | " + " | ".join(cells[m, c[0]] for c in columns) + " |" for m in methods]
+    lines.append("")
+    lines += _figures(backbone, frame, metas, out)
+    lines += _win_section(frame)
+    return lines
+
+
+def _data_report(metas: List[Dict[str, Any]], backbone: str) -> str:
+    counts: Dict[str, int] = {}
+    skipped = 0
+    for meta in metas:
+        for path in sorted((Path(meta["dir"]) / "per_sample" / safe_name(backbone) / "_data").glob("*.json")):
+            report = json.loads(path.read_text())
+            for k, v in report["counts"].items():
+                counts[k] = counts.get(k, 0) + v
+            skipped += len(report["skipped"])
+    text = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(counts.items())) or "no data counts"
+    return f"Data report: {text}; skipped samples listed: {skipped}."
+
+
+def _figures(backbone: str, frame: pd.DataFrame, metas: List[Dict[str, Any]], out: Path) -> List[str]:
+    folder = out.parent / "figures"
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    methods = list(dict.fromkeys(frame["method"]))
+    for meta in metas:
+        maps_dir = Path(meta["dir"]) / "maps" / safe_name(backbone)
+        indices = sorted(int(p.stem) for p in (maps_dir / "images").glob("*.npy"))
+        if indices and all((maps_dir / safe_name(m)).is_dir() for m in methods):
+            path = saliency_grid(maps_dir, methods, indices, folder / f"{safe_name(backbone)}_saliency.png",
+                                 title=backbone)
+            lines += [f"![Saliency maps, {backbone}](figures/{path.name})", ""]
+            break
+    path = mean_curves(frame, folder / f"{safe_name(backbone)}_curves.png", title=backbone)
+    if path is not None:
+        lines += [f"![Mean deletion and insertion curves, {backbone}](figures/{path.name})", ""]
+    return lines
+
+
+def _win_section(frame: pd.DataFrame) -> List[str]:
+    if "average_drop" not in frame.columns or frame["method"].nunique() < 2:
+        return []
+    pivot = frame.pivot(index="index", columns="method", values="average_drop")
+    methods = list(dict.fromkeys(frame["method"]))
+    win, p = win_matrix({m: pivot[m].to_numpy(dtype=float) for m in methods}, lower_is_better=True)
+    lines = ["Win % (Average Drop): share of images where the row method's drop is lower than the column "
+             "method's (ties count half); * p < 0.05, two-sided sign test, Holm-corrected.", "",
+             "| | " + " | ".join(methods) + " |", "|:--|" + "--:|" * len(methods)]
+    for a in methods:
+        cells = ["–" if a == b else f"{win.loc[a, b]:.1f}" + ("*" if p.loc[a, b] < 0.05 else "") for b in methods]
+        lines.append(f"| {a} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _rank_section(table: pd.DataFrame) -> List[str]:
+    directions = {c[0]: c[2] for c in COLUMNS if c[0] in table.columns}
+    if table.empty or not directions:
+        return []
+    ranks = mean_ranks(table, directions)
+    backbones = [c for c in ranks.columns if c != "mean rank"]
+    lines = ["## Mean rank across backbones", "",
+             "Rank of each method per backbone and table column (1 = best, ties averaged), averaged over the "
+             "columns and then over the backbones.", "",
+             "| Method | mean rank | " + " | ".join(backbones) + " |", "|:--|--:|" + "--:|" * len(backbones)]
+    for method, row in ranks.iterrows():
+        lines.append(f"| {method} | {row['mean rank']:.2f} | " + " | ".join(f"{row[b]:.2f}" for b in backbones) + " |")
+    return lines

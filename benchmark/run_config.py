@@ -1,0 +1,232 @@
+"""The settings of a ``cam-bench run``: defaults, validation before any model loads, and fingerprints.
+
+:class:`RunConfig` is what ``cam-bench run`` parses (YAML config + command-line overrides, through
+jsonargparse) besides the ``trainer`` group. :func:`validate` checks every name and value against
+the registries -- explainers, metrics, backbones, the datamodule and its files -- and raises an
+error naming the valid choices *before* a model is built. :func:`fingerprint` is the part of a run
+that decides its numbers (dataset, subset, preprocessing, metric and explainer settings); a resume
+and a leaderboard merge refuse runs whose fingerprints differ and name the fields
+(:func:`fingerprint_diff`).
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
+
+import timm
+import torchvision
+
+from benchmark.backbones import list_backbones
+from benchmark.explainers import list_explainers, resolve_explainer
+from benchmark.metrics import create_metric, list_metrics
+from benchmark.metrics.functional._common import check_choice
+from benchmark.offline import OFFLINE_DEFAULTS
+from datamodules import create_datamodule, list_datamodules
+
+__all__ = ["RunConfig", "dataset_subset", "effective_data_args", "fingerprint", "fingerprint_diff", "validate"]
+
+#: data arguments that change how data is loaded, never which samples or values
+_LOADING_ARGS = ("batch_size", "num_workers")
+
+
+@dataclass
+class RunConfig:
+    """One benchmark run: the matrix backbones x explainers x metrics over one datamodule.
+
+    Args:
+        data: registered datamodule name (``cam-bench list``).
+        data_args: its keyword arguments (e.g. ``root``, ``split``; ``size`` for ``synthetic``).
+        backbones: ``synthetic/<name>``, ``torchvision/<name>``, ``timm/<name>`` or a bare torchvision/timm name.
+        weights: ``None`` (random init; the shipped checkpoint for ``synthetic/``), ``"default"`` (the local
+            torch-hub / Hugging Face cache, never downloaded), ``"random"`` or a checkpoint path.
+        num_classes: classifier size for random init or a checkpoint (default: the model's own).
+        explainers: registered names, ``file.py:Class``, ``module:Class`` or entry points;
+            ``--explainers+=my_cam.py:MyCAM`` appends to the default (every registered method).
+        explainer_args: explainer name -> keyword arguments (e.g. ``{scorecam: {chunk_size: 128}}``).
+        metrics: metric names (``cam-bench list``).
+        metric_args: metric name -> keyword arguments (the offline defaults keep the run within 10 minutes).
+        target: ``label`` (the ground-truth class) or ``prediction`` (the top-1 class).
+        top_k: maps of the top-k classes for the metrics that need them (localization, pointing recall).
+        batch_size: images per batch; also the shard size (the unit of resume).
+        num_workers: DataLoader workers.
+        limit: use only the first ``limit`` samples (``None``: all).
+        name: run name; the default output directory is ``leaderboards/<name>`` (default: the datamodule name).
+        out: output directory (default ``leaderboards/<name>``).
+        overwrite: delete earlier results in ``out`` instead of resuming them.
+        bootstrap: bootstrap resamples for the 95 % confidence intervals.
+        seed: seed of the bootstrap.
+        figures: images shown in the saliency grid (their maps are kept).
+    """
+
+    data: str = "synthetic"
+    data_args: Dict[str, Any] = field(default_factory=lambda: dict(OFFLINE_DEFAULTS["data"]))
+    backbones: List[str] = field(default_factory=lambda: list(OFFLINE_DEFAULTS["backbones"]))
+    weights: Optional[str] = None
+    num_classes: Optional[int] = None
+    explainers: List[str] = field(default_factory=list_explainers)
+    explainer_args: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    metrics: List[str] = field(default_factory=list_metrics)
+    metric_args: Dict[str, Dict[str, Any]] = field(
+        default_factory=lambda: {k: dict(v) for k, v in OFFLINE_DEFAULTS["metric_settings"].items()})
+    target: str = "label"
+    top_k: int = OFFLINE_DEFAULTS["top_k"]
+    batch_size: int = OFFLINE_DEFAULTS["batch_size"]
+    num_workers: int = 0
+    limit: Optional[int] = None
+    name: Optional[str] = None
+    out: Optional[str] = None
+    overwrite: bool = False
+    bootstrap: int = 1000
+    seed: int = 0
+    figures: int = 4
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out) if self.out else Path("leaderboards") / (self.name or self.data)
+
+    def as_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+def _positive(value: Any, name: str, allow_zero: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"Expected `{name}` to be an int, but got {type(value).__name__} {value!r}.")
+    if value < (0 if allow_zero else 1):
+        raise ValueError(f"Expected `{name}` to be {'>= 0' if allow_zero else 'positive'}, but got {value}.")
+
+
+def _check_backbone(name: str) -> None:
+    """Fail on an unknown backbone name without building the model."""
+    source, _, model = name.partition("/") if "/" in name else ("", "", name)
+    if source == "synthetic":
+        check_choice(model, "backbone synthetic/<name>", list_backbones("synthetic"))
+        return
+    in_tv = model in torchvision.models.list_models()
+    in_timm = timm.is_model(model.split(".")[0])
+    if source not in ("", "torchvision", "timm"):
+        raise ValueError(f"Unknown backbone source {source!r} in {name!r}; valid: 'synthetic/', 'torchvision/', "
+                         "'timm/' or a bare name.")
+    if (source == "torchvision" and not in_tv) or (source == "timm" and not in_timm) or not (in_tv or in_timm):
+        import difflib
+
+        pool = torchvision.models.list_models() + list(timm.list_models())
+        close = difflib.get_close_matches(model, pool, n=5)
+        raise ValueError(f"Unknown backbone {name!r}. Close matches: {close}. Valid: "
+                         f"{[f'synthetic/{n}' for n in list_backbones('synthetic')]}, any of "
+                         "torchvision.models.list_models() or timm.list_models().")
+
+
+def validate(config: RunConfig) -> Any:
+    """Check every setting; return a datamodule built with default preprocessing (files checked).
+
+    Raises:
+        KeyError / ValueError / TypeError: an unknown name (listing the valid ones) or a bad value.
+        FileNotFoundError: missing data files (the message shows the expected layout).
+    """
+    for name, value, zero in (("batch_size", config.batch_size, False), ("num_workers", config.num_workers, True),
+                              ("top_k", config.top_k, False), ("bootstrap", config.bootstrap, False),
+                              ("figures", config.figures, True)):
+        _positive(value, name, zero)
+    if config.limit is not None:
+        _positive(config.limit, "limit")
+    check_choice(config.target, "target", ("label", "prediction"))
+    check_choice(config.data, "data", list_datamodules())
+    if not config.backbones or not config.explainers or not config.metrics:
+        raise ValueError("Expected at least one backbone, explainer and metric, but got "
+                         f"{config.backbones}, {config.explainers}, {config.metrics}.")
+    for backbone in config.backbones:
+        _check_backbone(backbone)
+    if config.weights not in (None, "default", "random") and not os.path.exists(config.weights) and \
+            "/" in config.weights:
+        raise FileNotFoundError(f"Weights file {config.weights!r} not found; pass an existing checkpoint path, "
+                                "'default' (local hub cache), 'random' or null.")
+    names = [resolve_explainer(spec) for spec in config.explainers]
+    for name in config.explainer_args:
+        if name not in names and name not in config.explainers:
+            raise ValueError(f"`explainer_args` names {name!r}, which is not in `explainers`: {names}.")
+    for name in config.metrics:
+        create_metric(name, **config.metric_args.get(name, {}))  # unknown name -> KeyError listing them
+    for name in config.metric_args:
+        if name not in list_metrics():
+            create_metric(name)
+    data = create_datamodule(config.data, **_data_kwargs(config))
+    data.prepare_data()
+    return data
+
+
+def _data_kwargs(config: RunConfig, preprocessing: Any = None) -> Dict[str, Any]:
+    kwargs = {k: v for k, v in config.data_args.items() if k not in _LOADING_ARGS}
+    if preprocessing is not None and "preprocessing" not in kwargs:
+        kwargs["preprocessing"] = preprocessing
+    return {**kwargs, "batch_size": config.batch_size, "num_workers": config.num_workers}
+
+
+def dataset_subset(datamodule: Any) -> Dict[str, Any]:
+    """``{"n", "ids_sha256"}``: the number of samples used and a hash of their ids in order.
+
+    Example:
+        >>> from datamodules import create_datamodule
+        >>> dm = create_datamodule("synthetic", size=3)
+        >>> dm.setup("predict")
+        >>> dataset_subset(dm)["n"]
+        3
+    """
+    dataset = datamodule.dataset
+    size = datamodule.used_size() if hasattr(datamodule, "used_size") else len(dataset)
+    ids = [str(dataset.sample_id(i)) if hasattr(dataset, "sample_id") else str(i) for i in range(size)]
+    return {"n": size, "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest()}
+
+
+def effective_data_args(config: RunConfig) -> Dict[str, Any]:
+    """The datamodule's arguments with its defaults filled in (loading-only arguments left out).
+
+    Example:
+        >>> effective_data_args(RunConfig(data_args={"size": 8}))["split"]
+        'val'
+    """
+    from datamodules.registry import DATAMODULES
+
+    params = inspect.signature(DATAMODULES[config.data].__init__).parameters
+    args = {name: p.default for name, p in params.items()
+            if name != "self" and p.default is not inspect.Parameter.empty and p.kind == p.POSITIONAL_OR_KEYWORD}
+    args.update(config.data_args)
+    return {k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in sorted(args.items())
+            if k not in _LOADING_ARGS + ("preprocessing",) or k in config.data_args}
+
+
+def fingerprint(config: RunConfig, subset: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """The settings that decide a run's numbers (compared on resume and on merge).
+
+    Example:
+        >>> sorted(fingerprint(RunConfig()))
+        ['data', 'data_args', 'explainer_args', 'metric_args', 'subset', 'target', 'top_k']
+    """
+    metric_args = {name: dict(config.metric_args.get(name, {})) for name in sorted(config.metrics)}
+    return {"data": config.data,
+            "data_args": {k: v for k, v in effective_data_args(config).items() if k not in _LOADING_ARGS},
+            "subset": dict(subset or {"limit": config.limit}),
+            "metric_args": metric_args,
+            "explainer_args": {k: dict(v) for k, v in sorted(config.explainer_args.items())},
+            "target": config.target, "top_k": config.top_k}
+
+
+def fingerprint_diff(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> List[str]:
+    """Dotted names of the fields where two fingerprints differ.
+
+    Example:
+        >>> fingerprint_diff({"data": "voc", "metric_args": {"deletion": {"steps": 16}}},
+        ...                  {"data": "voc", "metric_args": {"deletion": {"steps": 224}}})
+        ['metric_args.deletion.steps']
+    """
+    out: List[str] = []
+    for key in sorted(set(a) | set(b), key=str):
+        left, right = a.get(key), b.get(key)
+        if isinstance(left, Mapping) and isinstance(right, Mapping):
+            out += fingerprint_diff(left, right, f"{prefix}{key}.")
+        elif left != right:
+            out.append(f"{prefix}{key}")
+    return out
