@@ -82,8 +82,8 @@ class ExplainerModule(pl.LightningModule):
         [(10, 'gradcam', 0), (11, 'gradcam', 3), (10, 'fakecam', 0), (11, 'fakecam', 3)]
     """
 
-    def __init__(self, model: nn.Module, explainers: "Config" = None,
-                 target: str = "label", keep_maps: Union[bool, Collection[int]] = True, target_layer: Optional[str] = None,
+    def __init__(self, model: nn.Module, explainers: "Config" = None, target: str = "label",
+                 keep_maps: Union[bool, Collection[int]] = True, target_layer: Optional[str] = None,
                  input_size: Sequence[int] = (3, 224, 224), metrics: Config = None, top_k: int = 5) -> None:
         super().__init__()
         if target not in _TARGETS:

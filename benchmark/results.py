@@ -45,7 +45,12 @@ def read_per_sample(run_dirs: Union[str, os.PathLike, Sequence[Union[str, os.Pat
                                     f"{str(run_dir)!r}; run `cam-bench run --out {run_dir}` (or Trainer.predict "
                                     "with callbacks=[PerSampleWriter(run_dir, ...)]) first.")
         frames += [pd.read_parquet(f) for f in files]
-    frame = pd.concat(frames, ignore_index=True)
+    columns = list(dict.fromkeys(c for f in frames for c in f.columns))
+    for part in frames:  # a metric a run did not configure is None (not NaN = undefined) in its rows
+        for column in columns:
+            if column not in part.columns:
+                part[column] = pd.Series([None] * len(part), dtype=object, index=part.index)
+    frame = pd.concat([f[columns] for f in frames], ignore_index=True)
     keys = ["dataset", "backbone", "method", "index"]
     frame = frame.sort_values(keys, kind="stable").reset_index(drop=True)
     duplicated = frame.duplicated(keys)

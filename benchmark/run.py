@@ -81,8 +81,8 @@ def _prepare_out(config: RunConfig, fp: Mapping[str, Any], command: str) -> Path
         _write_json(meta_path, meta)
         import yaml
 
-        (out / "config.yaml").write_text(yaml.safe_dump({**config.as_dict(), "out": None, "overwrite": False},
-                                                         sort_keys=False))
+        resolved = {**config.as_dict(), "out": None, "overwrite": False}
+        (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     return out
 
 
@@ -126,9 +126,9 @@ def _run_backbone(config: RunConfig, trainer_args: Dict[str, Any], out: Path, ba
     datamodule = create_datamodule(config.data, **_data_kwargs(config, prep))
     datamodule.setup("predict")
     dataset = datamodule.dataset
+    size = datamodule.used_size() if hasattr(datamodule, "used_size") else len(dataset)
     keep = [dataset.global_index(i) if hasattr(dataset, "global_index") else i
-            for i in range(min(config.figures, datamodule.used_size() if hasattr(datamodule, "used_size")
-                                else len(dataset)))]
+            for i in range(min(config.figures, size))]
     module = ExplainerModule(model, {spec: config.explainer_args.get(spec, {}) for spec in config.explainers},
                              target=config.target, keep_maps=keep, input_size=prep.input_size,
                              metrics={m: config.metric_args.get(m, {}) for m in config.metrics}, top_k=config.top_k)

@@ -1,14 +1,15 @@
-"""Write every sample's metric values to Parquet, incrementally, per rank and per batch.
+"""Write every sample's metric values to Parquet, incrementally, per backbone, method and shard.
 
 One file per (backbone, method, shard): ``<out>/per_sample/<backbone>/<method>/shard_<s>.parquet``
 when the loader uses fixed shards (:mod:`datamodules.shards`; otherwise ``rank<r>_batch_<dl>_<b>``;
 ``/`` and ``:`` in names become ``--``; one run directory holds every backbone of a matrix), written
 atomically at the end of each predict batch, so a crash loses at most the batch in flight, nothing
 has to be gathered in memory, and a re-run skips what is on disk (:func:`finished_shards`). The
-batch's data report (``counts``, ``skipped``) goes to ``<backbone>/_data/<shard>.json``. One row per (dataset index, backbone, method): ``dataset,
-backbone, method, index, target, prediction, probability, target_probability, seconds`` and one
-column per metric: the value the metric stored for that sample (``double``), or its vector of values
-(``list<double>``) for metrics that store several per sample; NaN = undefined.
+batch's data report (``counts``, ``skipped``) goes to ``<backbone>/_data/<shard>.json``.
+One row per (dataset index, backbone, method): ``dataset, backbone, method, index, target,
+prediction, probability, target_probability, seconds`` and one column per metric: the value the
+metric stored for that sample (``double``), or its vector of values (``list<double>``) for metrics
+that store several per sample; NaN = undefined.
 :func:`benchmark.results.read_per_sample` joins the files of all ranks, sorted by dataset index.
 """
 from __future__ import annotations
@@ -129,8 +130,9 @@ class PerSampleWriter(BasePredictionWriter):
         for rec in records:
             if rec.get("saliency") is None:
                 continue
-            (folder / safe_name(rec["method"])).mkdir(parents=True, exist_ok=True)
-            np.save(folder / safe_name(rec["method"]) / f"{rec['index']}.npy", rec["saliency"].numpy().astype(np.float16))
+            method_dir = folder / safe_name(rec["method"])
+            method_dir.mkdir(parents=True, exist_ok=True)
+            np.save(method_dir / f"{rec['index']}.npy", rec["saliency"].numpy().astype(np.float16))
             image_path = folder / "images" / f"{rec['index']}.npy"
             if not image_path.exists() and isinstance(batch, dict):
                 row = torch.as_tensor(batch["index"]).tolist().index(rec["index"])
