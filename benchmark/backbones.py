@@ -183,17 +183,22 @@ def _torchvision(name: str, weights: Optional[str], num_classes: Optional[int]) 
     enum = torchvision.models.get_model_weights(name)
     default = enum.DEFAULT
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
-    model = torchvision.models.get_model(name, weights=None, **kwargs)
+    if name in ("googlenet", "inception_v3"):  # explicit init: no FutureWarning about the default changing
+        kwargs["init_weights"] = True
     if weights is not None and not _is_path(weights):
         key = "DEFAULT" if weights.lower() == "default" else weights
         if key not in enum.__members__:
             raise ValueError(f"Unknown weights {weights!r} for {name}: valid {list(enum.__members__)} or a file path.")
         default = enum[key]
-        state = torch.load(_hub_checkpoint(Path(default.url).name, default.url), map_location="cpu",
-                           weights_only=True)
-        model.load_state_dict(state)
-    elif _is_path(weights):
-        load_checkpoint(model, weights)
+        _hub_checkpoint(Path(default.url).name, default.url)  # in the local cache, or a clear error (no download)
+        kwargs.pop("init_weights", None)
+        # torchvision's own builder sets what pretrained weights need (e.g. GoogLeNet's transform_input=True)
+        # and reads the file from the hub cache
+        model = torchvision.models.get_model(name, weights=default, **kwargs)
+    else:
+        model = torchvision.models.get_model(name, weights=None, **kwargs)
+        if _is_path(weights):
+            load_checkpoint(model, weights)
     tf = default.transforms()
     crop, resize = int(tf.crop_size[0]), int(tf.resize_size[0])
     return Backbone(model, Preprocessing((3, crop, crop), resize, crop, tuple(tf.mean), tuple(tf.std),

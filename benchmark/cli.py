@@ -55,7 +55,8 @@ def summarize(records: Sequence[dict]) -> str:
 
 
 def _list(_: Any) -> int:
-    from benchmark.metrics import list_metrics
+    from benchmark.metrics import METRICS, list_metrics
+    from benchmark.synthetic import model_card
     from datamodules import describe_datamodule, list_datamodules
 
     print(tabulate([[n, describe_explainer(n)] for n in list_explainers()], headers=["explainer", "description"],
@@ -63,8 +64,14 @@ def _list(_: Any) -> int:
     print()
     print(tabulate([[n, describe_datamodule(n)] for n in list_datamodules()], headers=["datamodule", "description"],
                    tablefmt="pipe"))
-    print("\nMetrics: " + ", ".join(list_metrics()))
-    print("Shipped backbones: " + ", ".join(f"synthetic/{n}" for n in list_backbones("synthetic")))
+    print()
+    print(tabulate([[n, (METRICS[n].__doc__ or "").strip().splitlines()[0]] for n in list_metrics()],
+                   headers=["metric", "description"], tablefmt="pipe"))
+    print()
+    cards = {n: model_card(n) for n in list_backbones("synthetic")}
+    print(tabulate([[f"synthetic/{n}", f"shipped SyntheticShapes model, {c.get('parameters', '?'):,} parameters, "
+                     f"val accuracy {100 * c.get('val_accuracy', float('nan')):.2f} %"] for n, c in cards.items()],
+                   headers=["backbone", "description"], tablefmt="pipe"))
     print()
     print(tabulate([[k, v[1]] for k, v in PAPER_LAYERS.items()], headers=["model class", "default target layer"],
                    tablefmt="pipe"))

@@ -160,10 +160,11 @@ def _backbone_section(dataset: str, backbone: str, results: pd.DataFrame, frame:
     prep = meta.get("preprocessing") or {}
     lines = [f"## {dataset} / {backbone}", "",
              f"Preprocessing: resize {prep.get('resize_size')} → crop {prep.get('crop_size')} "
-             f"({prep.get('interpolation')}), mean {prep.get('mean')}, std {prep.get('std')}; weights "
-             f"{meta.get('weights') or 'default of the source (shipped for synthetic/, random init otherwise)'}.",
+             f"({prep.get('interpolation')}), mean {prep.get('mean')}, std {prep.get('std')}; weights: "
+             f"{_weights(backbone, meta.get('weights'))}.",
              "", _data_report(metas, backbone), ""]
-    columns = [c for c in COLUMNS if c[0] in set(results["metric"])]
+    defined = set(results.loc[results["value"].notna(), "metric"])  # e.g. no difficult items: no column
+    columns = [c for c in COLUMNS if c[0] in defined]
     methods = list(dict.fromkeys(results["method"]))
     cells = {}
     for metric, _, higher, decimals in columns:
@@ -181,6 +182,12 @@ def _backbone_section(dataset: str, backbone: str, results: pd.DataFrame, frame:
     lines += _figures(backbone, frame, metas, out)
     lines += _win_section(frame)
     return lines
+
+
+def _weights(backbone: str, weights: Optional[str]) -> str:
+    if weights is None:
+        return "the shipped checkpoint" if backbone.startswith("synthetic/") else "random init"
+    return {"default": "pretrained (the library's default weights)", "random": "random init"}.get(weights, weights)
 
 
 def _data_report(metas: List[Dict[str, Any]], backbone: str) -> str:

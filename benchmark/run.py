@@ -102,6 +102,7 @@ def run_benchmark(config: RunConfig, trainer: Optional[Mapping[str, Any]] = None
             and a CSV logger under ``<out>/logs`` unless ``logger`` is given.
         command: the command line recorded in ``run.json``.
     """
+    config = config.resolved()
     datamodule = validate(config)
     datamodule.use_shards(limit=config.limit)
     datamodule.setup("predict")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
@@ -39,7 +39,8 @@ class RunConfig:
 
     Args:
         data: registered datamodule name (``cam-bench list``).
-        data_args: its keyword arguments (e.g. ``root``, ``split``; ``size`` for ``synthetic``).
+        data_args: its keyword arguments (e.g. ``root``, ``split``); ``None``: the offline default data
+            for ``synthetic`` (96 ``val`` images of 128 x 128), the datamodule's defaults otherwise.
         backbones: ``synthetic/<name>``, ``torchvision/<name>``, ``timm/<name>`` or a bare torchvision/timm name.
         weights: ``None`` (random init; the shipped checkpoint for ``synthetic/``), ``"default"`` (the local
             torch-hub / Hugging Face cache, never downloaded), ``"random"`` or a checkpoint path.
@@ -48,7 +49,9 @@ class RunConfig:
             ``--explainers+=my_cam.py:MyCAM`` appends to the default (every registered method).
         explainer_args: explainer name -> keyword arguments (e.g. ``{scorecam: {chunk_size: 128}}``).
         metrics: metric names (``cam-bench list``).
-        metric_args: metric name -> keyword arguments (the offline defaults keep the run within 10 minutes).
+        metric_args: metric name -> keyword arguments. ``None``: the papers' settings (each metric's
+            defaults), except on ``synthetic`` data, where the offline settings keep the default run
+            within 10 minutes (16 deletion/insertion steps, 20 MaxBoxAcc thresholds, top-1 localization).
         target: ``label`` (the ground-truth class) or ``prediction`` (the top-1 class).
         top_k: maps of the top-k classes for the metrics that need them (localization, pointing recall).
         batch_size: images per batch; also the shard size (the unit of resume).
@@ -63,15 +66,14 @@ class RunConfig:
     """
 
     data: str = "synthetic"
-    data_args: Dict[str, Any] = field(default_factory=lambda: dict(OFFLINE_DEFAULTS["data"]))
+    data_args: Optional[Dict[str, Any]] = None
     backbones: List[str] = field(default_factory=lambda: list(OFFLINE_DEFAULTS["backbones"]))
     weights: Optional[str] = None
     num_classes: Optional[int] = None
     explainers: List[str] = field(default_factory=list_explainers)
     explainer_args: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     metrics: List[str] = field(default_factory=list_metrics)
-    metric_args: Dict[str, Dict[str, Any]] = field(
-        default_factory=lambda: {k: dict(v) for k, v in OFFLINE_DEFAULTS["metric_settings"].items()})
+    metric_args: Optional[Dict[str, Dict[str, Any]]] = None
     target: str = "label"
     top_k: int = OFFLINE_DEFAULTS["top_k"]
     batch_size: int = OFFLINE_DEFAULTS["batch_size"]
@@ -90,6 +92,21 @@ class RunConfig:
 
     def as_dict(self) -> Dict[str, Any]:
         return asdict(self)
+
+    def resolved(self) -> "RunConfig":
+        """A copy with ``data_args`` and ``metric_args`` filled in (see the class docstring).
+
+        Example:
+            >>> RunConfig().resolved().metric_args["deletion"], RunConfig(data="imagenet").resolved().metric_args
+            ({'steps': 16}, {})
+            >>> RunConfig().resolved().data_args["size"], RunConfig(data="imagenet").resolved().data_args
+            (96, {})
+        """
+        synthetic = self.data == "synthetic"
+        data_args = self.data_args if self.data_args is not None else OFFLINE_DEFAULTS["data"] if synthetic else {}
+        metric_args = self.metric_args if self.metric_args is not None else \
+            OFFLINE_DEFAULTS["metric_settings"] if synthetic else {}
+        return replace(self, data_args=dict(data_args), metric_args={k: dict(v or {}) for k, v in metric_args.items()})
 
 
 def _positive(value: Any, name: str, allow_zero: bool = False) -> None:
@@ -127,6 +144,7 @@ def validate(config: RunConfig) -> Any:
         KeyError / ValueError / TypeError: an unknown name (listing the valid ones) or a bad value.
         FileNotFoundError: missing data files (the message shows the expected layout).
     """
+    config = config.resolved()
     for name, value, zero in (("batch_size", config.batch_size, False), ("num_workers", config.num_workers, True),
                               ("top_k", config.top_k, False), ("bootstrap", config.bootstrap, False),
                               ("figures", config.figures, True)):
@@ -159,6 +177,7 @@ def validate(config: RunConfig) -> Any:
 
 
 def _data_kwargs(config: RunConfig, preprocessing: Any = None) -> Dict[str, Any]:
+    config = config.resolved()
     kwargs = {k: v for k, v in config.data_args.items() if k not in _LOADING_ARGS}
     if preprocessing is not None and "preprocessing" not in kwargs:
         kwargs["preprocessing"] = preprocessing
@@ -190,6 +209,7 @@ def effective_data_args(config: RunConfig) -> Dict[str, Any]:
     """
     from datamodules.registry import DATAMODULES
 
+    config = config.resolved()
     params = inspect.signature(DATAMODULES[config.data].__init__).parameters
     args = {name: p.default for name, p in params.items()
             if name != "self" and p.default is not inspect.Parameter.empty and p.kind == p.POSITIONAL_OR_KEYWORD}
@@ -205,6 +225,7 @@ def fingerprint(config: RunConfig, subset: Optional[Mapping[str, Any]] = None) -
         >>> sorted(fingerprint(RunConfig()))
         ['data', 'data_args', 'explainer_args', 'metric_args', 'subset', 'target', 'top_k']
     """
+    config = config.resolved()
     metric_args = {name: dict(config.metric_args.get(name, {})) for name in sorted(config.metrics)}
     return {"data": config.data,
             "data_args": {k: v for k, v in effective_data_args(config).items() if k not in _LOADING_ARGS},

@@ -1,10 +1,10 @@
 """Mini datasets in the official file formats, for tests that run whole configs (``tests/test_configs.py``).
 
-* :func:`make_imagenet` -- an ILSVRC2012 validation folder: flat ``val/ILSVRC2012_val_<8 digits>.JPEG``,
+* :func:`make_imagenet` -- an ILSVRC2012 validation folder: flat ``ILSVRC2012_val_<8 digits>.JPEG`` images,
   Kaggle's ``LOC_val_solution.csv`` (``ImageId,PredictionString``; boxes ``synset xmin ymin xmax ymax``,
-  inclusive pixels) and ``LOC_synset_mapping.txt`` next to ``val/``, plus the official per-image XML
-  directory ``ILSVRC2012_bbox_val_v3/val``.
-* :func:`make_voc2007` -- a ``VOCdevkit/VOC2007`` folder (``JPEGImages``, ``Annotations`` in the devkit's
+  inclusive pixels) and ``LOC_synset_mapping.txt`` one folder above them, plus the official per-image
+  XML directory ``ILSVRC2012_bbox_val_v3/val`` there.
+* :func:`make_voc2007` -- a ``VOC2007`` folder (``JPEGImages``, ``Annotations`` in the devkit's
   XML syntax with 1-based inclusive boxes, ``ImageSets/Main/test.txt``) with multi-instance classes and
   difficult objects, and :func:`write_difficult_subset` -- TorchRay's EBP "difficult" list (an image id,
   then 20 tab-separated 0/1 class flags, per line).
@@ -62,14 +62,11 @@ def _imagenet_xml(stem: str, size: Tuple[int, int], synset: str, boxes: Iterable
             f"{objects}</annotation>\n")
 
 
-def make_imagenet(base, images=IMAGENET_IMAGES) -> Path:
-    """Write a mini ILSVRC2012 validation set under ``base``; returns ``base/val`` (the image root).
-
-    ``base/LOC_val_solution.csv`` and ``base/LOC_synset_mapping.txt`` sit one folder above the images,
-    where the datamodule finds them (Kaggle's layout).
-    """
-    base = Path(base)
-    root, xml_dir = base / "val", base / "ILSVRC2012_bbox_val_v3" / "val"
+def make_imagenet(root, images=IMAGENET_IMAGES) -> Path:
+    """Write a mini ILSVRC2012 validation set: the images in ``root`` (flat layout), the annotations and
+    the synset mapping one folder above it, where the datamodule finds them (Kaggle's layout); returns ``root``."""
+    root = Path(root)
+    base, xml_dir = root.parent, root.parent / "ILSVRC2012_bbox_val_v3" / "val"
     root.mkdir(parents=True, exist_ok=True)
     xml_dir.mkdir(parents=True, exist_ok=True)
     (base / "LOC_synset_mapping.txt").write_text("".join(f"{s} {n}\n" for s, n in SYNSETS))
@@ -83,7 +80,8 @@ def make_imagenet(base, images=IMAGENET_IMAGES) -> Path:
     return root
 
 
-def _voc_xml(name: str, size: Tuple[int, int], objects) -> str:
+def voc_xml(name: str, size: Tuple[int, int], objects) -> str:
+    """An annotation in the official VOC2007 syntax: ``objects`` = (class, difficult, (x1, y1, x2, y2))."""
     parts = [f"<annotation>\n\t<folder>VOC2007</folder>\n\t<filename>{name}.jpg</filename>\n\t<source>\n"
              "\t\t<database>The VOC2007 Database</database>\n\t</source>\n"
              f"\t<size>\n\t\t<width>{size[0]}</width>\n\t\t<height>{size[1]}</height>\n\t\t<depth>3</depth>\n"
@@ -96,16 +94,17 @@ def _voc_xml(name: str, size: Tuple[int, int], objects) -> str:
     return "".join(parts) + "</annotation>\n"
 
 
-def make_voc2007(base, images=VOC_IMAGES) -> Path:
-    """Write ``base/VOCdevkit/VOC2007`` (test split = every image, in ``images`` order); returns ``base/VOCdevkit``."""
-    voc = Path(base) / "VOCdevkit" / "VOC2007"
+def make_voc2007(root, images=VOC_IMAGES) -> Path:
+    """Write ``root/VOC2007`` (``root`` plays ``VOCdevkit``; the test split = every image, in ``images`` order);
+    returns ``root``."""
+    voc = Path(root) / "VOC2007"
     for folder in ("JPEGImages", "Annotations", "ImageSets/Main"):
         (voc / folder).mkdir(parents=True, exist_ok=True)
     for k, (name, (size, objects)) in enumerate(images.items()):
         _noise(size, 100 + k).save(voc / "JPEGImages" / f"{name}.jpg", quality=90)
-        (voc / "Annotations" / f"{name}.xml").write_text(_voc_xml(name, size, objects))
+        (voc / "Annotations" / f"{name}.xml").write_text(voc_xml(name, size, objects))
     (voc / "ImageSets" / "Main" / "test.txt").write_text("".join(f"{name}\n" for name in images))
-    return voc.parent
+    return Path(root)
 
 
 def write_difficult_subset(path, pairs=VOC_DIFFICULT) -> Path:

@@ -1,6 +1,9 @@
 """create_backbone: naming, preprocessing, freezing, and offline weight loading."""
+from pathlib import Path
+
 import pytest
 import torch
+import torchvision
 
 from benchmark.backbones import Preprocessing, create_backbone, load_checkpoint
 
@@ -81,3 +84,18 @@ def test_timm_default_weights_from_hf_cache_only(tmp_path, monkeypatch):
     save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(snapshot / "model.safetensors"))
     model, _ = create_backbone("timm/resnet18", weights="default")
     torch.testing.assert_close(model.fc.weight, source.fc.weight)
+
+
+def test_googlenet_pretrained_weights_get_torchvisions_transform_input(tmp_path, monkeypatch):
+    # torchvision's googlenet(weights=...) switches transform_input on and drops the aux heads; a
+    # state dict loaded into a plain random-init GoogLeNet would feed it wrongly normalised inputs
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    weights = torchvision.models.GoogLeNet_Weights.IMAGENET1K_V1
+    source = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=True)
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(source.state_dict(), tmp_path / "hub" / "checkpoints" / Path(weights.url).name)
+    model, _ = create_backbone("googlenet", weights="default")
+    assert model.transform_input is True and model.aux1 is None
+    torch.testing.assert_close(model.conv1.conv.weight, source.conv1.conv.weight)
+    random_init, _ = create_backbone("googlenet")  # no FutureWarning (filterwarnings=error)
+    assert random_init.transform_input is False

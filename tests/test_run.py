@@ -162,7 +162,7 @@ def test_config_file_print_config_and_list_append(tmp_path, capsys):
     assert str(parsed.trainer.devices) == "2" and parsed.trainer.precision == "bf16-mixed"
 
 
-def test_a_user_method_from_a_file_is_ranked_in_the_leaderboard(tmp_path, capsys):
+def test_a_user_method_from_a_file_is_ranked_in_the_leaderboard(tmp_path, capsys, clean_registry):
     source = tmp_path / "my_cam.py"
     source.write_text(
         "from benchmark.explainers import BaseExplainer\n\n\n"

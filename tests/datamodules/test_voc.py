@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 import torch
+from fixtures_data import voc_xml
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -33,20 +34,6 @@ ITEMS = [("000001.jpg#dog", C["dog"]), ("000001.jpg#person", C["person"]), ("000
          ("000004.jpg#horse", C["horse"]), ("000005.jpg#aeroplane", C["aeroplane"])]
 
 
-def xml_for(name, size, objects):
-    """An annotation in the official VOC2007 syntax."""
-    parts = [f"<annotation>\n\t<folder>VOC2007</folder>\n\t<filename>{name}.jpg</filename>\n\t<source>\n"
-             "\t\t<database>The VOC2007 Database</database>\n\t</source>\n"
-             f"\t<size>\n\t\t<width>{size[0]}</width>\n\t\t<height>{size[1]}</height>\n\t\t<depth>3</depth>\n"
-             "\t</size>\n\t<segmented>0</segmented>\n"]
-    for cls, difficult, (x1, y1, x2, y2) in objects:
-        parts.append(f"\t<object>\n\t\t<name>{cls}</name>\n\t\t<pose>Unspecified</pose>\n\t\t<truncated>0</truncated>\n"
-                     f"\t\t<difficult>{difficult}</difficult>\n\t\t<bndbox>\n\t\t\t<xmin>{x1}</xmin>\n"
-                     f"\t\t\t<ymin>{y1}</ymin>\n\t\t\t<xmax>{x2}</xmax>\n\t\t\t<ymax>{y2}</ymax>\n\t\t</bndbox>\n"
-                     "\t</object>\n")
-    return "".join(parts) + "</annotation>\n"
-
-
 @pytest.fixture
 def voc(tmp_path):
     """A mini ``VOCdevkit`` (returns its path; VOC2007 inside)."""
@@ -55,7 +42,7 @@ def voc(tmp_path):
         (base / folder).mkdir(parents=True)
     for k, (name, (size, objects)) in enumerate(IMAGES.items()):
         Image.new("RGB", size, (40 * k, 100, 200)).save(base / "JPEGImages" / f"{name}.jpg", quality=90)
-        (base / "Annotations" / f"{name}.xml").write_text(xml_for(name, size, objects))
+        (base / "Annotations" / f"{name}.xml").write_text(voc_xml(name, size, objects))
     (base / "ImageSets" / "Main" / "test.txt").write_text("".join(f"{name}\n" for name in IMAGES))
     (base / "ImageSets" / "Main" / "train.txt").write_text("000005\n000002\n")
     return tmp_path / "VOCdevkit"

@@ -24,21 +24,14 @@ MY_CAM = textwrap.dedent('''
 ''')
 
 
-@pytest.fixture
-def clean_registry():
-    before = set(_REGISTRY)
-    yield
-    for name in set(_REGISTRY) - before:
-        del _REGISTRY[name]
-
-
 def test_a_file_spec_is_ranked_by_cam_bench_run(tmp_path, capsys, clean_registry):
     path = tmp_path / "my_cam.py"
     path.write_text(MY_CAM)
     out = tmp_path / "run"
-    assert main(["run", "--images", "4", "--batch-size", "4", "--backbones", "synthetic/res_cnn",
-                 "--explainers", f"center,{path}:MyCAM", "--out", str(out)]) == 0
-    assert "| mycam " in capsys.readouterr().out
+    assert main(["run", "--data_args.size", "4", "--batch_size", "4", "--backbones", "[synthetic/res_cnn]",
+                 "--explainers", f"[center, {path}:MyCAM]", "--bootstrap", "20", "--out", str(out),
+                 "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"]) == 0
+    assert "| mycam |" in capsys.readouterr().out
     assert "synthetic,synthetic/res_cnn,mycam,pointing_game_accuracy," in (out / "results.csv").read_text()
 
 
