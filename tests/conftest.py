@@ -1,5 +1,11 @@
-"""Shared test setup: the fixture builders (``tests/fixtures_data.py``) importable from every test folder,
-and a fixture that unregisters the explainers a test registers (user files, plugins)."""
+"""Shared test setup: the fixture builders (``tests/fixtures_data.py``) importable as ``fixtures_data`` from
+every test folder, and a fixture that unregisters the explainers a test registers (user files, plugins).
+
+``fixtures_data`` is registered in ``sys.modules`` by path rather than by putting ``tests/`` on ``sys.path``:
+that would make ``tests/datamodules`` a namespace package shadowing the real ``datamodules`` package under an
+editable install (whose finder comes after the path finder).
+"""
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -7,7 +13,10 @@ import pytest
 
 from benchmark.explainers.registry import _REGISTRY
 
-sys.path.insert(0, str(Path(__file__).parent))
+_spec = importlib.util.spec_from_file_location("fixtures_data", Path(__file__).parent / "fixtures_data.py")
+fixtures_data = importlib.util.module_from_spec(_spec)
+sys.modules["fixtures_data"] = fixtures_data
+_spec.loader.exec_module(fixtures_data)
 
 
 @pytest.fixture
