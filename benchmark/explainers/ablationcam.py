@@ -3,13 +3,18 @@
 ``w_k = (y_c - y_c^k) / y_c``: the relative drop of the class logit when channel ``k`` of the
 target layer is set to zero (``y_c^k``). ``w = 0`` where ``y_c = 0``. A channel that is already
 all zero cannot change the logit, so its weight is 0 without a forward; the others are ablated
-in chunks of ``chunk_size`` (image, channel) pairs, one full forward each.
+in chunks of ``chunk_size`` (image, channel) pairs. The layers before the target are the same for
+every ablation, so only the layers after it run per chunk (:mod:`benchmark.explainers.tail`, a
+``torch.fx`` split); models that do not trace run one full forward per chunk instead.
 """
+from typing import Optional
+
 import torch
 from torch import Tensor
 
 from benchmark.explainers.base import BaseExplainer, CAMInputs
 from benchmark.explainers.registry import register_explainer
+from benchmark.explainers.tail import LayerSplit, split_at_layer
 
 
 @register_explainer
@@ -25,27 +30,41 @@ class AblationCAM(BaseExplainer):
 
     uses_gradients = False
 
-    def __init__(self, model, target_layer=None, input_size=(3, 224, 224), chunk_size: int = 32) -> None:
+    def __init__(self, model, target_layer=None, input_size=(3, 224, 224), chunk_size: int = 32,
+                 use_tail: bool = True) -> None:
         if not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"Expected `chunk_size` to be a positive int, but got {chunk_size!r}.")
         super().__init__(model, target_layer, input_size)
         self.chunk_size = chunk_size
+        self.use_tail = bool(use_tail)  # False: a full hooked forward per chunk (the reference path)
 
     def weights(self, inputs: CAMInputs) -> Tensor:
         acts, targets = inputs.activations, inputs.targets
         score = inputs.logits.gather(1, targets[:, None]).squeeze(1)
         ablated = score[:, None].repeat(1, acts.shape[1])
+        split = self._split()
+        prefix = split.run_prefix(inputs.images) if split is not None else None
         for chunk in acts.flatten(2).ne(0).any(dim=2).nonzero().split(self.chunk_size):
             b, k = chunk.unbind(dim=1)
+            rows = torch.arange(len(k), device=acts.device)
+            if prefix is not None:  # only the layers after the target
+                activation = prefix[0][b].clone()
+                activation[rows, k] = 0
+                logits = split.run_tail(activation, [value[b] for value in prefix[1]])
+            else:
+                def ablate(output: Tensor, k: Tensor = k) -> Tensor:
+                    output = output.clone()
+                    output[rows, k] = 0
+                    return output
 
-            def ablate(output: Tensor, k: Tensor = k) -> Tensor:
-                output = output.clone()
-                output[torch.arange(len(k), device=output.device), k] = 0
-                return output
-
-            with self.hook_layer(ablate):
-                logits = self.model(inputs.images[b])
+                with self.hook_layer(ablate):
+                    logits = self.model(inputs.images[b])
             ablated[b, k] = logits.gather(1, targets[b, None]).squeeze(1).to(ablated.dtype)
         nonzero = (score != 0)[:, None]
         drop = (score[:, None] - ablated) / score[:, None].where(nonzero, 1.0) * nonzero
         return drop.view(*drop.shape, 1, 1)
+
+    def _split(self) -> Optional[LayerSplit]:
+        if not hasattr(self, "_layer_split"):
+            self._layer_split = split_at_layer(self.model, self.target_layer) if self.use_tail else None
+        return self._layer_split
