@@ -30,7 +30,8 @@ def package_versions() -> Dict[str, str]:
 
 
 def git_commit(path: Optional[Path] = None) -> str:
-    """The commit of the checkout holding the package (``+dirty`` with uncommitted changes), or ``unknown``.
+    """The commit of the checkout holding the package (``+dirty`` with uncommitted changes outside
+    ``leaderboards/``), or ``unknown``.
 
     Example:
         >>> isinstance(git_commit(), str)
@@ -40,8 +41,10 @@ def git_commit(path: Optional[Path] = None) -> str:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10,
                                 check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        # committed results under leaderboards/ are outputs, not code: rewriting them is not "dirty"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)leaderboards"], cwd=root, capture_output=True, text=True, timeout=10,
+                               check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return commit + ("+dirty" if dirty else "")
