@@ -34,9 +34,23 @@ them with :func:`merge_records`, which sorts by dataset index and refuses duplic
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
-from typing import Any, Collection, Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import (
+    Any,
+    Collection,
+    ContextManager,
+    Dict,
+    FrozenSet,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 import pytorch_lightning as pl
 import torch
@@ -153,7 +167,7 @@ class ExplainerModule(pl.LightningModule):
             keys = list(batch) if isinstance(batch, Mapping) else type(batch).__name__
             raise ValueError(f"Expected a batch dict with `image` and `index` (and `label`), but got {keys}.")
         images, indices = batch["image"], torch.as_tensor(batch["index"]).long()
-        with torch.no_grad():
+        with torch.no_grad(), self._section("forward"):
             probs = self.model(images).float().softmax(dim=1)
         probability, prediction = probs.max(dim=1)
         targets = self._targets(batch, prediction)
@@ -169,7 +183,8 @@ class ExplainerModule(pl.LightningModule):
                 if hasattr(callback, "on_explainer_start"):
                     callback.on_explainer_start(name)
             start = time.perf_counter()
-            maps = explainer(images, targets, indices=indices)
+            with self._section(f"explainer/{name}"):
+                maps = explainer(images, targets, indices=indices)
             raw_max = explainer.last_raw_max
             if maps.is_cuda:
                 torch.cuda.synchronize(maps.device)
@@ -177,8 +192,9 @@ class ExplainerModule(pl.LightningModule):
             metrics = {key.split("/")[1]: m for key, m in self.metrics.items() if key.split("/")[0] == name}
             per_sample: Dict[str, List[Any]] = {}
             if metrics:
-                self._update_metrics(list(metrics.values()), explainer, batch, images, targets, indices,
-                                     (maps, raw_max), probs, target_probability)
+                with self._section(f"metrics/{name}"):
+                    self._update_metrics(list(metrics.values()), explainer, batch, images, targets, indices,
+                                         (maps, raw_max), probs, target_probability)
                 # each update stored one row per sample, in batch order: the per-sample values of this batch
                 per_sample = {metric: m.values[-1].cpu().tolist() for metric, m in metrics.items()}
             keep = self.keep_maps if isinstance(self.keep_maps, bool) else bool(
@@ -192,6 +208,12 @@ class ExplainerModule(pl.LightningModule):
                                 "metric_values": {metric: rows[i] for metric, rows in per_sample.items()},
                                 "saliency": maps[i] if kept else None})
         return records
+
+    def _section(self, name: str) -> ContextManager:
+        """A section of the trainer's profiler (``--trainer.profiler simple``: time per explainer and per
+        explainer's metrics); nothing without a trainer."""
+        trainer = self._trainer
+        return trainer.profiler.profile(f"[cam-bench] {name}") if trainer is not None else contextlib.nullcontext()
 
     def _update_metrics(self, metrics, explainer, batch, images, targets, indices, maps, probs, full_probs) -> None:
         """Compute once what ``metrics`` need for this explainer and batch, then update them.
