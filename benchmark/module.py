@@ -197,16 +197,15 @@ class ExplainerModule(pl.LightningModule):
                                          (maps, raw_max), probs, target_probability)
                 # each update stored one row per sample, in batch order: the per-sample values of this batch
                 per_sample = {metric: m.values[-1].cpu().tolist() for metric, m in metrics.items()}
-            keep = self.keep_maps if isinstance(self.keep_maps, bool) else bool(
-                self.keep_maps.intersection(indices.tolist()))
-            maps = maps.cpu() if keep else None
+            kept = [self.keep_maps if isinstance(self.keep_maps, bool) else row[0] in self.keep_maps
+                    for row in columns]
+            maps = maps.cpu() if any(kept) else None
             for i, (index, target, pred, prob, tprob) in enumerate(columns):
-                kept = maps is not None and (isinstance(self.keep_maps, bool) or index in self.keep_maps)
                 records.append({"index": index, "method": name, "target_layer": explainer.target_layer,
                                 "target": target, "prediction": pred, "probability": prob,
                                 "target_probability": tprob, "seconds": seconds,
                                 "metric_values": {metric: rows[i] for metric, rows in per_sample.items()},
-                                "saliency": maps[i] if kept else None})
+                                "saliency": maps[i] if kept[i] else None})
         return records
 
     def _section(self, name: str) -> ContextManager:

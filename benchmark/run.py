@@ -38,7 +38,7 @@ from benchmark.explainers import resolve_explainer
 from benchmark.module import ExplainerModule
 from benchmark.run_config import RunConfig, _data_kwargs, dataset_subset, fingerprint, fingerprint_diff, validate
 from benchmark.versions import environment
-from callbacks.per_sample_writer import PerSampleWriter, finished_shards, safe_name
+from callbacks.per_sample_writer import PerSampleWriter, atomic_write, finished_shards, safe_name
 from callbacks.progress import BenchmarkProgressBar
 from datamodules import create_datamodule
 from datamodules.shards import num_shards
@@ -87,9 +87,8 @@ def _prepare_out(config: RunConfig, fp: Mapping[str, Any], command: str) -> Path
 
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
-    tmp.replace(path)
+    text = json.dumps(data, indent=1, sort_keys=True, default=str) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def run_benchmark(config: RunConfig, trainer: Optional[Mapping[str, Any]] = None, command: str = "") -> Path:
@@ -114,7 +113,7 @@ def run_benchmark(config: RunConfig, trainer: Optional[Mapping[str, Any]] = None
         if all(len(finished_shards(out, backbone, m)) >= total for m in methods):
             log.info("%s: all %d shards of %d methods on disk; nothing to recompute", backbone, total, len(methods))
             continue
-        _run_backbone(config, dict(trainer or {}), out, backbone, methods, total)
+        _run_backbone(config, dict(trainer or {}), out, backbone, methods, subset["n"])
     if rank_zero_only.rank == 0:
         from benchmark.leaderboard import render_runs
 
@@ -122,14 +121,16 @@ def run_benchmark(config: RunConfig, trainer: Optional[Mapping[str, Any]] = None
     return out
 
 
-def _run_backbone(config: RunConfig, trainer_args: Dict[str, Any], out: Path, backbone: str, methods, total) -> None:
+def _run_backbone(config: RunConfig, trainer_args: Dict[str, Any], out: Path, backbone: str, methods,
+                  size: int) -> None:
+    """One ``Trainer.predict`` over the shards of ``size`` samples not yet on disk for ``backbone``."""
     model, prep = create_backbone(backbone, weights=config.weights, num_classes=config.num_classes)
     datamodule = create_datamodule(config.data, **_data_kwargs(config, prep))
     datamodule.setup("predict")
     dataset = datamodule.dataset
-    size = datamodule.used_size() if hasattr(datamodule, "used_size") else len(dataset)
     keep = [dataset.global_index(i) if hasattr(dataset, "global_index") else i
             for i in range(min(config.figures, size))]
+    total = num_shards(size, config.batch_size)
     module = ExplainerModule(model, {spec: config.explainer_args.get(spec, {}) for spec in config.explainers},
                              target=config.target, keep_maps=keep, input_size=prep.input_size,
                              metrics={m: config.metric_args.get(m, {}) for m in config.metrics}, top_k=config.top_k)

@@ -18,7 +18,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Set, Union
+from typing import Any, Callable, Dict, List, Sequence, Set, Union
 
 import numpy as np
 import pandas as pd
@@ -27,7 +27,7 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 
 from datamodules.shards import current_shard
 
-__all__ = ["PER_SAMPLE_COLUMNS", "PerSampleWriter", "finished_shards", "records_to_frame", "safe_name"]
+__all__ = ["PER_SAMPLE_COLUMNS", "PerSampleWriter", "atomic_write", "finished_shards", "records_to_frame", "safe_name"]
 
 #: The fixed columns of a per-sample row (metric columns follow).
 PER_SAMPLE_COLUMNS = ("dataset", "backbone", "method", "index", "target", "prediction", "probability",
@@ -64,7 +64,8 @@ def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "--", str(name))
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
+    """``write(tmp)`` then rename ``tmp`` to ``path``: readers never see half a file (parents are created)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     write(tmp)
@@ -115,14 +116,14 @@ class PerSampleWriter(BasePredictionWriter):
         if isinstance(batch, dict):  # the data report first: a shard counts as done only once its methods are written
             report = {"counts": {k: int(v) for k, v in (batch.get("counts") or {}).items()},
                       "skipped": [dict(s) for s in batch.get("skipped") or []]}
-            _atomic_write(root / "_data" / f"{name}.json",
-                          lambda p: p.write_text(json.dumps(report, sort_keys=True, default=str)))
+            atomic_write(root / "_data" / f"{name}.json",
+                         lambda p: p.write_text(json.dumps(report, sort_keys=True, default=str)))
         by_method: Dict[str, List[Dict[str, Any]]] = {}
         for rec in prediction:
             by_method.setdefault(rec["method"], []).append(rec)
         for method, records in by_method.items():
             frame = records_to_frame(records, self.dataset, self.backbone)
-            _atomic_write(root / safe_name(method) / f"{name}.parquet", lambda p: frame.to_parquet(p, index=False))
+            atomic_write(root / safe_name(method) / f"{name}.parquet", lambda p: frame.to_parquet(p, index=False))
             self._save_maps(records, batch)
 
     def _save_maps(self, records: Sequence[Dict[str, Any]], batch: Any) -> None:
