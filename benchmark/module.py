@@ -255,7 +255,8 @@ class ExplainerModule(pl.LightningModule):
 
     @staticmethod
     def _topk_maps(explainer, images, targets, indices, maps, target_raw_max, classes) -> Tuple[Tensor, Tensor]:
-        """Maps and raw maxima of each image's top-k classes; the target class's map is reused, not recomputed."""
+        """Maps and raw maxima of each image's top-k classes; the target class's map is reused, not recomputed.
+        The other maps are computed in explainer calls of at most ``B`` (the batch size) images."""
         b, k = classes.shape
         reuse = classes == targets[:, None]
         topk = maps.unsqueeze(1).repeat(1, k, 1, 1) * reuse[..., None, None]
@@ -263,9 +264,10 @@ class ExplainerModule(pl.LightningModule):
         if target_raw_max is not None:
             raw = torch.where(reuse, target_raw_max.to(raw.device)[:, None], raw)
         rows, cols = torch.nonzero(~reuse, as_tuple=True)
-        if len(rows):
-            topk[rows, cols] = explainer(images[rows], classes[rows, cols], indices=indices[rows])
-            raw[rows, cols] = explainer.last_raw_max.to(raw.device)
+        for part in torch.arange(len(rows), device=rows.device).split(b):  # at most a batch per call (memory, speed)
+            r, c = rows[part], cols[part]
+            topk[r, c] = explainer(images[r], classes[r, c], indices=indices[r])
+            raw[r, c] = explainer.last_raw_max.to(raw.device)
         return topk, raw
 
     def on_predict_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import tempfile
 import time
@@ -24,7 +23,7 @@ import torch
 from PIL import Image
 from tabulate import tabulate
 
-from benchmark.speed import median_time, run_header
+from benchmark.perf.timing import median_time, run_header
 from datamodules.imagenet import ImageNetValDataModule
 from datamodules.shapes import render_scene
 from datamodules.synthetic import SyntheticShapesDataModule
@@ -124,7 +123,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "# Data loading: memory and throughput",
         "",
         *run_header(" ".join(["python -m benchmark.speed_data", *(argv if argv is not None else sys.argv[1:])]),
-                    time.perf_counter() - start, platform.machine()),
+                    time.perf_counter() - start),
         f"- mini ImageNet: {args.jpegs} JPEGs of 500x375 (quality 90), Kaggle CSV boxes, default preprocessing "
         f"(resize 256, crop 224); batch {args.batch_size}; loader rates are the best of 2 passes after a warm-up",
         "",

@@ -19,7 +19,7 @@ from typing import Dict, List
 
 from tabulate import tabulate
 
-from benchmark.speed import run_header
+from benchmark.perf.timing import run_header
 
 PARTS = ("data", "forward", "explainers", "metrics", "writer")
 

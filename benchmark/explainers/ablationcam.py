@@ -5,7 +5,10 @@ target layer is set to zero (``y_c^k``). ``w = 0`` where ``y_c = 0``. A channel 
 all zero cannot change the logit, so its weight is 0 without a forward; the others are ablated
 in chunks of ``chunk_size`` (image, channel) pairs. The layers before the target are the same for
 every ablation, so only the layers after it run per chunk (:mod:`benchmark.explainers.tail`, a
-``torch.fx`` split); models that do not trace run one full forward per chunk instead.
+``torch.fx`` split); when the tail reads nothing but the layer's output (e.g. ResNet ``layer4``,
+VGG ``features.29``) the hooked forward's activation feeds it directly, otherwise the prefix runs
+once more for the values the tail also reads (a residual shortcut). Models that do not trace run
+one full forward per chunk instead.
 """
 from typing import Optional
 
@@ -39,16 +42,21 @@ class AblationCAM(BaseExplainer):
         self.use_tail = bool(use_tail)  # False: a full hooked forward per chunk (the reference path)
 
     def weights(self, inputs: CAMInputs) -> Tensor:
+        split = self._split()
+        prefix = None
+        if split is not None:  # the hooked forward's activation is the prefix's output when the tail reads nothing else
+            prefix = (inputs.activations, []) if split.num_live_ins == 0 else split.run_prefix(inputs.images)
+        return self._weights(inputs, split, prefix)
+
+    def _weights(self, inputs: CAMInputs, split: Optional[LayerSplit], prefix) -> Tensor:
         acts, targets = inputs.activations, inputs.targets
         score = inputs.logits.gather(1, targets[:, None]).squeeze(1)
         ablated = score[:, None].repeat(1, acts.shape[1])
-        split = self._split()
-        prefix = split.run_prefix(inputs.images) if split is not None else None
         for chunk in acts.flatten(2).ne(0).any(dim=2).nonzero().split(self.chunk_size):
             b, k = chunk.unbind(dim=1)
             rows = torch.arange(len(k), device=acts.device)
             if prefix is not None:  # only the layers after the target
-                activation = prefix[0][b].clone()
+                activation = prefix[0][b]  # advanced indexing: already a copy
                 activation[rows, k] = 0
                 logits = split.run_tail(activation, [value[b] for value in prefix[1]])
             else:

@@ -8,6 +8,12 @@ tensor cores on GPU). The outputs equal the original model's up to float roundin
 relative). The copy is rebuilt whenever the model's tensors change: device or dtype (e.g. after
 Lightning moves the module), storage, or any in-place update (``load_state_dict``, an optimiser
 step, a model-randomisation sanity check) -- tracked by the tensors' version counters.
+
+``compile=True`` also runs the copy through :func:`torch.compile` (Inductor, weights frozen as
+constants). Compiling costs seconds to a minute once per model and input shape, so only batches
+at least as large as the largest seen so far run compiled (a larger one compiles once more); a
+smaller one (the last chunk of a run) runs on the same copy uncompiled. It pays on long runs of
+large models (``leaderboards/speed.md`` has the measured gain and compile time); off by default.
 """
 from __future__ import annotations
 
@@ -35,10 +41,13 @@ class InferenceCopy:
         True
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, compile: bool = False) -> None:
         self.model = model
+        self.compile = bool(compile)
         self._copy: Optional[nn.Module] = None
         self._key: Optional[Tuple] = None
+        self._eager: Optional[nn.Module] = None  # the uncompiled copy (for smaller batches when compiled)
+        self._batch = 0  # largest batch seen
 
     def _build(self) -> nn.Module:
         with torch.inference_mode(False), torch.no_grad():  # normal tensors even if first called in inference mode
@@ -53,11 +62,17 @@ class InferenceCopy:
         except Exception as err:  # not fx-traceable (data-dependent control flow): keep unfused
             log.info("Batch-norm folding skipped for %s (%s: %s)", type(self.model).__name__,
                      type(err).__name__, err)
-        return model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)
+        self._eager, self._batch = model, 0
+        return torch.compile(model, dynamic=False, options={"freezing": True}) if self.compile else model
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         tensors = [*self.model.parameters(), *self.model.buffers()]
         key = tuple((t.device, t.dtype, t.data_ptr(), t._version) for t in tensors)
         if self._copy is None or key != self._key:
             self._copy, self._key = self._build(), key
-        return self._copy(images.contiguous(memory_format=torch.channels_last))
+        images = images.contiguous(memory_format=torch.channels_last)
+        if len(images) < self._batch:
+            return self._eager(images)
+        self._batch = len(images)
+        return self._copy(images)

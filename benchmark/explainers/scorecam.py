@@ -16,7 +16,9 @@ the whole batch, on an inference copy of the model (batch-norm folded, channels-
 :mod:`benchmark.explainers.fastpath`). ``autocast="bfloat16"`` (or ``"float16"``) runs those
 masked forwards under :func:`torch.autocast`: about 2x faster on CPUs with bf16 units and on
 GPUs, but the weights are no longer exact (see ``leaderboards/speed.md`` for the measured map
-difference); the default is float32.
+difference); the default is float32. ``compile=True`` compiles that inference copy with
+:func:`torch.compile` (see :class:`~benchmark.explainers.fastpath.InferenceCopy`): float32, same
+weights up to float rounding, faster on large models after a one-off compile.
 """
 from typing import Optional
 
@@ -43,7 +45,7 @@ class ScoreCAM(BaseExplainer):
     uses_gradients = False
 
     def __init__(self, model, target_layer=None, input_size=(3, 224, 224), channel_softmax: bool = False,
-                 chunk_size: int = 32, autocast: Optional[str] = None) -> None:
+                 chunk_size: int = 32, autocast: Optional[str] = None, compile: bool = False) -> None:
         if not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"Expected `chunk_size` to be a positive int, but got {chunk_size!r}.")
         if autocast not in (None, "bfloat16", "float16"):
@@ -51,7 +53,7 @@ class ScoreCAM(BaseExplainer):
         super().__init__(model, target_layer, input_size)
         self.channel_softmax = bool(channel_softmax)
         self.chunk_size = chunk_size
-        self.fast_model = InferenceCopy(model)
+        self.fast_model = InferenceCopy(model, compile=compile)
         self.autocast = autocast
 
     def _masked_forward(self, images: Tensor) -> Tensor:

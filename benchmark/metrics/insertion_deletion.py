@@ -8,7 +8,8 @@ DDP). All updates must then share one curve length (same image size and step set
 
 The perturbation forwards run on a cached :class:`~benchmark.explainers.fastpath.InferenceCopy`
 of the model (batch-norm folded, channels-last; the same probabilities up to ~1e-6 relative)
-unless ``fast=False``.
+unless ``fast=False``; ``compile=True`` also compiles that copy (``torch.compile``, one compiled
+graph for every chunk; see the class).
 """
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ class _CausalMetric(PerSampleMetric):
     plot_upper_bound = 1.0
 
     def __init__(self, pixels_per_step: Optional[int] = None, steps: Optional[int] = None, chunk_size: int = 64,
-                 keep_curves: bool = True, fast: bool = True, nan_policy: str = "omit", **kwargs) -> None:
+                 keep_curves: bool = True, fast: bool = True, compile: bool = False, nan_policy: str = "omit",
+                 **kwargs) -> None:
         super().__init__(nan_policy=nan_policy, **kwargs)
         if pixels_per_step is not None and steps is not None:
             raise ValueError(f"Expected at most one of `pixels_per_step` and `steps`, but got {pixels_per_step} "
@@ -43,6 +45,7 @@ class _CausalMetric(PerSampleMetric):
         self.chunk_size = _check_positive_int(chunk_size, "chunk_size")
         self.keep_curves = bool(keep_curves)
         self.fast = bool(fast)
+        self.compile = bool(compile)
         self._inference_copy: Optional[InferenceCopy] = None
 
     def _curve(self, model, images: Tensor, saliency: Tensor, targets: Tensor) -> Tensor:
@@ -52,7 +55,8 @@ class _CausalMetric(PerSampleMetric):
         if not self.fast:
             return model
         if self._inference_copy is None or self._inference_copy.model is not model:
-            self._inference_copy = InferenceCopy(model)  # rebuilt by itself when the weights change
+            # rebuilt by itself when the weights change
+            self._inference_copy = InferenceCopy(model, compile=self.compile)
         return self._inference_copy
 
     def __getstate__(self) -> dict:
@@ -106,6 +110,7 @@ class Deletion(_CausalMetric):
         chunk_size: perturbed images per forward.
         keep_curves: also store each curve, for :meth:`mean_curve`.
         fast: run the perturbation forwards on a cached ``InferenceCopy`` of the model.
+        compile: also :func:`torch.compile` that copy (pays on long runs of large models).
         nan_policy: NaN maps give NaN values: ``"omit"`` (default), ``"zero"``, ``"propagate"``.
 
     Example:

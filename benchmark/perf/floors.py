@@ -1,0 +1,127 @@
+"""The forward/backward floor of every explainer and metric: what the protocol must compute.
+
+A :class:`Cost` is a list of ``(count per image, unit, batch size)`` terms. The units are timed
+on the backbone in the same run as the methods (:mod:`benchmark.perf.harness`):
+
+* ``forward``: the plain batched forward under ``torch.inference_mode``, per image;
+* ``grad``: one forward plus the backward from the target logits to the target layer
+  (``torch.autograd.grad``, no parameter gradients), per image: what a gradient CAM needs;
+* ``tail``: the layers after the target layer only, per image (Ablation-CAM's ablated forwards);
+* ``explainer``: one call of the explainer itself, per image (a metric that re-runs it, e.g.
+  Coherency on ``x * CAM``, or the maps of extra top-k classes).
+
+floor = sum(count x unit time); efficiency = floor / measured (1 = nothing but the protocol's own
+passes; above 1 = fewer or cheaper passes than the protocol, e.g. Score-CAM skipping constant
+channels or running on the batch-norm-folded inference copy).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Dict, Tuple
+
+__all__ = ["Cost", "GRADIENT_CAMS", "explainer_cost", "metric_cost"]
+
+#: methods that cost one forward + one backward to the target layer
+GRADIENT_CAMS = ("gradcam", "gradcampp", "hirescam", "layercam", "xgradcam")
+#: methods whose map needs no forward pass beyond the one every batch already runs
+FREE_EXPLAINERS = ("center", "fakecam")
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Passes per image: ``terms`` = ``((count, unit, batch size), ...)``.
+
+    Example:
+        >>> cost = Cost(((1, "forward", 8), (512, "forward", 32)))
+        >>> cost.describe()
+        '1 F(8) + 512 F(32)'
+        >>> cost.seconds({("forward", 8): 0.02, ("forward", 32): 0.01})
+        5.14
+    """
+
+    terms: Tuple[Tuple[float, str, int], ...] = ()
+
+    def describe(self) -> str:
+        """The terms as text: F = forward, G = forward + backward to the layer, T = tail, E = explainer."""
+        letters = {"forward": "F", "grad": "G", "tail": "T", "explainer": "E"}
+        return " + ".join(f"{count:g} {letters[unit]}({batch})" for count, unit, batch in self.terms) or "0"
+
+    def units(self) -> Tuple[Tuple[str, int], ...]:
+        """The ``(unit, batch size)`` pairs that must be timed."""
+        return tuple((unit, batch) for _, unit, batch in self.terms)
+
+    def seconds(self, unit_seconds: Dict[Tuple[str, int], float]) -> float:
+        """Floor in seconds per image from the measured seconds per image of each unit."""
+        return round(sum(count * unit_seconds[(unit, batch)] for count, unit, batch in self.terms), 12)
+
+
+def explainer_cost(name: str, batch: int, channels: int, explainer: object) -> Cost:
+    """The passes explainer ``name`` needs per image at batch size ``batch``.
+
+    ``channels`` is the target layer's channel count; ``explainer`` the instance (its ``chunk_size``
+    and ``n_samples`` are read).
+
+    Example:
+        >>> class Score: chunk_size = 32
+        >>> explainer_cost("scorecam", 4, 512, Score()).describe()
+        '1 F(4) + 512 F(32)'
+        >>> explainer_cost("gradcam", 4, 512, None).describe()
+        '1 G(4)'
+    """
+    if name in GRADIENT_CAMS:
+        return Cost(((1, "grad", batch),))
+    if name in FREE_EXPLAINERS:
+        return Cost()
+    chunk = getattr(explainer, "chunk_size", batch)
+    special: Dict[str, Callable[[], Cost]] = {
+        "scorecam": lambda: Cost(((1, "forward", batch), (channels, "forward", chunk))),
+        "ablationcam": lambda: Cost(((1, "forward", batch), (channels, "tail", chunk))),
+        "smoothgradcampp": lambda: Cost(((1, "forward", batch), (explainer.n_samples, "grad", batch))),
+        "eigencam": lambda: Cost(((1, "forward", batch),)),
+        "random": lambda: Cost(((1, "forward", batch),)),  # one hooked forward for the layer's grid
+    }
+    if name not in special:
+        raise KeyError(f"No floor is defined for explainer {name!r}; add it to benchmark/perf/floors.py.")
+    return special[name]()
+
+
+def metric_cost(name: str, batch: int, metric: object, size: Tuple[int, int], top_k: int = 2) -> Cost:
+    """The passes metric ``name`` adds per image to the target class's map at batch size ``batch``.
+
+    ``metric`` is the instance (its ``steps``/``pixels_per_step``/``chunk_size`` are read),
+    ``size`` the image's (H, W), ``top_k`` the module's number of top classes (localization,
+    pointing recall; the target's own map is reused, so ``top_k - 1`` extra maps when the target
+    is among them).
+
+    Example:
+        >>> class Curve: steps, pixels_per_step, chunk_size = None, None, 64
+        >>> metric_cost("deletion", 4, Curve(), (224, 224)).describe()
+        '224 F(64)'
+        >>> metric_cost("adcc", 4, None, (224, 224)).describe()
+        '1 F(4) + 1 E(4)'
+    """
+    height, width = size
+    table: Dict[str, Callable[[], Cost]] = {
+        "average_drop": lambda: Cost(((1, "forward", batch),)),
+        "average_increase": lambda: Cost(((1, "forward", batch),)),
+        "coherency": lambda: Cost(((1, "explainer", batch),)),
+        "complexity": Cost,
+        "adcc": lambda: Cost(((1, "forward", batch), (1, "explainer", batch))),
+        "deletion": lambda: _curve_cost(metric, height, width),
+        "insertion": lambda: _curve_cost(metric, height, width),
+        "localization_error": lambda: Cost(((top_k - 1, "explainer", batch),)),
+        "pointing_game_recall": lambda: Cost(((top_k - 1, "explainer", batch),)),
+        "max_box_acc": Cost,
+        "pointing_game": Cost,
+        "energy_pointing_game": Cost,
+    }
+    if name not in table:
+        raise KeyError(f"No floor is defined for metric {name!r}; add it to benchmark/perf/floors.py.")
+    return table[name]()
+
+
+def _curve_cost(metric: object, height: int, width: int) -> Cost:
+    """RISE: one perturbed forward per step (the unperturbed end point is not counted)."""
+    steps = metric.steps or math.ceil(height * width / (metric.pixels_per_step or width))
+    return Cost(((steps, "forward", metric.chunk_size),))

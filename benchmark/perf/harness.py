@@ -1,0 +1,152 @@
+"""The speed harness: every explainer and metric against its forward-pass floor and the peers.
+
+Run ``python -m benchmark.perf.harness`` (needs the test extra for the peers:
+``pip install -e ".[test]"``); it writes ``leaderboards/speed.md``. For each backbone (random
+init, eval mode, 224 x 224 by default):
+
+* every registered explainer at each ``--batch-sizes`` (Score-CAM and Ablation-CAM on
+  ``--perturb-images`` images), beside ``grad-cam`` and ``torch-cam`` where they have the method;
+* every registered metric given the Grad-CAM maps, through ``ExplainerModule``'s metric path
+  (deletion / insertion on ``--perturb-images`` images); Average Drop + Increase beside
+  grad-cam's DropInConfidence + IncreaseInConfidence (given the map) and torch-cam's
+  ClassificationMetric (with its own Grad-CAM map);
+* the floor (:mod:`benchmark.perf.floors`), its units timed in the same alternated rounds, and
+  efficiency = floor / measured; peak memory of the last round;
+* the options of :mod:`benchmark.perf.options` on ``--options-backbones``.
+
+Timing (:func:`benchmark.perf.timing.median_time`): inputs are fixed tensors made before any
+timing; one warm-up call per function (the perturbation methods warm up on a 64 x 64 image);
+then alternated rounds (ours, units, peers, ours, ...) and medians. Process start-up, model
+building and warm-up are not in any figure.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import List
+
+import torch
+
+from benchmark.backbones import create_backbone
+from benchmark.explainers import create_explainer, list_explainers
+from benchmark.metrics import list_metrics
+from benchmark.perf.measure import Bench, Row
+from benchmark.perf.options import OptionRow, measure_options
+from benchmark.perf.report import render
+
+#: explainers and metrics whose cost grows with the channels / steps: run on ``--perturb-images`` only
+PERTURBATION_EXPLAINERS = ("ablationcam", "scorecam")
+PERTURBATION_METRICS = ("deletion", "insertion")
+
+
+def measure_backbone(name: str, args: argparse.Namespace) -> tuple[List[Row], List[OptionRow]]:
+    """All rows of one backbone."""
+    torch.manual_seed(args.seed)
+    device = torch.device(args.device)
+    model, _ = create_backbone(name)
+    model = model.to(device).eval().requires_grad_(True)  # as users run grad-cam (it fills parameter .grad)
+    layer = create_explainer("gradcam", model).target_layer
+    bench = Bench(name, model, layer, args.size, device, args.repeats, args.seed, args.pause)
+    rows: List[Row] = []
+    explainers = [e for e in args.explainers if e not in PERTURBATION_EXPLAINERS]
+    metrics = [m for m in args.metrics if m not in PERTURBATION_METRICS]
+    for batch in args.batch_sizes:
+        maps = None
+        for explainer in explainers:
+            row, out = bench.explainer_row(explainer, batch)
+            rows.append(row)
+            maps = out if explainer == "gradcam" else maps
+            _log(row)
+        if maps is None:
+            maps = create_explainer("gradcam", model)(*bench.inputs(batch))
+        for metric in metrics:
+            rows.append(bench.metric_row((metric,), batch, maps))
+            _log(rows[-1])
+        if {"average_drop", "average_increase"} <= set(args.metrics):
+            rows.append(bench.metric_row(("average_drop", "average_increase"), batch, maps, peer="grad-cam"))
+            rows.append(bench.metric_row(("average_drop", "average_increase"), batch, maps, peer="torch-cam",
+                                         with_explainer=True, label="gradcam+average_drop+average_increase"))
+            _log(rows[-2], rows[-1])
+    batch = args.perturb_images
+    for explainer in (e for e in args.explainers if e in PERTURBATION_EXPLAINERS):
+        row, _ = bench.explainer_row(explainer, batch, small_warmup=True, repeats=args.perturb_repeats)
+        rows.append(row)
+        _log(row)
+    curve_maps = create_explainer("gradcam", model)(*bench.inputs(batch))
+    for metric in (m for m in args.metrics if m in PERTURBATION_METRICS):
+        rows.append(bench.metric_row((metric,), batch, curve_maps, repeats=args.perturb_repeats,
+                                     warmup=lambda ms: _build_copies(ms, model, bench.inputs(1)[0])))
+        _log(rows[-1])
+    options: List[OptionRow] = []
+    if name in args.options_backbones:
+        score = [r for r in rows if r.item == "scorecam" and "grad-cam" in r.peers]
+        options = measure_options(bench, max(args.batch_sizes), batch, args.options_repeats or args.perturb_repeats,
+                                  curve_maps, score[0].ours / score[0].peers["grad-cam"] if score else None)
+        for option in options:
+            print(f"  option {option.item} / {option.option}: {option.ours / option.default:.3g}x", flush=True)
+    return rows, options
+
+
+def _build_copies(metrics, model, image):
+    """Warm-up of the curve metrics: build their inference copies (lazy, once per model)."""
+    def run():
+        with torch.inference_mode():
+            for metric in metrics:
+                metric._runner(model)(image)
+    return run
+
+
+def _log(*rows: Row) -> None:
+    for row in rows:
+        eff = f", efficiency {row.floor / row.ours:.3g}" if row.floor else ""
+        peers = ", ".join(f"{p} {row.ours / s:.3g}x" for p, s in row.peers.items())
+        print(f"  {row.backbone} b{row.batch} {row.item}: {row.ours * 1e3:.3g} ms/img{eff}"
+              f"{', ours/' + peers if peers else ''}", flush=True)
+
+
+def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbones", nargs="+", default=["resnet18", "resnet50", "vgg16"])
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32])
+    parser.add_argument("--perturb-images", type=int, default=1,
+                        help="images for Score-CAM, Ablation-CAM, deletion and insertion")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds (medians)")
+    parser.add_argument("--perturb-repeats", type=int, default=3, help="timed rounds of the perturbation rows")
+    parser.add_argument("--explainers", nargs="+", default=list_explainers())
+    parser.add_argument("--metrics", nargs="+", default=list_metrics())
+    parser.add_argument("--options-backbones", nargs="*", default=["resnet18", "resnet50"])
+    parser.add_argument("--options-repeats", type=int, default=None,
+                        help="timed rounds of the Score-CAM / curve options (default: --perturb-repeats)")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pause", type=float, default=0.1,
+                        help="seconds of sleep before each timed call (lets BLAS/OpenCV thread pools go idle)")
+    parser.add_argument("--out", default="leaderboards/speed.md")
+    args = parser.parse_args(argv)
+    if max(args.batch_sizes) > 64 or args.perturb_images > 64:
+        parser.error("batch sizes and --perturb-images are at most 64 (the harness's fixed input set)")
+    return args
+
+
+def main(argv: List[str] | None = None) -> None:
+    args = parse_args(argv)
+    command = " ".join(["python -m benchmark.perf.harness", *(argv if argv is not None else sys.argv[1:])])
+    start = time.perf_counter()
+    rows: List[Row] = []
+    options: List[OptionRow] = []
+    for backbone in args.backbones:
+        print(f"{backbone}:", flush=True)
+        more_rows, more_options = measure_backbone(backbone, args)
+        rows += more_rows
+        options += more_options
+    text = render(rows, options, args, command, time.perf_counter() - start)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

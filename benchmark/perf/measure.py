@@ -1,0 +1,200 @@
+"""Measurements of the speed harness: the floor units, and one row per explainer / metric.
+
+Every row times our implementation, the floor units it needs (:mod:`benchmark.perf.floors`)
+and the peers' implementations in one :func:`~benchmark.perf.timing.median_time` call, so they
+are measured side by side, alternated, on the same inputs; peak memory comes from the last round.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from benchmark.explainers import create_explainer
+from benchmark.explainers.tail import split_at_layer
+from benchmark.module import ExplainerModule
+from benchmark.perf.floors import Cost, explainer_cost, metric_cost
+from benchmark.perf.peers import PEER_METRICS, peer_calls, peer_metric
+from benchmark.perf.timing import median_time
+
+__all__ = ["Bench", "Row"]
+
+
+@dataclass
+class Row:
+    """One line of the results table (times in seconds per image)."""
+
+    backbone: str
+    batch: int
+    item: str
+    cost: Cost
+    floor: Optional[float]
+    ours: float
+    forward: float  #: the plain forward per image at ``batch``, measured side by side
+    peers: Dict[str, float] = field(default_factory=dict)
+    peak: Dict[str, Optional[float]] = field(default_factory=dict)
+    note: str = ""
+
+
+class Bench:
+    """The harness's measurements on one backbone (random init, eval mode) and image size."""
+
+    def __init__(self, backbone: str, model: nn.Module, layer: str, size: int, device: torch.device,
+                 repeats: int, seed: int = 0, pause: float = 0.1) -> None:
+        self.backbone, self.model, self.layer, self.size = backbone, model, layer, size
+        self.device, self.repeats, self.pause = device, repeats, pause
+        self.sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+        generator = torch.Generator().manual_seed(seed)
+        self._images = torch.randn(64, 3, size, size, generator=generator).to(device)
+        with torch.inference_mode():
+            targets = model(self._images[:8]).argmax(1).repeat(8)
+        self._targets = targets.clone()  # a normal tensor (usable in autograd)
+        self.channels = self._layer_output(self._images[:1]).shape[1]
+        self._split = split_at_layer(model, layer)
+
+    # ------------------------------------------------------------------ inputs and units
+    def inputs(self, batch: int) -> Tuple[Tensor, Tensor]:
+        """The first ``batch`` fixed images and their predicted classes (up to 64)."""
+        return self._images[:batch], self._targets[:batch]
+
+    def _layer_output(self, images: Tensor) -> Tensor:
+        out: List[Tensor] = []
+        handle = self.model.get_submodule(self.layer).register_forward_hook(lambda m, a, o: out.append(o))
+        try:
+            with torch.inference_mode():
+                self.model(images)
+        finally:
+            handle.remove()
+        return out[0]
+
+    def unit(self, unit: str, batch: int) -> Callable[[], object]:
+        """A call that runs one floor unit on ``batch`` images (see :mod:`benchmark.perf.floors`)."""
+        images = self._images[:batch].clone() if batch <= 64 else self._images[:1].repeat(batch, 1, 1, 1)
+        targets = self._targets[:1].repeat(batch) if batch > 64 else self._targets[:batch]
+        if unit == "forward":
+            def forward():
+                with torch.inference_mode():
+                    self.model(images)
+            return forward
+        if unit == "grad":
+            return lambda: self._grad_pass(images, targets)
+        if unit == "tail":
+            if self._split is None:  # Ablation-CAM falls back to whole forwards
+                return self.unit("forward", batch)
+            with torch.inference_mode():
+                activation, live_ins = self._split.run_prefix(images)
+
+            def tail():
+                with torch.inference_mode():
+                    self._split.run_tail(activation, live_ins)
+            return tail
+        raise KeyError(f"Unknown floor unit {unit!r}.")
+
+    def _grad_pass(self, images: Tensor, targets: Tensor) -> None:
+        """Forward without graph up to the layer, with graph after it; gradient of the logits to the layer."""
+        kept: List[Tensor] = []
+
+        def hook(module, args, output):
+            act = output.detach().requires_grad_(True)
+            kept.append(act)
+            torch.set_grad_enabled(True)
+            return act.clone()
+
+        handle = self.model.get_submodule(self.layer).register_forward_hook(hook)
+        try:
+            with torch.no_grad():
+                logits = self.model(images)
+                torch.autograd.grad(logits.gather(1, targets[:, None]).sum(), kept[0])
+        finally:
+            handle.remove()
+
+    # ------------------------------------------------------------------------------ rows
+    def _timed(self, cost: Cost, calls: Dict[str, Callable[[], object]], batch: int,
+               warmup: Optional[Dict[str, Callable[[], object]]] = None, repeats: Optional[int] = None,
+               extra_units: Tuple[Tuple[str, int], ...] = ()) -> Tuple[Dict[str, float], Dict, Dict]:
+        units = {f"unit {u} {b}": self.unit(u, b) for u, b in {*cost.units(), ("forward", batch), *extra_units}
+                 if u != "explainer"}
+        peaks: Dict[str, Optional[float]] = {}
+        t = median_time({**units, **calls}, repeats or self.repeats, self.sync, warmup, peaks, self.device,
+                        self.pause)
+        sizes = {(u, b): b for u, b in {*cost.units(), ("forward", batch), *extra_units}}
+        per_image = {key: t[f"unit {key[0]} {key[1]}"] / n for key, n in sizes.items() if key[0] != "explainer"}
+        return t, per_image, peaks
+
+    def explainer_row(self, name: str, batch: int, kwargs: Optional[dict] = None, peers: bool = True,
+                      label: Optional[str] = None, small_warmup: bool = False,
+                      warmup: Optional[Callable[[object], Callable[[], object]]] = None,
+                      repeats: Optional[int] = None) -> Tuple[Row, Tensor]:
+        """Our explainer ``name`` (and the peers' unless ``peers=False``) on ``batch`` images; returns the
+        row and our maps. ``small_warmup`` warms up on a 64 x 64 image instead of a full call."""
+        x, t = self.inputs(batch)
+        ours = create_explainer(name, self.model, **(kwargs or {}))
+        cost = explainer_cost(name, batch, self.channels, ours)
+        calls = {"ours": lambda: ours(x, t)}
+        if peers:
+            calls.update({peer: (lambda fn=fn: fn(x, t, None))
+                          for peer, fn in peer_calls(name, self.model, ours.target_layer, ours).items()})
+        warm = {}
+        if small_warmup:
+            small = torch.randn(1, 3, 64, 64, device=self.device)
+            warm = {key: (lambda fn=fn: fn(small, t[:1], None)) for key, fn in
+                    peer_calls(name, self.model, ours.target_layer, ours).items() if key in calls}
+            warm["ours"] = lambda: ours(small, t[:1])
+        if warmup is not None:
+            warm["ours"] = warmup(ours)
+        times, units, peaks = self._timed(cost, calls, batch, warm, repeats)
+        row = Row(self.backbone, batch, label or name, cost, cost.seconds(units) if cost.terms else None,
+                  times["ours"] / batch, units[("forward", batch)],
+                  {p: times[p] / batch for p in calls if p != "ours"}, peaks)
+        return row, ours(x, t)
+
+    def metric_row(self, names: Tuple[str, ...], batch: int, maps: Tensor, kwargs: Optional[dict] = None,
+                   peer: Optional[str] = None, top_k: int = 5, label: Optional[str] = None,
+                   with_explainer: bool = False, repeats: Optional[int] = None,
+                   warmup: Optional[Callable[[object], Callable[[], object]]] = None) -> Row:
+        """Our metrics ``names`` updated through ``ExplainerModule`` on the Grad-CAM ``maps`` of ``batch``
+        images (``with_explainer``: the Grad-CAM call included), optionally beside a peer's."""
+        x, t = self.inputs(batch)
+        module = ExplainerModule(self.model, ["gradcam"], metrics={n: dict(kwargs or {}) for n in names},
+                                 top_k=top_k, keep_maps=False)
+        explainer = module.explainers["gradcam"]
+        metrics = [module.metrics[f"gradcam/{n}"] for n in names]
+        with torch.inference_mode():
+            probs = self.model(x).float().softmax(dim=1)
+        full = probs.gather(1, t[:, None]).squeeze(1)
+        half = self.size // 2
+        box = torch.tensor([[half // 2, half // 2, half + half // 2, half + half // 2]], dtype=torch.float32)
+        batch_dict = {"label": t, "boxes": [box] * batch, "box_labels": [t[i:i + 1] for i in range(batch)]}
+        raw = torch.ones(batch, device=self.device)
+
+        def update():
+            if with_explainer:
+                fresh = explainer(x, t)
+                module._update_metrics(metrics, explainer, batch_dict, x, t, torch.arange(batch), (fresh, raw),
+                                       probs, full)
+            else:
+                module._update_metrics(metrics, explainer, batch_dict, x, t, torch.arange(batch), (maps, raw),
+                                       probs, full)
+
+        costs = [metric_cost(n, batch, m, (self.size, self.size), top_k) for n, m in zip(names, metrics)]
+        # what several metrics need is computed once per batch (e.g. the explanation forward): identical terms once
+        terms = tuple(dict.fromkeys(term for c in costs for term in c.terms))
+        if with_explainer:
+            terms = ((1, "grad", batch),) + terms
+        cost = Cost(terms)
+        calls: Dict[str, Callable[[], object]] = {"ours": update}
+        if any(u == "explainer" for u, _ in cost.units()):
+            calls["explainer"] = lambda: explainer(x, t)
+        if peer is not None:
+            fn = peer_metric(peer, self.model, explainer.target_layer)
+            calls[peer] = lambda: fn(x, t, maps)
+        warm = {"ours": warmup(metrics)} if warmup is not None else None
+        times, units, peaks = self._timed(cost, calls, batch, warm, repeats)
+        if "explainer" in calls:
+            units[("explainer", batch)] = times["explainer"] / batch
+        return Row(self.backbone, batch, label or "+".join(names), cost,
+                   cost.seconds(units) if cost.terms else None, times["ours"] / batch, units[("forward", batch)],
+                   {p: times[p] / batch for p in calls if p not in ("ours", "explainer")},
+                   {k: v for k, v in peaks.items() if k != "explainer"}, note=PEER_METRICS.get(peer, ""))

@@ -1,0 +1,116 @@
+"""The peer libraries' implementations of our methods and metrics, behind one call signature.
+
+Used only by the speed harness (they are test extras: ``pip install -e ".[test]"``). Every
+adapter is ``fn(images, targets, saliency) -> None`` and builds the peer's object inside the call
+and removes its hooks afterwards, so a peer's hooks never run during our measurements. Where a
+peer batches its perturbed forwards, it gets our chunk size, so both run the same protocol:
+
+* ``grad-cam`` (pytorch-grad-cam): GradCAM, GradCAMPlusPlus, XGradCAM, LayerCAM, HiResCAM,
+  ScoreCAM, AblationCAM, EigenCAM; DropInConfidence + IncreaseInConfidence for Average
+  Drop / Increase given the map.
+* ``torch-cam``: GradCAM, GradCAMpp, XGradCAM, LayerCAM, ScoreCAM, SmoothGradCAMpp; its
+  ``ClassificationMetric`` (Average Drop / Increase *including* its Grad-CAM map).
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable, Dict, Optional
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["GRAD_CAM", "PEERS", "TORCH_CAM", "peer_explainer", "peer_metric"]
+
+GRAD_CAM = {"gradcam": "GradCAM", "gradcampp": "GradCAMPlusPlus", "xgradcam": "XGradCAM", "layercam": "LayerCAM",
+            "hirescam": "HiResCAM", "scorecam": "ScoreCAM", "ablationcam": "AblationCAM", "eigencam": "EigenCAM"}
+TORCH_CAM = {"gradcam": "GradCAM", "gradcampp": "GradCAMpp", "xgradcam": "XGradCAM", "layercam": "LayerCAM",
+             "scorecam": "ScoreCAM", "smoothgradcampp": "SmoothGradCAMpp"}
+#: metric adapters: name in our results -> what the peer computes
+PEER_METRICS = {"grad-cam": "average_drop+average_increase", "torch-cam": "gradcam+average_drop+average_increase"}
+PEERS = ("grad-cam", "torch-cam")
+
+Call = Callable[[Tensor, Tensor, Optional[Tensor]], None]
+
+
+def _import(peer: str):
+    try:
+        if peer == "grad-cam":
+            import pytorch_grad_cam
+            return pytorch_grad_cam
+        import torchcam.methods
+        return torchcam.methods
+    except ImportError as err:
+        raise SystemExit(f"The peer comparison needs the test extra: pip install -e '.[test]' ({err})") from err
+
+
+def peer_explainer(peer: str, name: str, model: nn.Module, layer: str, ours: object) -> Optional[Call]:
+    """``peer``'s implementation of explainer ``name`` on ``model``'s ``layer``, or ``None`` if it has none.
+
+    ``ours`` is our explainer: its ``chunk_size`` / ``n_samples`` / ``sigma`` are given to the peer.
+    """
+    table = GRAD_CAM if peer == "grad-cam" else TORCH_CAM
+    if name not in table:
+        return None
+    module = _import(peer)
+    cls = getattr(module, table[name])
+    chunk = getattr(ours, "chunk_size", None)
+    if peer == "grad-cam":
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+        def run(images: Tensor, targets: Tensor, saliency: Optional[Tensor] = None) -> None:
+            cam = cls(model=model, target_layers=[model.get_submodule(layer)])
+            if chunk is not None:
+                cam.batch_size = chunk
+            try:
+                cam(input_tensor=images, targets=[ClassifierOutputTarget(int(c)) for c in targets])
+            finally:
+                cam.activations_and_grads.release()
+        return run
+
+    kwargs = {}
+    if name == "scorecam":
+        kwargs["batch_size"] = chunk
+    if name == "smoothgradcampp":
+        kwargs.update(num_samples=ours.n_samples, std=ours.sigma)
+
+    def run_torchcam(images: Tensor, targets: Tensor, saliency: Optional[Tensor] = None) -> None:
+        extractor = cls(model, target_layer=layer, input_shape=tuple(images.shape[1:]), **kwargs)
+        try:
+            with torch.set_grad_enabled(name != "scorecam"):
+                scores = model(images)
+            extractor(class_idx=targets.tolist(), scores=scores)
+        finally:
+            extractor.remove_hooks()
+    return run_torchcam
+
+
+def peer_metric(peer: str, model: nn.Module, layer: str) -> Call:
+    """``peer``'s Average Drop + Average Increase (see :data:`PEER_METRICS` for what each includes)."""
+    module = _import(peer)
+    if peer == "grad-cam":
+        from pytorch_grad_cam.metrics.cam_mult_image import DropInConfidence, IncreaseInConfidence
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+        def run(images: Tensor, targets: Tensor, saliency: Optional[Tensor] = None) -> None:
+            cams = saliency.cpu().numpy()
+            wanted = [ClassifierOutputSoftmaxTarget(int(c)) for c in targets]
+            with torch.no_grad():
+                DropInConfidence()(images, cams, wanted, model)
+                IncreaseInConfidence()(images, cams, wanted, model)
+        return run
+
+    from torchcam.metrics import ClassificationMetric
+
+    def run_torchcam(images: Tensor, targets: Tensor, saliency: Optional[Tensor] = None) -> None:
+        extractor = module.GradCAM(model, target_layer=layer, input_shape=tuple(images.shape[1:]))
+        try:
+            ClassificationMetric(extractor, partial(torch.softmax, dim=-1)).update(images, class_idx=targets.tolist())
+        finally:
+            extractor.remove_hooks()
+    return run_torchcam
+
+
+def peer_calls(name: str, model: nn.Module, layer: str, ours: object) -> Dict[str, Call]:
+    """Every peer's implementation of explainer ``name`` (peers without it are left out)."""
+    calls = {peer: peer_explainer(peer, name, model, layer, ours) for peer in PEERS}
+    return {peer: call for peer, call in calls.items() if call is not None}

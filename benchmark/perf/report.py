@@ -1,0 +1,112 @@
+"""Markdown of the speed harness: per backbone an explainer and a metric table, the options, the targets."""
+from __future__ import annotations
+
+import argparse
+from typing import Dict, List, Optional, Sequence
+
+from benchmark.perf.floors import GRADIENT_CAMS
+from benchmark.perf.measure import Row
+from benchmark.perf.options import OptionRow
+from benchmark.perf.peers import PEERS
+from benchmark.perf.timing import run_header
+
+__all__ = ["render", "targets"]
+
+HEADERS = ["item", "batch", "floor passes / img", "floor ms", "ours ms", "efficiency", "ours / forward",
+           *(f"{p} ms" for p in PEERS), *(f"ours / {p}" for p in PEERS), "peak MiB ours", *(f"peak MiB {p}" for p in
+                                                                                            PEERS)]
+
+
+def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    return a / b if a is not None and b else None
+
+
+def _table_rows(rows: Sequence[Row]) -> List[list]:
+    out = []
+    for r in rows:
+        out.append([r.item, r.batch, r.cost.describe(), None if r.floor is None else r.floor * 1e3, r.ours * 1e3,
+                    _ratio(r.floor, r.ours), r.ours / r.forward,
+                    *(r.peers[p] * 1e3 if p in r.peers else None for p in PEERS),
+                    *(_ratio(r.ours, r.peers.get(p)) for p in PEERS),
+                    r.peak.get("ours"), *(r.peak.get(p) for p in PEERS)])
+    return out
+
+
+def targets(rows: Sequence[Row], options: Sequence[OptionRow]) -> List[str]:
+    """One line per target of the performance issue: the measured extreme and whether it is met."""
+    lines = []
+
+    def line(text: str, value: Optional[float], ok: Optional[bool]) -> None:
+        if value is not None:
+            lines.append(f"- {text}: **{value:.3g}** -- {'met' if ok else 'NOT met'}")
+
+    grad = [r.ours / r.forward for r in rows if r.item in GRADIENT_CAMS]
+    line("gradient CAMs, worst ours / plain forward (target <= 1.2)", max(grad, default=None),
+         max(grad, default=0) <= 1.2)
+    score = [r for r in rows if r.item == "scorecam"]
+    ratios = [_ratio(r.ours, r.peers.get("grad-cam")) for r in score]
+    ratios = [x for x in ratios if x is not None]
+    line("Score-CAM float32, worst ours / grad-cam ScoreCAM (target <= 0.5)", max(ratios, default=None),
+         max(ratios, default=1) <= 0.5)
+    effs = [r.floor / r.ours for r in score if r.floor]
+    line("Score-CAM, worst efficiency (target >= 0.9)", min(effs, default=None), min(effs, default=0) >= 0.9)
+    best: Dict[str, List[float]] = {}
+    for o in options:
+        if o.item == "scorecam" and o.peer:
+            best.setdefault(o.option, []).append(o.peer)
+    if best:
+        worst = {name: max(v) for name, v in best.items()}
+        name = min(worst, key=worst.get)
+        line(f"Score-CAM with {name}, worst ours / grad-cam ScoreCAM (target <= 0.5)", worst[name],
+             worst[name] <= 0.5)
+    metric_items = _metric_items(rows)
+    metric = [(r.floor / r.ours, r) for r in rows if r.floor and r.item in metric_items]
+    if metric:
+        value, worst_row = min(metric, key=lambda pair: pair[0])
+        line(f"metrics, worst efficiency ({worst_row.backbone} {worst_row.item}, batch {worst_row.batch}; "
+             "target >= 0.9)", value, value >= 0.9)
+    return lines
+
+
+def render(rows: Sequence[Row], options: Sequence[OptionRow], args: argparse.Namespace, command: str,
+           seconds: float) -> str:
+    """The committed results file."""
+    from tabulate import tabulate
+
+    def table(data: List[list], headers: List[str]) -> str:
+        return tabulate(data, headers=headers, tablefmt="pipe", floatfmt=".3g", missingval="")
+
+    lines = [f"# Speed: every explainer and metric against its forward-pass floor and the peers ({args.size}x"
+             f"{args.size}, random init)", "", *run_header(command, seconds, args.device),
+             f"- batch sizes {args.batch_sizes} ({args.repeats} alternated rounds, medians); Score-CAM, Ablation-CAM, "
+             f"deletion and insertion on {args.perturb_images} image(s) ({args.perturb_repeats} rounds); times are "
+             "per image", "- floor passes: F(b) = plain batched forward at batch b, G(b) = forward + backward from "
+             "the logits to the target layer, T(b) = the layers after the target layer, E(b) = one explainer call; "
+             "all timed in the same rounds; efficiency = floor / ours", "", "## Targets", "",
+             *targets(rows, options), ""]
+    metric_names = set(_metric_items(rows))
+    for backbone in dict.fromkeys(r.backbone for r in rows):
+        mine = [r for r in rows if r.backbone == backbone]
+        lines += [f"## {backbone}", "", "### Explainers", "",
+                  table(_table_rows([r for r in mine if r.item not in metric_names]), HEADERS), "",
+                  "### Metrics (given the Grad-CAM map; `+`: computed together)", "",
+                  table(_table_rows([r for r in mine if r.item in metric_names]), HEADERS), ""]
+        notes = {r.note for r in mine if r.note}
+        if notes:
+            lines += ["Peers' metrics: " + "; ".join(sorted(f"`{n}`" for n in notes)), ""]
+    if options:
+        lines += ["## Options", "", "Ratio = option / default (below 1: faster); diff = largest absolute difference of "
+                  "the option's output (maps in [0, 1], logits or probabilities) from the default's.", "",
+                  table([[o.backbone, o.item, o.batch, o.option, o.default * 1e3, o.ours * 1e3, o.ours / o.default,
+                          o.peer, o.diff, o.one_off] for o in options],
+                        ["backbone", "item", "batch", "option", "default ms", "option ms", "ratio",
+                         "option / grad-cam", "diff", "one-off s"]), "",
+                  "`option / grad-cam` = ratio x (ours / grad-cam of the default in the main table).", ""]
+    return "\n".join(lines) + "\n"
+
+
+def _metric_items(rows: Sequence[Row]) -> Dict[str, None]:
+    from benchmark.metrics import list_metrics
+
+    names = set(list_metrics())
+    return {r.item: None for r in rows if set(r.item.split("+")) & names}
