@@ -175,3 +175,29 @@ def test_a_user_method_from_a_file_is_ranked_in_the_leaderboard(tmp_path, capsys
     board = (tmp_path / "out" / "leaderboard.md").read_text()
     assert "| mycam |" in board and "| gradcam |" in board
     assert set(pd.read_csv(tmp_path / "out" / "results.csv")["method"]) == {"gradcam", "mycam"}
+
+
+def test_bf16_mixed_precision_and_compiled_perturbations_run_end_to_end(reference, tmp_path):
+    """`--trainer.precision bf16-mixed` (autocast around predict_step) and Score-CAM's / the curves' `compile`
+    option give a complete results.csv; bf16 moves the values only by rounding, compile not at all (float32)."""
+    out = tmp_path / "bf16"
+    assert main(["run", *SMALL, "--backbones", "[synthetic/res_cnn]", "--out", str(out),
+                 "--trainer.precision", "bf16-mixed"]) == 0
+    ref = pd.read_csv(reference / "results.csv")
+    ref = ref[ref["backbone"] == "synthetic/res_cnn"].set_index(["method", "metric"])
+    bf16 = pd.read_csv(out / "results.csv").set_index(["method", "metric"])
+    assert list(bf16.index) == list(ref.index) and (bf16["n"] == ref["n"]).all()
+    assert bf16["value"].notna().sum() == ref["value"].notna().sum()
+    # probabilities in [0, 1]: AUCs and pointing rates move by bf16 rounding only
+    for metric in ("deletion", "insertion"):
+        assert (bf16.xs(metric, level="metric")["value"] - ref.xs(metric, level="metric")["value"]).abs().max() < 0.05
+    fast = tmp_path / "compiled"
+    assert main(["run", *SMALL, "--backbones", "[synthetic/res_cnn]", "--out", str(fast), "--explainers",
+                 "[scorecam]", "--metrics", "[deletion, insertion]", "--explainer_args", "{scorecam: {compile: true}}",
+                 "--metric_args", "{deletion: {compile: true, steps: 4}, insertion: {compile: true, steps: 4}}"]) == 0
+    plain = tmp_path / "plain"
+    assert main(["run", *SMALL, "--backbones", "[synthetic/res_cnn]", "--out", str(plain), "--explainers",
+                 "[scorecam]", "--metrics", "[deletion, insertion]",
+                 "--metric_args", "{deletion: {steps: 4}, insertion: {steps: 4}}"]) == 0
+    compiled = pd.read_csv(fast / "results.csv")["value"]
+    assert (compiled - pd.read_csv(plain / "results.csv")["value"]).abs().max() < 1e-5

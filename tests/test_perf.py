@@ -1,0 +1,116 @@
+"""The speed harness: floors (hand-counted), timing and memory helpers, peer adapters, compiled copies, a smoke run."""
+import math
+import time
+
+import pytest
+import torch
+from torch import nn
+from torchvision.models import resnet18
+
+from benchmark.explainers import create_explainer, list_explainers
+from benchmark.explainers.fastpath import InferenceCopy
+from benchmark.metrics import create_metric, list_metrics
+from benchmark.perf import harness, timing
+from benchmark.perf.floors import Cost, explainer_cost, metric_cost
+from benchmark.perf.peers import PEERS, peer_calls, peer_metric
+
+
+@pytest.mark.parametrize("name", list_explainers())
+def test_every_registered_explainer_has_a_floor(name):
+    explainer = create_explainer(name, resnet18(num_classes=4), input_size=(3, 32, 32))
+    cost = explainer_cost(name, 4, 512, explainer)
+    assert all(count > 0 and batch > 0 for count, _, batch in cost.terms)
+
+
+@pytest.mark.parametrize("name", list_metrics())
+def test_every_registered_metric_has_a_floor(name):
+    cost = metric_cost(name, 4, create_metric(name), (224, 224), top_k=5)
+    assert all(count > 0 and batch > 0 for count, _, batch in cost.terms)
+
+
+def test_floors_count_the_protocols_passes_by_hand():
+    score = create_explainer("scorecam", resnet18(num_classes=4), chunk_size=16)
+    assert explainer_cost("scorecam", 8, 2048, score).terms == ((1, "forward", 8), (2048, "forward", 16))
+    smooth = create_explainer("smoothgradcampp", resnet18(num_classes=4), n_samples=7)
+    assert explainer_cost("smoothgradcampp", 2, 512, smooth).terms == ((1, "forward", 2), (7, "grad", 2))
+    ablation = create_explainer("ablationcam", resnet18(num_classes=4), chunk_size=64)
+    assert explainer_cost("ablationcam", 1, 512, ablation).describe() == "1 F(1) + 512 T(64)"
+    # RISE default on 224 x 224: 224 pixels per step -> 224 perturbed forwards per curve
+    assert metric_cost("deletion", 4, create_metric("deletion"), (224, 224)).terms == ((224, "forward", 64),)
+    assert metric_cost("insertion", 4, create_metric("insertion", steps=16, chunk_size=8), (224, 224)).terms == \
+        ((16, "forward", 8),)
+    assert metric_cost("insertion", 4, create_metric("insertion", pixels_per_step=1000), (224, 224)).terms[0][0] == \
+        math.ceil(224 * 224 / 1000)
+    assert metric_cost("localization_error", 4, None, (224, 224), top_k=5).terms == ((4, "explainer", 4),)
+    # 1 forward at 20 ms + 512 forwards at 10 ms per image
+    assert Cost(((1, "forward", 1), (512, "forward", 32))).seconds({("forward", 1): 0.02, ("forward", 32): 0.01}) \
+        == pytest.approx(5.14)
+    with pytest.raises(KeyError, match="No floor"):
+        explainer_cost("unknown", 1, 1, None)
+
+
+def test_median_time_alternates_warms_up_and_takes_medians(monkeypatch):
+    clock = iter([0, 1, 10, 13, 20, 22, 30, 35, 40, 41, 50, 53])  # a: 1, 2, 1 ; b: 3, 5, 3
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: next(clock))
+    calls = []
+    result = timing.median_time({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3,
+                                warmup={"b": lambda: calls.append("warm b")})
+    assert calls == ["a", "warm b", "a", "b", "a", "b", "a", "b"]
+    assert result == {"a": 1, "b": 3}
+    with pytest.raises(ValueError, match="repeats"):
+        timing.median_time({"a": lambda: None}, repeats=0)
+
+
+def test_peak_memory_sees_an_allocation_and_its_absence():
+    big = timing.peak_memory_mib(lambda: torch.ones(64, 1024, 1024).sum())  # 256 MiB
+    if big is None:
+        pytest.skip("no /proc peak-RSS reset on this platform")
+    small = timing.peak_memory_mib(lambda: torch.ones(16).sum())
+    assert 200 < big < 400 and small < 50
+
+
+@pytest.mark.parametrize("name", ["gradcam", "scorecam", "smoothgradcampp", "ablationcam"])
+def test_peer_adapters_run_and_leave_no_hooks(name):
+    torch.manual_seed(0)
+    model = resnet18(num_classes=5).eval()
+    kwargs = {"chunk_size": 64} if name in ("scorecam", "ablationcam") else {}
+    ours = create_explainer(name, model, input_size=(3, 32, 32), **kwargs)
+    x, t = torch.randn(2, 3, 32, 32), torch.tensor([1, 3])
+    calls = peer_calls(name, model, ours.target_layer, ours)
+    assert set(calls) <= set(PEERS) and calls
+    for call in calls.values():
+        call(x, t, None)
+    for peer in PEERS:
+        peer_metric(peer, model, ours.target_layer)(x, t, ours(x, t))
+    assert all(not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks for m in model.modules())
+
+
+def test_compiled_inference_copy_equals_the_eager_copy_and_runs_smaller_batches_uncompiled():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, 3)).eval()
+    eager, compiled = InferenceCopy(model), InferenceCopy(model, compile=True)
+    x = torch.randn(6, 3, 16, 16)
+    with torch.inference_mode():
+        assert torch.allclose(compiled(x), model(x), atol=1e-5) and torch.allclose(compiled(x), eager(x), atol=1e-6)
+        start = time.perf_counter()
+        small = compiled(x[:2])  # smaller than the compiled batch: the uncompiled copy, no new compilation
+        assert time.perf_counter() - start < 1.0
+        assert torch.allclose(small, model(x[:2]), atol=1e-5)
+    scores = [create_explainer("scorecam", model, input_size=(3, 16, 16), chunk_size=4, compile=c)
+              for c in (False, True)]
+    assert torch.allclose(scores[0](x[:3]), scores[1](x[:3]), atol=1e-5)
+
+
+def test_harness_smoke_run_writes_the_results_file(tmp_path):
+    out = tmp_path / "speed.md"
+    harness.main(["--backbones", "resnet18", "--size", "32", "--batch-sizes", "2", "--repeats", "1",
+                  "--perturb-repeats", "1", "--explainers", "gradcam", "scorecam", "fakecam", "--metrics",
+                  "average_drop", "average_increase", "deletion", "complexity", "--options-backbones", "--out",
+                  str(out)])
+    text = out.read_text()
+    for part in ("- command: `python -m benchmark.perf.harness --backbones resnet18", "- machine: ", "## Targets",
+                 "gradient CAMs, worst ours / plain forward", "## resnet18", "### Explainers", "### Metrics",
+                 "| scorecam ", "1 F(1) + 512 F(32)", "| average_drop+average_increase ", "| deletion ",
+                 "ours / grad-cam", "ours / torch-cam", "peak MiB ours"):
+        assert part in text, part
