@@ -72,7 +72,7 @@ class InferenceCopy:
         if self._copy is None or key != self._key:
             self._copy, self._key = self._build(), key
         images = images.contiguous(memory_format=torch.channels_last)
-        if len(images) < self._batch:
+        if self.compile and len(images) < self._batch:  # a smaller batch than compiled for: uncompiled
             return self._eager(images)
         self._batch = len(images)
         return self._copy(images)

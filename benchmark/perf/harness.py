@@ -47,20 +47,16 @@ def measure_backbone(name: str, args: argparse.Namespace) -> tuple[List[Row], Li
     device = torch.device(args.device)
     model, _ = create_backbone(name)
     model = model.to(device).eval().requires_grad_(True)  # as users run grad-cam (it fills parameter .grad)
-    layer = create_explainer("gradcam", model).target_layer
-    bench = Bench(name, model, layer, args.size, device, args.repeats, args.seed, args.pause)
+    gradcam = create_explainer("gradcam", model)  # its layer is every explainer's default; its maps feed the metrics
+    bench = Bench(name, model, gradcam.target_layer, args.size, device, args.repeats, args.seed, args.pause)
     rows: List[Row] = []
     explainers = [e for e in args.explainers if e not in PERTURBATION_EXPLAINERS]
     metrics = [m for m in args.metrics if m not in PERTURBATION_METRICS]
     for batch in args.batch_sizes:
-        maps = None
         for explainer in explainers:
-            row, out = bench.explainer_row(explainer, batch)
-            rows.append(row)
-            maps = out if explainer == "gradcam" else maps
-            _log(row)
-        if maps is None:
-            maps = create_explainer("gradcam", model)(*bench.inputs(batch))
+            rows.append(bench.explainer_row(explainer, batch))
+            _log(rows[-1])
+        maps = gradcam(*bench.inputs(batch))
         for metric in metrics:
             rows.append(bench.metric_row((metric,), batch, maps))
             _log(rows[-1])
@@ -71,10 +67,9 @@ def measure_backbone(name: str, args: argparse.Namespace) -> tuple[List[Row], Li
             _log(rows[-2], rows[-1])
     batch = args.perturb_images
     for explainer in (e for e in args.explainers if e in PERTURBATION_EXPLAINERS):
-        row, _ = bench.explainer_row(explainer, batch, small_warmup=True, repeats=args.perturb_repeats)
-        rows.append(row)
-        _log(row)
-    curve_maps = create_explainer("gradcam", model)(*bench.inputs(batch))
+        rows.append(bench.explainer_row(explainer, batch, small_warmup=True, repeats=args.perturb_repeats))
+        _log(rows[-1])
+    curve_maps = gradcam(*bench.inputs(batch))
     for metric in (m for m in args.metrics if m in PERTURBATION_METRICS):
         rows.append(bench.metric_row((metric,), batch, curve_maps, repeats=args.perturb_repeats,
                                      warmup=lambda ms: _build_copies(ms, model, bench.inputs(1)[0])))

@@ -71,7 +71,7 @@ class Bench:
 
     def unit(self, unit: str, batch: int) -> Callable[[], object]:
         """A call that runs one floor unit on ``batch`` images (see :mod:`benchmark.perf.floors`)."""
-        images = self._images[:batch].clone() if batch <= 64 else self._images[:1].repeat(batch, 1, 1, 1)
+        images = self._images[:batch] if batch <= 64 else self._images[:1].repeat(batch, 1, 1, 1)
         targets = self._targets[:1].repeat(batch) if batch > 64 else self._targets[:batch]
         if unit == "forward":
             def forward():
@@ -112,52 +112,43 @@ class Bench:
 
     # ------------------------------------------------------------------------------ rows
     def _timed(self, cost: Cost, calls: Dict[str, Callable[[], object]], batch: int,
-               warmup: Optional[Dict[str, Callable[[], object]]] = None, repeats: Optional[int] = None,
-               extra_units: Tuple[Tuple[str, int], ...] = ()) -> Tuple[Dict[str, float], Dict, Dict]:
-        units = {f"unit {u} {b}": self.unit(u, b) for u, b in {*cost.units(), ("forward", batch), *extra_units}
-                 if u != "explainer"}
+               warmup: Optional[Dict[str, Callable[[], object]]] = None,
+               repeats: Optional[int] = None) -> Tuple[Dict[str, float], Dict, Dict]:
+        """Time ``calls`` with the cost's units (and the plain forward at ``batch``) in the same rounds; the
+        units' seconds per image keyed ``(unit, batch)``. ``explainer`` units are timed by the caller."""
+        keys = {(u, b) for u, b in {*cost.units(), ("forward", batch)} if u != "explainer"}
+        units = {f"unit {u} {b}": self.unit(u, b) for u, b in keys}
         peaks: Dict[str, Optional[float]] = {}
         t = median_time({**units, **calls}, repeats or self.repeats, self.sync, warmup, peaks, self.device,
                         self.pause)
-        sizes = {(u, b): b for u, b in {*cost.units(), ("forward", batch), *extra_units}}
-        per_image = {key: t[f"unit {key[0]} {key[1]}"] / n for key, n in sizes.items() if key[0] != "explainer"}
-        return t, per_image, peaks
+        return t, {(u, b): t[f"unit {u} {b}"] / b for u, b in keys}, peaks
 
-    def explainer_row(self, name: str, batch: int, kwargs: Optional[dict] = None, peers: bool = True,
-                      label: Optional[str] = None, small_warmup: bool = False,
-                      warmup: Optional[Callable[[object], Callable[[], object]]] = None,
-                      repeats: Optional[int] = None) -> Tuple[Row, Tensor]:
-        """Our explainer ``name`` (and the peers' unless ``peers=False``) on ``batch`` images; returns the
-        row and our maps. ``small_warmup`` warms up on a 64 x 64 image instead of a full call."""
+    def explainer_row(self, name: str, batch: int, small_warmup: bool = False,
+                      repeats: Optional[int] = None) -> Row:
+        """Our explainer ``name`` and the peers' on ``batch`` images. ``small_warmup`` warms up on a
+        64 x 64 image instead of a full call (for the perturbation methods)."""
         x, t = self.inputs(batch)
-        ours = create_explainer(name, self.model, **(kwargs or {}))
+        ours = create_explainer(name, self.model)
         cost = explainer_cost(name, batch, self.channels, ours)
-        calls = {"ours": lambda: ours(x, t)}
-        if peers:
-            calls.update({peer: (lambda fn=fn: fn(x, t, None))
-                          for peer, fn in peer_calls(name, self.model, ours.target_layer, ours).items()})
-        warm = {}
+        peers = peer_calls(name, self.model, ours.target_layer, ours)
+        calls = {"ours": lambda: ours(x, t), **{p: (lambda fn=fn: fn(x, t, None)) for p, fn in peers.items()}}
+        warm = None
         if small_warmup:
             small = torch.randn(1, 3, 64, 64, device=self.device)
-            warm = {key: (lambda fn=fn: fn(small, t[:1], None)) for key, fn in
-                    peer_calls(name, self.model, ours.target_layer, ours).items() if key in calls}
-            warm["ours"] = lambda: ours(small, t[:1])
-        if warmup is not None:
-            warm["ours"] = warmup(ours)
+            warm = {"ours": lambda: ours(small, t[:1]),
+                    **{p: (lambda fn=fn: fn(small, t[:1], None)) for p, fn in peers.items()}}
         times, units, peaks = self._timed(cost, calls, batch, warm, repeats)
-        row = Row(self.backbone, batch, label or name, cost, cost.seconds(units) if cost.terms else None,
-                  times["ours"] / batch, units[("forward", batch)],
-                  {p: times[p] / batch for p in calls if p != "ours"}, peaks)
-        return row, ours(x, t)
+        return Row(self.backbone, batch, name, cost, cost.seconds(units) if cost.terms else None,
+                   times["ours"] / batch, units[("forward", batch)], {p: times[p] / batch for p in peers}, peaks)
 
-    def metric_row(self, names: Tuple[str, ...], batch: int, maps: Tensor, kwargs: Optional[dict] = None,
-                   peer: Optional[str] = None, top_k: int = 5, label: Optional[str] = None,
-                   with_explainer: bool = False, repeats: Optional[int] = None,
+    def metric_row(self, names: Tuple[str, ...], batch: int, maps: Tensor, peer: Optional[str] = None,
+                   top_k: int = 5, label: Optional[str] = None, with_explainer: bool = False,
+                   repeats: Optional[int] = None,
                    warmup: Optional[Callable[[object], Callable[[], object]]] = None) -> Row:
         """Our metrics ``names`` updated through ``ExplainerModule`` on the Grad-CAM ``maps`` of ``batch``
         images (``with_explainer``: the Grad-CAM call included), optionally beside a peer's."""
         x, t = self.inputs(batch)
-        module = ExplainerModule(self.model, ["gradcam"], metrics={n: dict(kwargs or {}) for n in names},
+        module = ExplainerModule(self.model, ["gradcam"], metrics=list(names),
                                  top_k=top_k, keep_maps=False)
         explainer = module.explainers["gradcam"]
         metrics = [module.metrics[f"gradcam/{n}"] for n in names]
@@ -170,13 +161,9 @@ class Bench:
         raw = torch.ones(batch, device=self.device)
 
         def update():
-            if with_explainer:
-                fresh = explainer(x, t)
-                module._update_metrics(metrics, explainer, batch_dict, x, t, torch.arange(batch), (fresh, raw),
-                                       probs, full)
-            else:
-                module._update_metrics(metrics, explainer, batch_dict, x, t, torch.arange(batch), (maps, raw),
-                                       probs, full)
+            current = explainer(x, t) if with_explainer else maps
+            module._update_metrics(metrics, explainer, batch_dict, x, t, torch.arange(batch), (current, raw),
+                                   probs, full)
 
         costs = [metric_cost(n, batch, m, (self.size, self.size), top_k) for n, m in zip(names, metrics)]
         # what several metrics need is computed once per batch (e.g. the explanation forward): identical terms once
