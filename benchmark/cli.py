@@ -26,7 +26,7 @@ import pytorch_lightning as pl
 from tabulate import tabulate
 
 from benchmark.backbones import create_backbone, list_backbones
-from benchmark.explainers import PAPER_LAYERS, describe_explainer, list_explainers
+from benchmark.explainers import PAPER_LAYERS, default_explainers, describe_explainer, list_explainers
 from benchmark.module import ExplainerModule
 
 __all__ = ["main", "summarize"]
@@ -84,7 +84,7 @@ def _demo(args: Any) -> int:
     from datamodules import RandomImagesDataModule
 
     model, prep = create_backbone(args.backbone, weights=args.weights)
-    explainers = _explainers(args.explainers) or list_explainers()
+    explainers = _explainers(args.explainers) or default_explainers()
     options = {name: {"chunk_size": args.chunk_size} for name in explainers if name in ("scorecam", "ablationcam")}
     module = ExplainerModule(model, {name: options.get(name, {}) for name in explainers},
                              target="prediction", input_size=prep.input_size)
@@ -103,18 +103,18 @@ def _demo(args: Any) -> int:
 
 
 def _explainers(value: str) -> Optional[List[str]]:
-    """``"a,b"`` -> those; ``"+a,b"`` -> every registered explainer plus those; ``""`` -> None (all).
+    """``"a,b"`` -> those; ``"+a,b"`` -> the default explainers plus those; ``""`` -> None (the defaults).
 
     Example:
         >>> _explainers("gradcam,my_cam.py:MyCAM")
         ['gradcam', 'my_cam.py:MyCAM']
-        >>> _explainers("+my_cam.py:MyCAM")[-1], len(_explainers("+my_cam.py:MyCAM")) == len(list_explainers()) + 1
+        >>> _explainers("+my_cam.py:MyCAM")[-1], len(_explainers("+my_cam.py:MyCAM")) == len(default_explainers()) + 1
         ('my_cam.py:MyCAM', True)
     """
     if not value:
         return None
     specs = [s for s in value.lstrip("+").split(",") if s]
-    return list_explainers() + specs if value.startswith("+") else specs
+    return default_explainers() + specs if value.startswith("+") else specs
 
 
 def _run(args: Any) -> int:

@@ -35,6 +35,7 @@ them with :func:`merge_records`, which sorts by dataset index and refuses duplic
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections import Counter
 from typing import (
@@ -58,7 +59,7 @@ from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor, nn
 from torch.utils.data import DistributedSampler
 
-from benchmark.explainers import create_explainer, list_explainers, resolve_explainer
+from benchmark.explainers import create_explainer, default_explainers, resolve_explainer
 from benchmark.metrics import MetricInputs, create_metric
 from datamodules.shards import current_shard
 
@@ -74,7 +75,8 @@ class ExplainerModule(pl.LightningModule):
         model: the classifier (``(B, C, H, W) -> (B, K)`` logits), e.g. from ``create_backbone``.
         explainers: registered names or user specs (``"my_cam.py:MyCAM"``, ``"pkg.mod:MyCAM"``, see
             :mod:`benchmark.explainers.plugins`), or a mapping of those -> keyword arguments;
-            ``None`` runs every registered explainer.
+            ``None`` runs :func:`~benchmark.explainers.default_explainers` (every registered CAM method and baseline;
+            the pixel-attribution methods run only when named).
         target: ``"label"`` explains the batch's ``label``; ``"prediction"`` the top-1 class.
         keep_maps: return the saliency maps (on CPU) in the records; False drops them; a collection of
             dataset indices keeps only those samples' maps (e.g. the first few, for figures).
@@ -102,7 +104,7 @@ class ExplainerModule(pl.LightningModule):
         super().__init__()
         if target not in _TARGETS:
             raise ValueError(f"Expected `target` to be one of {_TARGETS}, but got {target!r}.")
-        config = _as_config(list_explainers() if explainers is None else explainers, "explainers")
+        config = _as_config(default_explainers() if explainers is None else explainers, "explainers")
         config = {resolve_explainer(spec): kwargs for spec, kwargs in config.items()}  # files, modules, plugins
         if not config:
             raise ValueError("Expected at least one explainer, but got none.")
@@ -243,6 +245,8 @@ class ExplainerModule(pl.LightningModule):
                 inputs.expl_probs = expl.gather(1, targets[:, None]).squeeze(1)
             if "expl_saliency" in needs:
                 inputs.expl_saliency = explainer(explanation, targets, indices=indices)
+        if "explain" in needs:  # maps of other classes / perturbed inputs, seeded like the batch's own maps
+            inputs.explain = functools.partial(_explain_with, explainer, indices)
         if "topk" in needs:
             k = min(self.top_k, probs.shape[1])
             inputs.topk_classes = probs.topk(k, dim=1).indices
@@ -315,6 +319,15 @@ def _as_config(value: Config, what: str) -> Dict[str, Dict[str, Any]]:
     if isinstance(value, Mapping):
         return {name: dict(kwargs or {}) for name, kwargs in value.items()}
     return {name: {} for name in value}
+
+
+def _explain_with(explainer, batch_indices: Tensor, images: Tensor, classes: Tensor,
+                  indices: Optional[Tensor] = None) -> Tensor:
+    """``MetricInputs.explain``: ``explainer(images, classes)`` with the batch's dataset indices when ``images``
+    is the batch (or a perturbed copy of it) and ``indices`` is not given."""
+    if indices is None and len(images) == len(batch_indices):
+        indices = batch_indices
+    return explainer(images, classes, indices=indices)
 
 
 def _as_lists(*tensors: Tensor) -> List[Tuple]:

@@ -22,7 +22,7 @@ import timm
 import torchvision
 
 from benchmark.backbones import list_backbones
-from benchmark.explainers import list_explainers, resolve_explainer
+from benchmark.explainers import default_explainers, resolve_explainer
 from benchmark.metrics import create_metric, list_metrics
 from benchmark.metrics.functional._common import check_choice
 from benchmark.offline import OFFLINE_DEFAULTS
@@ -44,7 +44,8 @@ class RunConfig:
         data: registered datamodule name (``cam-bench list``).
         data_args: its keyword arguments (e.g. ``root``, ``split``); ``None``: the offline default data
             for ``synthetic`` (96 ``val`` images of 128 x 128), the datamodule's defaults otherwise.
-        backbones: ``synthetic/<name>``, ``torchvision/<name>``, ``timm/<name>`` or a bare torchvision/timm name.
+        backbones: ``synthetic/<name>``, ``digits/<name>``, ``torchvision/<name>``, ``timm/<name>`` or a bare
+            torchvision/timm name.
         weights: ``None`` (random init; the shipped checkpoint for ``synthetic/``), ``"default"`` (the local
             torch-hub / Hugging Face cache, never downloaded), ``"random"`` or a checkpoint path.
         num_classes: classifier size for random init or a checkpoint (default: the model's own).
@@ -73,7 +74,7 @@ class RunConfig:
     backbones: List[str] = field(default_factory=lambda: list(OFFLINE_DEFAULTS["backbones"]))
     weights: Optional[str] = None
     num_classes: Optional[int] = None
-    explainers: List[str] = field(default_factory=list_explainers)
+    explainers: List[str] = field(default_factory=default_explainers)
     explainer_args: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     metrics: List[str] = field(default_factory=list_metrics)
     metric_args: Optional[Dict[str, Dict[str, Any]]] = None
@@ -122,14 +123,14 @@ def _positive(value: Any, name: str, allow_zero: bool = False) -> None:
 def _check_backbone(name: str) -> None:
     """Fail on an unknown backbone name without building the model."""
     source, _, model = name.partition("/") if "/" in name else ("", "", name)
-    if source == "synthetic":
-        check_choice(model, "backbone synthetic/<name>", list_backbones("synthetic"))
+    if source in ("synthetic", "digits"):
+        check_choice(model, f"backbone {source}/<name>", list_backbones(source))
         return
     in_tv = model in torchvision.models.list_models()
     in_timm = timm.is_model(model.split(".")[0])
     if source not in ("", "torchvision", "timm"):
-        raise ValueError(f"Unknown backbone source {source!r} in {name!r}; valid: 'synthetic/', 'torchvision/', "
-                         "'timm/' or a bare name.")
+        raise ValueError(f"Unknown backbone source {source!r} in {name!r}; valid: 'synthetic/', 'digits/', "
+                         "'torchvision/', 'timm/' or a bare name.")
     if (source == "torchvision" and not in_tv) or (source == "timm" and not in_timm) or not (in_tv or in_timm):
         import difflib
 

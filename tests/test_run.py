@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from benchmark.cli import _run_parser, main
-from benchmark.explainers import list_explainers
+from benchmark.explainers import default_explainers
 
 SMALL = ["--data_args", "{size: 12}", "--batch_size", "3", "--explainers", "[gradcam, center]", "--bootstrap", "50",
          "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"]
@@ -154,11 +154,11 @@ def test_config_file_print_config_and_list_append(tmp_path, capsys):
         main(["run", "--print_config"])
     assert exit_info.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["explainers"] == list_explainers() and printed["trainer"]["num_nodes"] == 1
+    assert printed["explainers"] == default_explainers() and printed["trainer"]["num_nodes"] == 1
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({**printed, "batch_size": 7}))
     parsed = _run_parser().parse_args(["--config", str(tmp_path / "config.yaml"), "--explainers+=my_cam.py:MyCAM",
                                        "--trainer.devices", "2", "--trainer.precision", "bf16-mixed"])
-    assert parsed.batch_size == 7 and parsed.explainers == list_explainers() + ["my_cam.py:MyCAM"]
+    assert parsed.batch_size == 7 and parsed.explainers == default_explainers() + ["my_cam.py:MyCAM"]
     assert str(parsed.trainer.devices) == "2" and parsed.trainer.precision == "bf16-mixed"
 
 

@@ -1,8 +1,8 @@
 """CAM explainers behind a registry.
 
->>> from benchmark.explainers import create_explainer, list_explainers
->>> len(list_explainers())
-12
+>>> from benchmark.explainers import create_explainer, default_explainers, list_explainers
+>>> len(list_explainers()), len(default_explainers())
+(18, 12)
 
 Each method is registered by its module's import below (explicit, no ``import *``).
 """
@@ -13,8 +13,13 @@ from benchmark.explainers import (  # noqa: E402  (registration imports)
     fakecam,
     gradcam,
     gradcampp,
+    gradient_shap,
+    guided_backprop,
+    guided_gradcam,
     hirescam,
+    integrated_gradients,
     layercam,
+    occlusion,
     random_cam,
     scorecam,
     smoothgradcampp,
@@ -25,6 +30,7 @@ from benchmark.explainers.layers import PAPER_LAYERS, candidate_layers, resolve_
 from benchmark.explainers.plugins import load_entry_points, resolve_explainer
 from benchmark.explainers.registry import (
     create_explainer,
+    default_explainers,
     describe_explainer,
     list_explainers,
     register_explainer,
@@ -36,6 +42,7 @@ __all__ = [
     "PAPER_LAYERS",
     "candidate_layers",
     "create_explainer",
+    "default_explainers",
     "describe_explainer",
     "list_explainers",
     "load_entry_points",

@@ -94,6 +94,9 @@ class BaseExplainer:
     last_raw_max: Optional[Tensor] = None
     uses_gradients: ClassVar[bool] = True  #: ``weights`` needs ``CAMInputs.gradients``
     uses_layer: ClassVar[bool] = True  #: baselines that need no layer set this to False
+    #: part of the default method set of ``cam-bench run`` / ``ExplainerModule`` (:func:`default_explainers`);
+    #: the costly pixel-attribution methods run only when named
+    in_default_run: ClassVar[bool] = True
 
     def __init__(self, model: nn.Module, target_layer: Union[str, nn.Module, None] = None,
                  input_size: Sequence[int] = (3, 224, 224)) -> None:

@@ -13,7 +13,7 @@ from torch import nn
 
 from benchmark.explainers.base import BaseExplainer
 
-__all__ = ["create_explainer", "describe_explainer", "list_explainers", "register_explainer"]
+__all__ = ["create_explainer", "default_explainers", "describe_explainer", "list_explainers", "register_explainer"]
 
 _REGISTRY: Dict[str, Type[BaseExplainer]] = {}
 E = TypeVar("E", bound=Type[BaseExplainer])
@@ -67,6 +67,18 @@ def list_explainers() -> List[str]:
         ['ablationcam', 'center', 'eigencam']
     """
     return sorted(_REGISTRY)
+
+
+def default_explainers() -> List[str]:
+    """Sorted names of the explainers run when none are named (``in_default_run``): the CAM methods and
+    baselines; the pixel-attribution methods (guided backprop, integrated gradients, occlusion, ...) run
+    only when named.
+
+    Example:
+        >>> "gradcam" in default_explainers(), "occlusion" in default_explainers()
+        (True, False)
+    """
+    return sorted(name for name, cls in _REGISTRY.items() if cls.in_default_run)
 
 
 def _lookup(name: str) -> Type[BaseExplainer]:

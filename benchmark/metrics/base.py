@@ -40,7 +40,9 @@ class MetricInputs:
     box_labels: Optional[List[Tensor]] = None  #: per sample, the (N_i,) box classes
     difficult: Optional[Tensor] = None  #: ``(B,)`` bool, the data's "difficult" flag
     model: Optional[nn.Module] = None  #: need "model": the classifier (perturbation metrics)
-    explain: Optional[Callable[[Tensor, Tensor], Tensor]] = None  #: need "explain": (images, classes) -> maps
+    #: need "explain": ``explain(images, classes, indices=None) -> (N, H, W)`` maps of this explainer (the
+    #: batch's dataset indices are used when ``images`` has the batch's length and ``indices`` is None)
+    explain: Optional[Callable[..., Tensor]] = None
     expl_probs: Optional[Tensor] = None  #: need "expl_probs": ``(B,)`` probability of the target on x * CAM
     expl_saliency: Optional[Tensor] = None  #: need "expl_saliency": ``(B, H, W)`` CAM(x * CAM), same class
     topk_classes: Optional[Tensor] = None  #: need "topk": ``(B, k)`` top-k predicted classes

@@ -7,6 +7,8 @@ on the backbone in the same run as the methods (:mod:`benchmark.perf.harness`):
 * ``grad``: one forward plus the backward from the target logits to the target layer
   (``torch.autograd.grad``, no parameter gradients), per image: what a gradient CAM needs;
 * ``tail``: the layers after the target layer only, per image (Ablation-CAM's ablated forwards);
+* ``input``: one forward plus the backward from the target logits to the *input* (no parameter
+  gradients), per image: one gradient of the pixel-attribution methods (guided backprop, IG, SHAP);
 * ``explainer``: one call of the explainer itself, per image (a metric that re-runs it, e.g.
   Coherency on ``x * CAM``, or the maps of extra top-k classes).
 
@@ -43,8 +45,9 @@ class Cost:
     terms: Tuple[Tuple[float, str, int], ...] = ()
 
     def describe(self) -> str:
-        """The terms as text: F = forward, G = forward + backward to the layer, T = tail, E = explainer."""
-        letters = {"forward": "F", "grad": "G", "tail": "T", "explainer": "E"}
+        """The terms as text: F = forward, G = forward + backward to the layer, T = tail, I = forward + backward to
+        the input, E = explainer."""
+        letters = {"forward": "F", "grad": "G", "tail": "T", "input": "I", "explainer": "E"}
         return " + ".join(f"{count:g} {letters[unit]}({batch})" for count, unit, batch in self.terms) or "0"
 
     def units(self) -> Tuple[Tuple[str, int], ...]:
@@ -56,11 +59,11 @@ class Cost:
         return round(sum(count * unit_seconds[(unit, batch)] for count, unit, batch in self.terms), 12)
 
 
-def explainer_cost(name: str, batch: int, channels: int, explainer: object) -> Cost:
+def explainer_cost(name: str, batch: int, channels: int, explainer: object, size: Tuple[int, int] = (224, 224)) -> Cost:
     """The passes explainer ``name`` needs per image at batch size ``batch``.
 
-    ``channels`` is the target layer's channel count; ``explainer`` the instance (its ``chunk_size``
-    and ``n_samples`` are read).
+    ``channels`` is the target layer's channel count; ``explainer`` the instance (its ``chunk_size``,
+    ``n_samples``, ``steps`` and occlusion geometry are read); ``size`` the image's (H, W).
 
     Example:
         >>> class Score: chunk_size = 32
@@ -80,10 +83,25 @@ def explainer_cost(name: str, batch: int, channels: int, explainer: object) -> C
         "smoothgradcampp": lambda: Cost(((1, "forward", batch), (explainer.n_samples, "grad", batch))),
         "eigencam": lambda: Cost(((1, "forward", batch),)),
         "random": lambda: Cost(((1, "forward", batch),)),  # one hooked forward for the layer's grid
+        "guidedbackprop": lambda: Cost(((1, "input", batch),)),
+        "guidedgradcam": lambda: Cost(((1, "grad", batch), (1, "input", batch))),
+        "guidedgradcampp": lambda: Cost(((1, "grad", batch), (1, "input", batch))),
+        "integratedgradients": lambda: Cost(((explainer.steps, "input", chunk),)),
+        "gradientshap": lambda: Cost(((explainer.n_samples, "input", explainer.n_samples),)),
+        # the clean score, then one forward per patch position (captum batches chunk_size // batch per image)
+        "occlusion": lambda: _occlusion_cost(explainer, batch, size),
     }
     if name not in special:
         raise KeyError(f"No floor is defined for explainer {name!r}; add it to benchmark/perf/floors.py.")
     return special[name]()
+
+
+def _occlusion_cost(explainer, batch: int, size: Tuple[int, int]) -> Cost:
+    """The clean score, then one forward per patch position; captum evaluates ``chunk_size // batch`` positions of
+    every image per forward (at most all of them)."""
+    positions = explainer.positions(*size)
+    per_eval = min(max(1, explainer.chunk_size // batch), positions)
+    return Cost(((1, "forward", batch), (positions, "forward", batch * per_eval)))
 
 
 def metric_cost(name: str, batch: int, metric: object, size: Tuple[int, int], top_k: int = 2) -> Cost:

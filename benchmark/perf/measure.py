@@ -80,6 +80,11 @@ class Bench:
             return forward
         if unit == "grad":
             return lambda: self._grad_pass(images, targets)
+        if unit == "input":
+            def input_gradient():
+                x = images.detach().requires_grad_(True)
+                torch.autograd.grad(self.model(x).gather(1, targets[:, None]).sum(), x)
+            return input_gradient
         if unit == "tail":
             if self._split is None:  # Ablation-CAM falls back to whole forwards
                 return self.unit("forward", batch)
@@ -124,12 +129,12 @@ class Bench:
         return t, {(u, b): t[f"unit {u} {b}"] / b for u, b in keys}, peaks
 
     def explainer_row(self, name: str, batch: int, small_warmup: bool = False,
-                      repeats: Optional[int] = None) -> Row:
-        """Our explainer ``name`` and the peers' on ``batch`` images. ``small_warmup`` warms up on a
-        64 x 64 image instead of a full call (for the perturbation methods)."""
+                      repeats: Optional[int] = None, options: Optional[dict] = None) -> Row:
+        """Our explainer ``name`` (built with ``options``) and the peers' on ``batch`` images. ``small_warmup``
+        warms up on a 64 x 64 image instead of a full call (for the perturbation methods)."""
         x, t = self.inputs(batch)
-        ours = create_explainer(name, self.model)
-        cost = explainer_cost(name, batch, self.channels, ours)
+        ours = create_explainer(name, self.model, **(options or {}))
+        cost = explainer_cost(name, batch, self.channels, ours, tuple(x.shape[-2:]))
         peers = peer_calls(name, self.model, ours.target_layer, ours)
         calls = {"ours": lambda: ours(x, t), **{p: (lambda fn=fn: fn(x, t, None)) for p, fn in peers.items()}}
         warm = None

@@ -16,6 +16,7 @@ import torchvision
 from torch import nn
 
 from benchmark.explainers import create_explainer, list_explainers
+from benchmark.explainers.attribution import AttributionExplainer
 
 SIZE = 32
 NUM_CLASSES = 5
@@ -89,7 +90,8 @@ def make_explainer(name: str, model: nn.Module):
     Returns:
         The explainer.
     """
-    options = {"smoothgradcampp": {"n_samples": 2}}.get(name, {})
+    options = {"smoothgradcampp": {"n_samples": 2}, "occlusion": {"patch_size": 9, "stride": 4},
+               "integratedgradients": {"steps": 4}, "gradientshap": {"n_samples": 2}}.get(name, {})
     return create_explainer(name, model, target_layer=LAYER, input_size=(3, SIZE, SIZE), **options)
 
 
@@ -170,8 +172,8 @@ def test_exception_in_forward_leaves_model_untouched(name, images, fuse):
         error = err
     assert (error is not None) == (BOMB["calls"] >= fuse)  # raised iff the bomb went off
     assert error is None or str(error) == "boom"
-    if fuse == 1:  # every method that uses a layer runs the model
-        assert (error is not None) == type(explainer).uses_layer
+    if fuse == 1:  # every method that uses a layer runs the model, and so do the input attributions
+        assert (error is not None) == (type(explainer).uses_layer or isinstance(explainer, AttributionExplainer))
     assert_untouched(model, flags)
     BOMB.update(fuse=0)
     assert_valid_maps(explainer(images, torch.tensor([1, 3])), images)

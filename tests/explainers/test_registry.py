@@ -11,7 +11,12 @@ from benchmark.explainers.registry import _REGISTRY
 # (measured: 6e-4 on random-init resnet18).
 BATCH_TOLERANCE = {"ablationcam": 3e-3}
 EXPECTED = {"gradcam", "gradcampp", "xgradcam", "scorecam", "smoothgradcampp", "layercam", "hirescam",
-            "ablationcam", "eigencam", "fakecam", "random", "center"}
+            "ablationcam", "eigencam", "fakecam", "random", "center", "guidedbackprop", "guidedgradcam",
+            "guidedgradcampp", "integratedgradients", "gradientshap", "occlusion"}
+#: small budgets for the costly methods (occlusion: 15 x 15 patches every 8 px instead of 45 x 45 at every pixel)
+OPTIONS = {"scorecam": {"chunk_size": 256}, "ablationcam": {"chunk_size": 256},
+           "occlusion": {"patch_size": 15, "stride": 8}, "integratedgradients": {"steps": 8},
+           "gradientshap": {"n_samples": 4}}
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +31,7 @@ def test_every_issue_method_is_registered():
 
 @pytest.mark.parametrize("name", list_explainers())
 def test_output_contract(name, model):
-    kwargs = {"chunk_size": 256} if name in ("scorecam", "ablationcam") else {}
-    explainer = create_explainer(name, model, input_size=(3, 64, 64), **kwargs)
+    explainer = create_explainer(name, model, input_size=(3, 64, 64), **OPTIONS.get(name, {}))
     images = torch.randn(2, 3, 64, 64)
     maps = explainer(images, torch.tensor([0, 5]), indices=torch.tensor([3, 4]))
     assert maps.shape == (2, 64, 64) and maps.dtype == torch.float32 and maps.grad_fn is None

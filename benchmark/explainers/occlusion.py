@@ -1,0 +1,95 @@
+"""Occlusion maps (Zeiler & Fergus, ECCV 2014), as the Grad-CAM paper (Sec. 5) and its reproduction study use them.
+
+A ``patch_size`` square of ``fill`` (normalised input units: 0 = the mean colour) slides over the
+image with ``stride``; the image is padded by half a patch on each side (the model still sees the
+unpadded image), so with ``stride=1`` there is one patch centred on every pixel -- ``H * W``
+forwards per image, 50,176 at 224 x 224 (the study: 45 x 45, stride 1). The value of a pixel is
+captum's :class:`~captum.attr.Occlusion` attribution: the mean, over the patches covering the
+pixel, of the score drop ``S_c(x) - S_c(x with the patch filled)``; ``score`` is the class logit
+(default) or its softmax probability. Patches are batched: each forward carries about
+``chunk_size`` occluded images. :meth:`Occlusion.signed_maps` gives the signed map (rank
+correlation); the explainer's output is its ReLU min-max normalisation like every other map.
+"""
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from captum.attr import Occlusion as _CaptumOcclusion
+from torch import Tensor, nn
+
+from benchmark.explainers.attribution import AttributionExplainer, check_choice
+from benchmark.explainers.registry import register_explainer
+
+SCORES = ("logit", "probability")
+
+
+class _Cropped(nn.Module):
+    """``model(x[..., pad:-pad, pad:-pad])`` as a logit or probability function."""
+
+    def __init__(self, model: nn.Module, pad: int, score: str) -> None:
+        super().__init__()
+        self.model, self.pad, self.score = model, pad, score
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.pad:
+            x = x[..., self.pad:-self.pad, self.pad:-self.pad]
+        out = self.model(x)
+        return out.float().softmax(dim=1) if self.score == "probability" else out
+
+
+@register_explainer
+class Occlusion(AttributionExplainer):
+    """Occlusion: score drop when a patch around each pixel is filled (captum, batched patches).
+
+    Example:
+        >>> linear = nn.Sequential(nn.Flatten(), nn.Linear(3, 1, bias=False))
+        >>> _ = linear[1].weight.data.fill_(1.0)
+        >>> occ = Occlusion(linear, input_size=(1, 1, 3), patch_size=1)
+        >>> occ.signed_maps(torch.tensor([[[[1.0, 2.0, 3.0]]]]), torch.tensor([0]))  # each pixel's own value
+        tensor([[[1., 2., 3.]]])
+    """
+
+    name = "occlusion"
+    default_reduction = "mean"
+
+    def __init__(self, model, target_layer=None, input_size=(3, 224, 224), patch_size: int = 45, stride: int = 1,
+                 fill: float = 0.0, chunk_size: int = 256, score: str = "logit",
+                 reduction: Optional[str] = None) -> None:
+        for value, what in ((patch_size, "patch_size"), (stride, "stride"), (chunk_size, "chunk_size")):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Expected `{what}` to be a positive int, but got {value!r}.")
+        if stride > patch_size:
+            raise ValueError(f"Expected `stride` <= `patch_size` ({patch_size}) so that every pixel is occluded, "
+                             f"but got {stride}.")
+        super().__init__(model, target_layer, input_size, reduction)
+        self.patch_size, self.stride, self.fill, self.chunk_size = patch_size, stride, float(fill), chunk_size
+        self.score = check_choice(score, "score", SCORES)
+
+    def positions(self, height: int, width: int) -> int:
+        """Occluded forwards per image: the patch positions on the half-patch-padded image."""
+        pad = self.patch_size // 2
+        return (((height + 2 * pad - self.patch_size) // self.stride + 1)
+                * ((width + 2 * pad - self.patch_size) // self.stride + 1))
+
+    def attribute(self, images: Tensor, targets: Tensor, indices: Optional[Tensor]) -> Tensor:
+        pad = self.patch_size // 2
+        padded = F.pad(images, (pad, pad, pad, pad), value=self.fill)
+        occlusion = _CaptumOcclusion(_Cropped(self.model, pad, self.score))
+        per_eval = max(1, self.chunk_size // len(images))
+        with torch.no_grad():  # forward differences only
+            attributions = occlusion.attribute(
+                padded, sliding_window_shapes=(images.shape[1], self.patch_size, self.patch_size),
+                strides=(images.shape[1], self.stride, self.stride), baselines=self.fill, target=targets,
+                perturbations_per_eval=per_eval)
+        return attributions[..., pad:pad + images.shape[-2], pad:pad + images.shape[-1]]
+
+    def signed_maps(self, images: Tensor, targets: Optional[Tensor] = None) -> Tensor:
+        """``(B, H, W)`` signed occlusion maps (the score drop, before ReLU and normalisation), float32."""
+        images = self._check_images(images)
+        targets = self._check_vector(targets, "targets", len(images))
+        from benchmark._utils import eval_mode
+
+        with eval_mode(self.model), torch.inference_mode(False), torch.no_grad():
+            images = images.clone() if images.is_inference() else images
+            targets = targets.clone() if targets is not None and targets.is_inference() else targets
+            return self.raw_maps(images, targets, None).float()
