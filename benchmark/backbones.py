@@ -6,6 +6,8 @@ Naming (``create_backbone(name)``):
 * ``"timm/<name>"`` -- a timm model, optionally with a pretrained tag (``timm/resnet18.a1_in1k``);
 * ``"synthetic/<name>"`` -- a shipped SyntheticShapes model (``plain_cnn``, ``res_cnn``,
   ``mobile_cnn``; see :mod:`benchmark.synthetic`), 8 classes, 128 x 128 inputs;
+* ``"digits/<name>"`` -- a digit classifier (``mnist_cnn``, PyTorch's MNIST-example CNN; see
+  :mod:`benchmark.digits`), 10 classes, 1 x 28 x 28 inputs with the MNIST preprocessing;
 * a bare ``"<name>"`` -- torchvision's model if torchvision has one by that name, else timm's.
 
 Weights (``weights=``):
@@ -24,7 +26,8 @@ taken from torchvision's weights transforms or timm's pretrained config.
 
 Synthetic backbones exist to be used trained: for them ``weights=None`` (and ``"default"``) loads
 the checkpoint shipped in the package, ``"random"`` gives a random initialisation, and a path
-loads that file.
+loads that file. Digits backbones ship no weights: ``None`` (or ``"random"``) is a random
+initialisation and a path loads a checkpoint of ``python -m benchmark.digits.train``.
 """
 from __future__ import annotations
 
@@ -85,7 +88,7 @@ class Backbone(NamedTuple):
 
 
 def list_backbones(source: str = "torchvision") -> list:
-    """Model names of ``source`` ("torchvision", "timm" or "synthetic").
+    """Model names of ``source`` ("torchvision", "timm", "synthetic" or "digits").
 
     Example:
         >>> "resnet18" in list_backbones("torchvision")
@@ -99,7 +102,11 @@ def list_backbones(source: str = "torchvision") -> list:
         from benchmark.synthetic.models import SYNTHETIC_MODELS
 
         return sorted(SYNTHETIC_MODELS)
-    raise ValueError(f"Expected `source` to be 'torchvision', 'timm' or 'synthetic', but got {source!r}.")
+    if source == "digits":
+        from benchmark.digits.models import DIGITS_MODELS
+
+        return sorted(DIGITS_MODELS)
+    raise ValueError(f"Expected `source` to be 'torchvision', 'timm', 'synthetic' or 'digits', but got {source!r}.")
 
 
 def _split_name(name: str) -> Tuple[str, str]:
@@ -108,14 +115,14 @@ def _split_name(name: str) -> Tuple[str, str]:
     source, _, model = name.rpartition("/")
     if source in ("torchvision", "timm"):
         return source, model
-    if source == "synthetic":
-        if model not in list_backbones("synthetic"):
-            raise KeyError(f"Unknown synthetic backbone {name!r}; valid: "
-                           f"{['synthetic/' + n for n in list_backbones('synthetic')]}.")
+    if source in ("synthetic", "digits"):
+        if model not in list_backbones(source):
+            raise KeyError(f"Unknown {source} backbone {name!r}; valid: "
+                           f"{[f'{source}/{n}' for n in list_backbones(source)]}.")
         return source, model
     if source:
         raise KeyError(f"Unknown backbone source {source!r} in {name!r}; valid: 'torchvision/…', 'timm/…', "
-                       "'synthetic/…'.")
+                       "'synthetic/…', 'digits/…'.")
     if model in list_backbones("torchvision"):
         return "torchvision", model
     if timm.is_model(model):
@@ -257,6 +264,20 @@ def _synthetic(name: str, weights: Optional[str], num_classes: Optional[int]) ->
     return Backbone(model.to(memory_format=torch.channels_last), synthetic_preprocessing(128))
 
 
+def _digits(name: str, weights: Optional[str], num_classes: Optional[int]) -> Backbone:
+    from benchmark.digits.models import build_digits_model
+    from datamodules.mnist import mnist_preprocessing
+
+    model = build_digits_model(name, 10 if num_classes is None else num_classes)
+    if _is_path(weights):
+        load_checkpoint(model, weights)
+    elif weights not in (None, "random"):
+        raise ValueError(f"Expected `weights` to be None/'random' (random init) or a checkpoint path for digits/{name} "
+                         f"(no weights are shipped: train them with `python -m benchmark.digits.train --root DATA "
+                         f"--out checkpoints/{name}.pt`), but got {weights!r}.")
+    return Backbone(model, mnist_preprocessing())
+
+
 def create_backbone(name: str, weights: Union[str, os.PathLike, None] = None,
                     num_classes: Optional[int] = None) -> Backbone:
     """Build a torchvision or timm classifier (eval mode, frozen) and its preprocessing.
@@ -264,7 +285,7 @@ def create_backbone(name: str, weights: Union[str, os.PathLike, None] = None,
     Args:
         name: ``"torchvision/<name>"``, ``"timm/<name>"`` or a bare name (see module docstring).
         weights: ``None`` (random init; the shipped checkpoint for ``synthetic/``), ``"default"``, a
-            torchvision enum name, ``"random"`` (``synthetic/`` only), or a file path.
+            torchvision enum name, ``"random"`` (``synthetic/`` and ``digits/`` only), or a file path.
         num_classes: classifier size for random init or a local checkpoint (default: 1000).
 
     Returns:
@@ -281,7 +302,7 @@ def create_backbone(name: str, weights: Union[str, os.PathLike, None] = None,
     weights = os.fspath(weights) if isinstance(weights, os.PathLike) else weights
     if weights is not None and not isinstance(weights, str):
         raise TypeError(f"Expected `weights` to be None, a str or a path, but got {type(weights).__name__}.")
-    build = {"torchvision": _torchvision, "timm": _timm, "synthetic": _synthetic}[source]
+    build = {"torchvision": _torchvision, "timm": _timm, "synthetic": _synthetic, "digits": _digits}[source]
     model, preprocessing = build(model_name, weights, num_classes)
     model.eval().requires_grad_(False)
     return Backbone(model, preprocessing)

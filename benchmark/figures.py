@@ -126,8 +126,10 @@ def saliency_grid(maps_dir: PathLike, methods: Sequence[str], indices: Sequence[
                         wspace=_GAP / CELL_PIXELS, hspace=_GAP / CELL_PIXELS)
     for row, index in enumerate(indices):
         image = _load(maps_dir / "images" / f"{index}.npy")
+        if image.ndim == 3 and image.shape[2] == 1:  # grey (MNIST): shown as grey RGB
+            image = np.repeat(image, 3, axis=2)
         if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"Expected image {index} of shape (H, W, 3), but got {image.shape}.")
+            raise ValueError(f"Expected image {index} of shape (H, W, 3) or (H, W, 1), but got {image.shape}.")
         for col, ax in enumerate(axes[row]):
             ax.set_axis_off()
             ax.imshow(image)

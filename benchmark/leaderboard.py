@@ -44,7 +44,12 @@ COLUMNS: Tuple[Tuple[str, str, bool, int], ...] = (
     ("localization_error_top5", "Loc. err top-5 ↓", False, 2), ("max_box_acc", "MaxBoxAcc ↑", True, 2),
     ("pointing_game_accuracy", "Pointing ↑", True, 2),
     ("pointing_game_difficult_accuracy", "Pointing (difficult) ↑", True, 2),
-    ("energy_pointing_game", "Energy PG ↑", True, 2),
+    ("energy_pointing_game", "Energy PG ↑", True, 2), ("box_ratio", "Box ratio ↑", True, 2),
+    ("fidelity_top1", "Fidelity top-1% ↑", True, 2), ("fidelity_top10", "Fidelity top-10% ↑", True, 2),
+    ("contrastivity_top1", "Contrastivity top-1% ↑", True, 2),
+    ("contrastivity_top10", "Contrastivity top-10% ↑", True, 2),
+    ("occlusion_correlation", "Occlusion ρ ↑", True, 3), ("fgsm_robustness", "FGSM r ↑", True, 3),
+    ("one_pixel_sensitivity_change_mean", "1-pixel map change ↑", True, 3),
 )
 
 

@@ -23,7 +23,7 @@ import torchvision
 
 from benchmark.backbones import list_backbones
 from benchmark.explainers import default_explainers, resolve_explainer
-from benchmark.metrics import create_metric, list_metrics
+from benchmark.metrics import create_metric, default_metrics, list_metrics
 from benchmark.metrics.functional._common import check_choice
 from benchmark.offline import OFFLINE_DEFAULTS
 from datamodules import create_datamodule, list_datamodules
@@ -52,7 +52,8 @@ class RunConfig:
         explainers: registered names, ``file.py:Class``, ``module:Class`` or entry points;
             ``--explainers+=my_cam.py:MyCAM`` appends to the default (every registered method).
         explainer_args: explainer name -> keyword arguments (e.g. ``{scorecam: {chunk_size: 128}}``).
-        metrics: metric names (``cam-bench list``).
+        metrics: metric names (``cam-bench list``); default: ``default_metrics()`` (the reproduction-study
+            metrics run when named).
         metric_args: metric name -> keyword arguments. ``None``: the papers' settings (each metric's
             defaults), except on ``synthetic`` data, where the offline settings keep the default run
             within 10 minutes (16 deletion/insertion steps, 20 MaxBoxAcc thresholds, top-1 localization).
@@ -76,7 +77,7 @@ class RunConfig:
     num_classes: Optional[int] = None
     explainers: List[str] = field(default_factory=default_explainers)
     explainer_args: Dict[str, Dict[str, Any]] = field(default_factory=dict)
-    metrics: List[str] = field(default_factory=list_metrics)
+    metrics: List[str] = field(default_factory=default_metrics)
     metric_args: Optional[Dict[str, Dict[str, Any]]] = None
     target: str = "label"
     top_k: int = OFFLINE_DEFAULTS["top_k"]

@@ -11,8 +11,11 @@ from typing import Any, Dict, List, Type
 
 import pytorch_lightning as pl
 
+from datamodules.chestxray import ChestXray14DataModule
+from datamodules.cifar import CIFAR10DataModule
 from datamodules.hf_stream import HFStreamDataModule
 from datamodules.imagenet import ImageNetValDataModule
+from datamodules.mnist import MNISTDataModule
 from datamodules.random_images import RandomImagesDataModule
 from datamodules.synthetic import SyntheticShapesDataModule
 from datamodules.voc import VOC2007DataModule
@@ -26,6 +29,9 @@ DATAMODULES: Dict[str, Type[pl.LightningDataModule]] = {
     "voc2007": VOC2007DataModule,
     "hf": HFStreamDataModule,
     "random": RandomImagesDataModule,
+    "chestxray14": ChestXray14DataModule,
+    "mnist": MNISTDataModule,
+    "cifar10": CIFAR10DataModule,
 }
 
 _DESCRIPTIONS = {
@@ -34,6 +40,9 @@ _DESCRIPTIONS = {
     "voc2007": "PASCAL VOC2007: one item per (image, class present), for the pointing game",
     "hf": "Hugging Face `datasets` streaming (hub or local Parquet/imagefolder), split across ranks",
     "random": "seeded noise images and labels (smoke tests; no ground truth)",
+    "chestxray14": "NIH ChestX-ray14: one item per (image, boxed finding), 14-way CheXNet class order",
+    "mnist": "MNIST digits from torchvision's local IDX files (1 x 28 x 28; no boxes)",
+    "cifar10": "CIFAR-10 from the pickled python-version batches (32 x 32; no boxes)",
 }
 
 
@@ -42,7 +51,7 @@ def list_datamodules() -> List[str]:
 
     Example:
         >>> list_datamodules()
-        ['hf', 'imagenet', 'random', 'synthetic', 'voc2007']
+        ['chestxray14', 'cifar10', 'hf', 'imagenet', 'mnist', 'random', 'synthetic', 'voc2007']
     """
     return sorted(DATAMODULES)
 
@@ -76,8 +85,8 @@ def create_datamodule(name: str, **kwargs: Any) -> pl.LightningDataModule:
         >>> create_datamodule("synthetc")
         Traceback (most recent call last):
         ...
-        KeyError: "Unknown datamodule 'synthetc'. Did you mean ['synthetic']? Valid: ['hf', 'imagenet', 'random', \
-'synthetic', 'voc2007']."
+        KeyError: "Unknown datamodule 'synthetc'. Did you mean ['synthetic']? Valid: ['chestxray14', 'cifar10', \
+'hf', 'imagenet', 'mnist', 'random', 'synthetic', 'voc2007']."
     """
     cls = _lookup(name)
     params = inspect.signature(cls.__init__).parameters

@@ -62,6 +62,9 @@ class PerSampleMetric(Metric):
     is_differentiable = False
     #: what :class:`MetricInputs` fields beyond the basic ones this metric reads
     needs: ClassVar[FrozenSet[str]] = frozenset()
+    #: part of the default metric set of ``cam-bench run`` (:func:`~benchmark.metrics.default_metrics`); the
+    #: reproduction-study metrics (attacks, occlusion, per-class maps) run only when named
+    in_default_run: ClassVar[bool] = True
 
     def __init__(self, nan_policy: str = "omit", **kwargs) -> None:
         super().__init__(**kwargs)

@@ -6,11 +6,16 @@ from typing import Dict, List, Type
 
 from benchmark.metrics.adcc import ADCC, AverageDrop, AverageIncrease, Coherency, Complexity
 from benchmark.metrics.base import PerSampleMetric
+from benchmark.metrics.box_ratio import BoxRatio
+from benchmark.metrics.fgsm import FGSMRobustness
+from benchmark.metrics.fidelity_contrastivity import Contrastivity, Fidelity
 from benchmark.metrics.insertion_deletion import Deletion, Insertion
 from benchmark.metrics.localization import LocalizationError, MaxBoxAcc
+from benchmark.metrics.occlusion_correlation import OcclusionCorrelation
+from benchmark.metrics.one_pixel import OnePixelSensitivity
 from benchmark.metrics.pointing import EnergyPointingGame, PointingGame, PointingGameRecall
 
-__all__ = ["METRICS", "create_metric", "list_metrics"]
+__all__ = ["METRICS", "create_metric", "default_metrics", "list_metrics"]
 
 #: name -> class; the order is the leaderboard's column order.
 METRICS: Dict[str, Type[PerSampleMetric]] = {
@@ -26,6 +31,12 @@ METRICS: Dict[str, Type[PerSampleMetric]] = {
     "pointing_game": PointingGame,
     "pointing_game_recall": PointingGameRecall,
     "energy_pointing_game": EnergyPointingGame,
+    "box_ratio": BoxRatio,
+    "fidelity": Fidelity,
+    "contrastivity": Contrastivity,
+    "occlusion_correlation": OcclusionCorrelation,
+    "fgsm_robustness": FGSMRobustness,
+    "one_pixel_sensitivity": OnePixelSensitivity,
 }
 
 
@@ -37,6 +48,17 @@ def list_metrics() -> List[str]:
         ['average_drop', 'average_increase', 'coherency']
     """
     return list(METRICS)
+
+
+def default_metrics() -> List[str]:
+    """The metrics ``cam-bench run`` computes when none are named (``in_default_run``), in leaderboard order;
+    the reproduction-study metrics (box ratio, fidelity, contrastivity, attacks, occlusion) run only when named.
+
+    Example:
+        >>> len(default_metrics()), "occlusion_correlation" in default_metrics()
+        (12, False)
+    """
+    return [name for name, cls in METRICS.items() if cls.in_default_run]
 
 
 def create_metric(name: str, **kwargs) -> PerSampleMetric:

@@ -96,6 +96,18 @@ def explainer_cost(name: str, batch: int, channels: int, explainer: object, size
     return special[name]()
 
 
+class _Occlusion:
+    """The geometry of an occlusion explainer built with ``args`` (no model needed)."""
+
+    def __init__(self, args: Dict) -> None:
+        self.patch_size, self.stride, self.chunk_size = args["patch_size"], args["stride"], args["chunk_size"]
+
+    def positions(self, height: int, width: int) -> int:
+        from benchmark.explainers.occlusion import Occlusion
+
+        return Occlusion.positions(self, height, width)
+
+
 def _occlusion_cost(explainer, batch: int, size: Tuple[int, int]) -> Cost:
     """The clean score, then one forward per patch position; captum evaluates ``chunk_size // batch`` positions of
     every image per forward (at most all of them)."""
@@ -104,13 +116,16 @@ def _occlusion_cost(explainer, batch: int, size: Tuple[int, int]) -> Cost:
     return Cost(((1, "forward", batch), (positions, "forward", batch * per_eval)))
 
 
-def metric_cost(name: str, batch: int, metric: object, size: Tuple[int, int], top_k: int = 2) -> Cost:
+def metric_cost(name: str, batch: int, metric: object, size: Tuple[int, int], top_k: int = 2,
+                num_classes: int = 1000) -> Cost:
     """The passes metric ``name`` adds per image to the target class's map at batch size ``batch``.
 
     ``metric`` is the instance (its ``steps``/``pixels_per_step``/``chunk_size`` are read),
     ``size`` the image's (H, W), ``top_k`` the module's number of top classes (localization,
     pointing recall; the target's own map is reused, so ``top_k - 1`` extra maps when the target
-    is among them).
+    is among them), ``num_classes`` the model's (contrastivity over every other class). One-pixel
+    sensitivity counts its budget's upper bound, ``popsize * (maxiter + 1)`` forwards, for every image
+    (the attack stops at the first successful generation, and only the first ``n_images`` are attacked).
 
     Example:
         >>> class Curve: steps, pixels_per_step, chunk_size = None, None, 64
@@ -133,6 +148,14 @@ def metric_cost(name: str, batch: int, metric: object, size: Tuple[int, int], to
         "max_box_acc": Cost,
         "pointing_game": Cost,
         "energy_pointing_game": Cost,
+        "box_ratio": Cost,
+        "fidelity": lambda: Cost(((len(metric.percents), "forward", metric.chunk_size),)),
+        "contrastivity": lambda: Cost(((num_classes - 1 if metric.classes == "all" else metric.classes,
+                                        "explainer", batch),)),
+        "fgsm_robustness": lambda: Cost(((1, "input", batch), (1, "forward", batch), (1, "explainer", batch))),
+        "occlusion_correlation": lambda: _occlusion_cost(_Occlusion(metric.occlusion_args), batch, size),
+        "one_pixel_sensitivity": lambda: Cost(((metric.popsize * (metric.maxiter + 1), "forward",
+                                                min(metric.chunk_size, metric.popsize)), (1, "explainer", 1))),
     }
     if name not in table:
         raise KeyError(f"No floor is defined for metric {name!r}; add it to benchmark/perf/floors.py.")

@@ -31,7 +31,7 @@ import torch
 
 from benchmark.backbones import create_backbone
 from benchmark.explainers import create_explainer, default_explainers
-from benchmark.metrics import list_metrics
+from benchmark.metrics import default_metrics
 from benchmark.perf.measure import Bench, Row
 from benchmark.perf.options import OptionRow, measure_options
 from benchmark.perf.report import render
@@ -110,7 +110,7 @@ def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (medians)")
     parser.add_argument("--perturb-repeats", type=int, default=3, help="timed rounds of the perturbation rows")
     parser.add_argument("--explainers", nargs="+", default=default_explainers())
-    parser.add_argument("--metrics", nargs="+", default=list_metrics())
+    parser.add_argument("--metrics", nargs="+", default=default_metrics())
     parser.add_argument("--options-backbones", nargs="*", default=["resnet18", "resnet50"])
     parser.add_argument("--options-repeats", type=int, default=None,
                         help="timed rounds of the Score-CAM / curve options (default: --perturb-repeats)")

@@ -8,7 +8,10 @@ from torchvision.models import resnet18
 from benchmark.metrics import create_metric, list_metrics
 from benchmark.module import ExplainerModule
 
-KWARGS = {"deletion": {"steps": 8}, "insertion": {"steps": 8}, "max_box_acc": {"thresholds": [0.1, 0.5]}}
+KWARGS = {"deletion": {"steps": 8}, "insertion": {"steps": 8}, "max_box_acc": {"thresholds": [0.1, 0.5]},
+          # budgets cut for speed: 64 occlusion positions instead of 4,096; a 2-image, 3-generation attack
+          "occlusion_correlation": {"patch_size": 16, "stride": 8},
+          "one_pixel_sensitivity": {"n_images": 2, "popsize": 10, "maxiter": 3}}
 
 
 @pytest.fixture(scope="module")
