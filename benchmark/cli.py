@@ -75,7 +75,9 @@ def _list(_: Any) -> int:
     print()
     print(tabulate([[k, v[1]] for k, v in PAPER_LAYERS.items()], headers=["model class", "default target layer"],
                    tablefmt="pipe"))
-    print("\nBackbones: 'torchvision/<name>', 'timm/<name>[.<tag>]', or a bare name (torchvision first, then timm).")
+    print("\nBackbones: 'torchvision/<name>', 'timm/<name>[.<tag>]', or a bare name (torchvision first, then timm); "
+          f"{', '.join('digits/' + n for n in list_backbones('digits'))} (MNIST, train it with "
+          "`python -m benchmark.digits.train`).")
     return 0
 
 

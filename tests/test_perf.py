@@ -114,3 +114,15 @@ def test_harness_smoke_run_writes_the_results_file(tmp_path):
                  "| scorecam ", "1 F(1) + 512 F(32)", "| average_drop+average_increase ", "| deletion ",
                  "ours / grad-cam", "ours / torch-cam", "peak MiB ours"):
         assert part in text, part
+
+
+def test_attribution_speed_script_writes_its_table(tmp_path):
+    from benchmark.perf import attributions
+
+    out = tmp_path / "speed_attributions.md"
+    attributions.main(["--size", "32", "--repeats", "1", "--pause", "0", "--occlusion-stride", "15", "--methods",
+                       "guidedbackprop", "occlusion", "--out", str(out)])
+    text = out.read_text()
+    assert "| backbone " in text and "| resnet18 " in text
+    # occlusion on 32 x 32: the half-patch-padded 76 x 76 image, 45 x 45 patches every 15 px -> 3 x 3 positions
+    assert "1 F(1) + 9 F(9)" in text and "1 I(1)" in text

@@ -50,8 +50,8 @@ def render(rows: List[Row], args: argparse.Namespace, command: str, seconds: flo
     from tabulate import tabulate
 
     peak = HEADERS.index("peak MiB ours")  # no peer has these methods: their columns are left out
-    headers = HEADERS[:7] + [HEADERS[peak]]
-    data = [r[:7] + [r[peak]] for r in _table_rows(rows)]
+    headers = ["backbone", *HEADERS[:7], HEADERS[peak]]
+    data = [[row.backbone, *r[:7], r[peak]] for row, r in zip(rows, _table_rows(rows))]
     lines = [f"# Speed: pixel-attribution explainers against their floor ({args.size}x{args.size}, random init)", "",
              *run_header(command, seconds, args.device),
              f"- batch {args.batch}, {args.repeats} alternated rounds, medians; times per image; occlusion: 45 x 45 "

@@ -86,7 +86,7 @@ def explainer_cost(name: str, batch: int, channels: int, explainer: object, size
         "guidedbackprop": lambda: Cost(((1, "input", batch),)),
         "guidedgradcam": lambda: Cost(((1, "grad", batch), (1, "input", batch))),
         "guidedgradcampp": lambda: Cost(((1, "grad", batch), (1, "input", batch))),
-        "integratedgradients": lambda: Cost(((explainer.steps, "input", chunk),)),
+        "integratedgradients": lambda: Cost(((explainer.steps, "input", min(chunk, explainer.steps * batch)),)),
         "gradientshap": lambda: Cost(((explainer.n_samples, "input", explainer.n_samples),)),
         # the clean score, then one forward per patch position (captum batches chunk_size // batch per image)
         "occlusion": lambda: _occlusion_cost(explainer, batch, size),
