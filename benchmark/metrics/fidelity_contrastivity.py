@@ -85,17 +85,19 @@ class Fidelity(_PerPercent):
         self.chunk_size = _check_positive_int(chunk_size, "chunk_size")
 
     def update(self, model: nn.Module, images: Tensor, saliency: Tensor, labels: Tensor,
-               indices: Optional[Tensor] = None) -> None:
-        """Score a batch: ``(B, C, H, W)`` images, their ``(B, H, W)`` maps and ``(B,)`` ground-truth labels."""
+               indices: Optional[Tensor] = None, predictions: Optional[Tensor] = None) -> None:
+        """Score a batch: ``(B, C, H, W)`` images, their ``(B, H, W)`` maps and ``(B,)`` ground-truth labels
+        (``predictions``: the model's top-1 classes on ``images`` when known)."""
         self.store(fidelity(model, images, saliency, labels, self.percents, self.fill, self.chunk_size,
-                            reduction="none", nan_policy="propagate"), indices)
+                            reduction="none", nan_policy="propagate", predictions=predictions), indices)
 
     def update_from(self, inputs: MetricInputs) -> None:
         """Use ``model``, ``images``, ``saliency`` and ``labels`` (``targets`` when the data have no labels)."""
         if inputs.model is None:
             raise ValueError(f"{type(self).__name__} needs `inputs.model` (its `needs` lists 'model').")
         labels = inputs.labels if inputs.labels is not None else inputs.targets
-        self.update(inputs.model, inputs.images, inputs.saliency, labels, inputs.indices)
+        # the module's clean forward gave the probabilities: their argmax is the clean prediction
+        self.update(inputs.model, inputs.images, inputs.saliency, labels, inputs.indices, inputs.probs.argmax(dim=1))
 
 
 class Contrastivity(_PerPercent):

@@ -108,8 +108,9 @@ def test_fidelity_metric_batching_and_label_fallback():
     assert [v.item() for v in whole.compute().values()] == pytest.approx(reference.tolist(), abs=1e-12)
     # no labels in the data: the explained classes stand in
     metric = create_metric("fidelity", percents=100.0)
+    probs = KeyPixels()(images[:2]).softmax(dim=1)  # the module's clean forward: its argmax is reused
     inputs = MetricInputs(images[:2], torch.tensor([1, 0]), torch.tensor([0, 1]), maps[:2], torch.ones(2),
-                          torch.ones(2, 2), model=KeyPixels())
+                          probs, model=KeyPixels())
     metric.update_from(inputs)
     assert metric.values[-1][:, 0].tolist() == [100.0, -100.0]
     inputs.labels = torch.tensor([0, 0])

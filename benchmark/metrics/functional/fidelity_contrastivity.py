@@ -22,7 +22,7 @@ class leaves that class out.
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, Sequence, Tuple, Union
+from typing import Callable, Iterable, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -103,7 +103,7 @@ def top_percent_mask(saliency: Tensor, percent: float) -> Tensor:
 
 def fidelity(model: Model, images: Tensor, saliency: Tensor, labels: Tensor,
              percents: Union[float, Sequence[float]] = (1.0, 10.0), fill: float = 0.0, chunk_size: int = 64,
-             reduction: str = "mean", nan_policy: str = "omit") -> Tensor:
+             reduction: str = "mean", nan_policy: str = "omit", predictions: Optional[Tensor] = None) -> Tensor:
     """Fidelity (Pope et al. 2019): accuracy drop, in points, when the top ``p`` % of the map is removed.
 
     ``100 * (1[argmax f(x) = y] - 1[argmax f(x_B) = y])`` per image and percent (module docstring).
@@ -118,6 +118,8 @@ def fidelity(model: Model, images: Tensor, saliency: Tensor, labels: Tensor,
         chunk_size: masked images per forward.
         reduction: ``"mean"`` (``(P,)``) or ``"none"`` (``(B, P)``, float64, in {-100, 0, 100}).
         nan_policy: NaN maps: ``"omit"`` (default), ``"zero"`` or ``"propagate"``.
+        predictions: ``(B,)`` top-1 classes of the model on ``images`` when already known (saves the clean
+            forward); ``None``: computed.
 
     Example:
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))  # logit_1 = 2 x_0 - 1, logit_0 = 0
@@ -142,7 +144,9 @@ def fidelity(model: Model, images: Tensor, saliency: Tensor, labels: Tensor,
     batch, n_percents = masks.shape[:2]
     labels = labels.to(images.device)
     with eval_mode(model), torch.inference_mode():
-        correct_before = torch.cat([model(part).argmax(dim=1) for part in images.split(chunk_size)]) == labels
+        if predictions is None:
+            predictions = torch.cat([model(part).argmax(dim=1) for part in images.split(chunk_size)])
+        correct_before = predictions.to(labels.device) == labels
         pairs = torch.arange(batch * n_percents, device=images.device)
         correct_after = torch.empty(batch * n_percents, dtype=torch.bool, device=images.device)
         for part in pairs.split(chunk_size):
