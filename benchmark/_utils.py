@@ -2,11 +2,37 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Any, Iterator, Sequence
 
 from torch import nn
 
-__all__ = ["eval_mode"]
+__all__ = ["check_choice", "check_positive_int", "eval_mode"]
+
+
+def check_choice(value: Any, name: str, choices: Sequence) -> Any:
+    """Raise a ValueError listing ``choices`` when ``value`` is not one of them.
+
+    Example:
+        >>> check_choice("mean", "reduction", ("mean", "none"))
+        'mean'
+    """
+    if value not in choices:
+        raise ValueError(f"Expected `{name}` to be one of {tuple(choices)}, but got {value!r}.")
+    return value
+
+
+def check_positive_int(value: Any, name: str) -> int:
+    """``value`` if it is an int >= 1; a TypeError for another type, a ValueError for a smaller int.
+
+    Example:
+        >>> check_positive_int(3, "steps")
+        3
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"Expected `{name}` to be a positive int, but got {type(value).__name__}.")
+    if value < 1:
+        raise ValueError(f"Expected `{name}` to be a positive int, but got {value}.")
+    return value
 
 
 @contextlib.contextmanager

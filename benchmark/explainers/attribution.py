@@ -28,18 +28,12 @@ from typing import ClassVar, Iterator, Optional
 import torch
 from torch import Tensor
 
+from benchmark._utils import check_choice
 from benchmark.explainers.base import BaseExplainer
 
 __all__ = ["AttributionExplainer", "REDUCTIONS", "quiet_captum", "reduce_channels"]
 
 REDUCTIONS = ("abs_sum", "sum", "abs_max", "mean")
-
-
-def check_choice(value: str, name: str, choices) -> str:
-    """``value`` if it is one of ``choices``, else a ValueError listing them."""
-    if value not in choices:
-        raise ValueError(f"Expected `{name}` to be one of {tuple(choices)}, but got {value!r}.")
-    return value
 
 
 def reduce_channels(attributions: Tensor, rule: str) -> Tensor:
@@ -96,7 +90,7 @@ class AttributionExplainer(BaseExplainer):
     def raw_maps(self, images: Tensor, targets: Optional[Tensor], indices: Optional[Tensor]) -> Tensor:
         if targets is None or self._num_classes is None:  # one forward: the predictions, or the class count
             with torch.no_grad():
-                logits = self._logits(images)
+                logits = self._check_logits(self.model(images), images)
             self._num_classes = logits.shape[1]
         else:  # the class count of an earlier call: targets are checked without a forward
             logits = torch.empty(len(images), self._num_classes, device=images.device)
@@ -104,10 +98,3 @@ class AttributionExplainer(BaseExplainer):
         with torch.enable_grad():
             attributions = self.attribute(images.detach(), targets, indices)
         return reduce_channels(attributions.detach(), self.reduction)
-
-    def _logits(self, images: Tensor) -> Tensor:
-        logits = self.model(images)
-        if not isinstance(logits, Tensor) or logits.ndim != 2 or len(logits) != len(images):
-            shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-            raise ValueError(f"Expected the model to return (B, num_classes) logits, but got {shape}.")
-        return logits

@@ -136,6 +136,14 @@ class BaseExplainer:
         Returns:
             ``(B, H, W)`` float32 maps in ``[0, 1]`` on the images' device, without autograd graph.
         """
+        maps = self.unnormalized_maps(images, targets, indices)
+        self.last_raw_max = maps.flatten(1).relu().amax(dim=1).float()  # before the min-max
+        return normalize_maps(maps, tuple(images.shape[-2:]))
+
+    def unnormalized_maps(self, images: Tensor, targets: Optional[Tensor] = None,
+                          indices: Optional[Tensor] = None) -> Tensor:
+        """The checked call of :meth:`raw_maps` (eval mode, outside inference mode, no graph kept) that
+        ``__call__`` normalises: ``(B, h, w)`` maps before ReLU, upsampling and min-max."""
         images = self._check_images(images)
         targets = self._check_vector(targets, "targets", len(images))
         indices = self._check_vector(indices, "indices", len(images))
@@ -143,9 +151,7 @@ class BaseExplainer:
             if images.is_inference():
                 images = images.clone()
             targets = targets.clone() if targets is not None and targets.is_inference() else targets
-            maps = self.raw_maps(images, targets, indices).detach()
-            self.last_raw_max = maps.flatten(1).relu().amax(dim=1).float()  # before the min-max
-            return normalize_maps(maps, tuple(images.shape[-2:]))
+            return self.raw_maps(images, targets, indices).detach()
 
     # ------------------------------------------------------------------------ shared helpers
     @contextlib.contextmanager
@@ -183,9 +189,7 @@ class BaseExplainer:
             logits = self.model(images)
             if not store:
                 raise ValueError(f"Target layer {self.target_layer!r} was not called by the forward pass.")
-            if not isinstance(logits, Tensor) or logits.ndim != 2 or len(logits) != len(images):
-                shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-                raise ValueError(f"Expected the model to return (B, num_classes) logits, but got {shape}.")
+            logits = self._check_logits(logits, images)
             targets = self._check_classes(targets, logits)
             grads = None
             if with_gradients:
@@ -228,6 +232,13 @@ class BaseExplainer:
         if values.shape != (batch,):
             raise ValueError(f"Expected `{name}` to have shape ({batch},), but got {tuple(values.shape)}.")
         return values.long()
+
+    @staticmethod
+    def _check_logits(logits: object, images: Tensor) -> Tensor:
+        if not isinstance(logits, Tensor) or logits.ndim != 2 or len(logits) != len(images):
+            shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+            raise ValueError(f"Expected the model to return (B, num_classes) logits, but got {shape}.")
+        return logits
 
     @staticmethod
     def _check_classes(targets: Optional[Tensor], logits: Tensor) -> Tensor:

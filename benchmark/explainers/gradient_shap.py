@@ -15,6 +15,7 @@ import torch
 from captum.attr import GradientShap as _CaptumGradientShap
 from torch import Tensor
 
+from benchmark._utils import check_positive_int
 from benchmark.explainers.attribution import AttributionExplainer
 from benchmark.explainers.registry import register_explainer
 
@@ -36,8 +37,7 @@ class GradientSHAP(AttributionExplainer):
     def __init__(self, model, target_layer=None, input_size=(3, 224, 224), n_samples: int = 20,
                  baselines: Sequence[float] = (0.0,), stdevs: float = 0.0, seed: int = 0,
                  reduction: Optional[str] = None) -> None:
-        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-            raise ValueError(f"Expected `n_samples` to be a positive int, but got {n_samples!r}.")
+        check_positive_int(n_samples, "n_samples")
         if not stdevs >= 0:
             raise ValueError(f"Expected `stdevs` >= 0, but got {stdevs!r}.")
         baselines = [float(b) for b in baselines]

@@ -14,7 +14,8 @@ from typing import Optional
 from captum.attr import IntegratedGradients as _CaptumIG
 from torch import Tensor
 
-from benchmark.explainers.attribution import AttributionExplainer, check_choice
+from benchmark._utils import check_choice, check_positive_int
+from benchmark.explainers.attribution import AttributionExplainer
 from benchmark.explainers.registry import register_explainer
 
 METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle")
@@ -37,9 +38,7 @@ class IntegratedGradients(AttributionExplainer):
 
     def __init__(self, model, target_layer=None, input_size=(3, 224, 224), steps: int = 50, baseline: float = 0.0,
                  method: str = "gausslegendre", chunk_size: int = 64, reduction: Optional[str] = None) -> None:
-        for value, what in ((steps, "steps"), (chunk_size, "chunk_size")):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"Expected `{what}` to be a positive int, but got {value!r}.")
+        check_positive_int(steps, "steps"), check_positive_int(chunk_size, "chunk_size")
         super().__init__(model, target_layer, input_size, reduction)
         self.steps, self.baseline, self.chunk_size = steps, float(baseline), chunk_size
         self.method = check_choice(method, "method", METHODS)

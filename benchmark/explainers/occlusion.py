@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from captum.attr import Occlusion as _CaptumOcclusion
 from torch import Tensor, nn
 
-from benchmark.explainers.attribution import AttributionExplainer, check_choice
+from benchmark._utils import check_choice, check_positive_int
+from benchmark.explainers.attribution import AttributionExplainer
 from benchmark.explainers.registry import register_explainer
 
 SCORES = ("logit", "probability")
@@ -35,6 +36,31 @@ class _Cropped(nn.Module):
             x = x[..., self.pad:-self.pad, self.pad:-self.pad]
         out = self.model(x)
         return out.float().softmax(dim=1) if self.score == "probability" else out
+
+
+def occlusion_positions(height: int, width: int, patch_size: int, stride: int) -> int:
+    """Occluded forwards per image: the patch positions on the half-patch-padded image.
+
+    Example:
+        >>> occlusion_positions(224, 224, 45, 1), occlusion_positions(224, 224, 45, 8)
+        (50176, 784)
+    """
+    pad = patch_size // 2
+    return ((height + 2 * pad - patch_size) // stride + 1) * ((width + 2 * pad - patch_size) // stride + 1)
+
+
+def check_occlusion_args(patch_size: int, stride: int, fill: float, chunk_size: int, score: str) -> dict:
+    """The occlusion settings as a dict, or a TypeError / ValueError naming the bad one (shared by the
+    explainer and the rank-correlation metric, which builds the explainer later, per model)."""
+    for value, what in ((patch_size, "patch_size"), (stride, "stride"), (chunk_size, "chunk_size")):
+        check_positive_int(value, what)
+    if stride > patch_size:
+        raise ValueError(f"Expected `stride` <= `patch_size` ({patch_size}) so that every pixel is occluded, "
+                         f"but got {stride}.")
+    if isinstance(fill, bool) or not isinstance(fill, (int, float)):
+        raise TypeError(f"Expected `fill` to be a float, but got {type(fill).__name__}.")
+    return {"patch_size": patch_size, "stride": stride, "fill": float(fill), "chunk_size": chunk_size,
+            "score": check_choice(score, "score", SCORES)}
 
 
 @register_explainer
@@ -55,21 +81,14 @@ class Occlusion(AttributionExplainer):
     def __init__(self, model, target_layer=None, input_size=(3, 224, 224), patch_size: int = 45, stride: int = 1,
                  fill: float = 0.0, chunk_size: int = 256, score: str = "logit",
                  reduction: Optional[str] = None) -> None:
-        for value, what in ((patch_size, "patch_size"), (stride, "stride"), (chunk_size, "chunk_size")):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"Expected `{what}` to be a positive int, but got {value!r}.")
-        if stride > patch_size:
-            raise ValueError(f"Expected `stride` <= `patch_size` ({patch_size}) so that every pixel is occluded, "
-                             f"but got {stride}.")
+        args = check_occlusion_args(patch_size, stride, fill, chunk_size, score)
         super().__init__(model, target_layer, input_size, reduction)
-        self.patch_size, self.stride, self.fill, self.chunk_size = patch_size, stride, float(fill), chunk_size
-        self.score = check_choice(score, "score", SCORES)
+        self.patch_size, self.stride, self.fill = args["patch_size"], args["stride"], args["fill"]
+        self.chunk_size, self.score = args["chunk_size"], args["score"]
 
     def positions(self, height: int, width: int) -> int:
-        """Occluded forwards per image: the patch positions on the half-patch-padded image."""
-        pad = self.patch_size // 2
-        return (((height + 2 * pad - self.patch_size) // self.stride + 1)
-                * ((width + 2 * pad - self.patch_size) // self.stride + 1))
+        """Occluded forwards per image (:func:`occlusion_positions`)."""
+        return occlusion_positions(height, width, self.patch_size, self.stride)
 
     def attribute(self, images: Tensor, targets: Tensor, indices: Optional[Tensor]) -> Tensor:
         pad = self.patch_size // 2
@@ -85,11 +104,4 @@ class Occlusion(AttributionExplainer):
 
     def signed_maps(self, images: Tensor, targets: Optional[Tensor] = None) -> Tensor:
         """``(B, H, W)`` signed occlusion maps (the score drop, before ReLU and normalisation), float32."""
-        images = self._check_images(images)
-        targets = self._check_vector(targets, "targets", len(images))
-        from benchmark._utils import eval_mode
-
-        with eval_mode(self.model), torch.inference_mode(False), torch.no_grad():
-            images = images.clone() if images.is_inference() else images
-            targets = targets.clone() if targets is not None and targets.is_inference() else targets
-            return self.raw_maps(images, targets, None).float()
+        return self.unnormalized_maps(images, targets).float()

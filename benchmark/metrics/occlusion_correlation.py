@@ -17,14 +17,13 @@ import torch  # noqa: F401  (doctest namespace)
 from torch import Tensor, nn
 
 from benchmark.explainers import create_explainer
+from benchmark.explainers.occlusion import check_occlusion_args
 from benchmark.metrics.base import MetricInputs, PerSampleMetric
-from benchmark.metrics.functional._common import check_choice
 from benchmark.metrics.functional.insertion_deletion import _check_positive_int
 from benchmark.metrics.functional.occlusion_correlation import occlusion_correlation
 
 __all__ = ["OcclusionCorrelation", "clear_occlusion_cache"]
 
-_SCORES = ("logit", "probability")
 #: ``[key, model, images, occlusion explainer, signed maps]`` of the last batch, or empty
 _CACHE: list = []
 
@@ -74,12 +73,7 @@ class OcclusionCorrelation(PerSampleMetric):
                  chunk_size: int = 256, score: str = "logit", nan_policy: str = "omit", **kwargs) -> None:
         super().__init__(nan_policy=nan_policy, **kwargs)
         self.size = _check_positive_int(size, "size")
-        for value, name in ((patch_size, "patch_size"), (stride, "stride"), (chunk_size, "chunk_size")):
-            _check_positive_int(value, name)
-        if isinstance(fill, bool) or not isinstance(fill, (int, float)):
-            raise TypeError(f"Expected `fill` to be a float, but got {type(fill).__name__}.")
-        self.occlusion_args = {"patch_size": patch_size, "stride": stride, "fill": float(fill),
-                               "chunk_size": chunk_size, "score": check_choice(score, "score", _SCORES)}
+        self.occlusion_args = check_occlusion_args(patch_size, stride, fill, chunk_size, score)
 
     def occlusion_maps(self, model: nn.Module, images: Tensor, targets: Tensor,
                        indices: Optional[Tensor] = None) -> Tensor:

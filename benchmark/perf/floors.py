@@ -89,30 +89,20 @@ def explainer_cost(name: str, batch: int, channels: int, explainer: object, size
         "integratedgradients": lambda: Cost(((explainer.steps, "input", min(chunk, explainer.steps * batch)),)),
         "gradientshap": lambda: Cost(((explainer.n_samples, "input", explainer.n_samples),)),
         # the clean score, then one forward per patch position (captum batches chunk_size // batch per image)
-        "occlusion": lambda: _occlusion_cost(explainer, batch, size),
+        "occlusion": lambda: _occlusion_cost(explainer.patch_size, explainer.stride, chunk, batch, size),
     }
     if name not in special:
         raise KeyError(f"No floor is defined for explainer {name!r}; add it to benchmark/perf/floors.py.")
     return special[name]()
 
 
-class _Occlusion:
-    """The geometry of an occlusion explainer built with ``args`` (no model needed)."""
-
-    def __init__(self, args: Dict) -> None:
-        self.patch_size, self.stride, self.chunk_size = args["patch_size"], args["stride"], args["chunk_size"]
-
-    def positions(self, height: int, width: int) -> int:
-        from benchmark.explainers.occlusion import Occlusion
-
-        return Occlusion.positions(self, height, width)
-
-
-def _occlusion_cost(explainer, batch: int, size: Tuple[int, int]) -> Cost:
+def _occlusion_cost(patch_size: int, stride: int, chunk_size: int, batch: int, size: Tuple[int, int]) -> Cost:
     """The clean score, then one forward per patch position; captum evaluates ``chunk_size // batch`` positions of
     every image per forward (at most all of them)."""
-    positions = explainer.positions(*size)
-    per_eval = min(max(1, explainer.chunk_size // batch), positions)
+    from benchmark.explainers.occlusion import occlusion_positions
+
+    positions = occlusion_positions(*size, patch_size, stride)
+    per_eval = min(max(1, chunk_size // batch), positions)
     return Cost(((1, "forward", batch), (positions, "forward", batch * per_eval)))
 
 
@@ -153,7 +143,9 @@ def metric_cost(name: str, batch: int, metric: object, size: Tuple[int, int], to
         "contrastivity": lambda: Cost(((num_classes - 1 if metric.classes == "all" else metric.classes,
                                         "explainer", batch),)),
         "fgsm_robustness": lambda: Cost(((1, "input", batch), (1, "forward", batch), (1, "explainer", batch))),
-        "occlusion_correlation": lambda: _occlusion_cost(_Occlusion(metric.occlusion_args), batch, size),
+        "occlusion_correlation": lambda: _occlusion_cost(metric.occlusion_args["patch_size"],
+                                                         metric.occlusion_args["stride"],
+                                                         metric.occlusion_args["chunk_size"], batch, size),
         "one_pixel_sensitivity": lambda: Cost(((metric.popsize * (metric.maxiter + 1), "forward",
                                                 min(metric.chunk_size, metric.popsize)), (1, "explainer", 1))),
     }

@@ -6,20 +6,20 @@ from typing import List, Optional, Sequence
 import torch
 from torch import Tensor
 
+from benchmark._utils import check_choice  # noqa: F401  (re-exported: the metrics' and datamodules' import)
+
 NAN_POLICIES = ("omit", "zero", "propagate")
 REDUCTIONS = ("mean", "none")
 
 
-def check_choice(value: str, name: str, choices: Sequence[str]) -> str:
-    """Raise a ValueError listing ``choices`` when ``value`` is not one of them.
-
-    Example:
-        >>> check_choice("mean", "reduction", REDUCTIONS)
-        'mean'
-    """
-    if value not in choices:
-        raise ValueError(f"Expected `{name}` to be one of {tuple(choices)}, but got {value!r}.")
-    return value
+def check_images(images: Tensor) -> Tensor:
+    """``(B, C, H, W)`` floating-point model inputs with B >= 1, else a TypeError / ValueError."""
+    if not isinstance(images, Tensor):
+        raise TypeError(f"Expected `images` to be a torch.Tensor, but got {type(images).__name__}.")
+    if images.ndim != 4 or not images.is_floating_point() or images.shape[0] == 0:
+        raise ValueError(f"Expected `images` to have shape (B, C, H, W) with a floating dtype, but got "
+                         f"{tuple(images.shape)} {images.dtype}.")
+    return images
 
 
 def _check_unit_range(values: Tensor, expectation: str) -> Tensor:

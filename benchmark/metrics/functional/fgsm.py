@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from benchmark._utils import eval_mode
-from benchmark.metrics.functional._common import check_saliency, reduce_values
+from benchmark.metrics.functional._common import check_images, check_saliency, reduce_values
 from benchmark.metrics.functional.adcc import _pearson
 from benchmark.metrics.functional.fidelity_contrastivity import check_labels
 
@@ -56,15 +56,6 @@ def channel_values(values: Union[float, Sequence[float]], name: str, channels: O
     return tuple(float(v) for v in out)
 
 
-def _check_images(images: Tensor) -> Tensor:
-    if not isinstance(images, Tensor):
-        raise TypeError(f"Expected `images` to be a torch.Tensor, but got {type(images).__name__}.")
-    if images.ndim != 4 or not images.is_floating_point() or images.shape[0] == 0:
-        raise ValueError(f"Expected `images` to have shape (B, C, H, W) with a floating dtype, but got "
-                         f"{tuple(images.shape)} {images.dtype}.")
-    return images
-
-
 def fgsm_attack(model: Model, images: Tensor, targets: Tensor, epsilon: float = 8 / 255,
                 std: Union[float, Sequence[float]] = IMAGENET_STD, clamp: bool = False,
                 mean: Union[float, Sequence[float]] = IMAGENET_MEAN) -> Tuple[Tensor, Tensor]:
@@ -94,7 +85,7 @@ def fgsm_attack(model: Model, images: Tensor, targets: Tensor, epsilon: float = 
         >>> adversarial  # CE of class 0 grows as x_0 falls and x_1 rises: a 0.5 / 0.25 = 2 step
         tensor([[[[-2.,  2.]]]])
     """
-    _check_images(images)
+    check_images(images)
     channels = images.shape[1]
     targets = check_labels(targets, len(images), "targets")
     if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)):

@@ -40,8 +40,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from benchmark._utils import eval_mode
-from benchmark.metrics.functional._common import check_saliency, reduce_values
+from benchmark._utils import check_positive_int, eval_mode
+from benchmark.metrics.functional._common import check_images, check_saliency, reduce_values
 
 __all__ = ["auc", "deletion", "deletion_curve", "gaussian_kernel", "insertion", "insertion_curve",
            "rise_blur"]
@@ -49,12 +49,7 @@ __all__ = ["auc", "deletion", "deletion_curve", "gaussian_kernel", "insertion", 
 Model = Union[nn.Module, Callable[[Tensor], Tensor]]
 
 
-def _check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"Expected `{name}` to be a positive int, but got {type(value).__name__}.")
-    if value < 1:
-        raise ValueError(f"Expected `{name}` to be a positive int, but got {value}.")
-    return value
+_check_positive_int = check_positive_int  # the name the metric modules import
 
 
 def _pixels_per_step(height: int, width: int, pixels_per_step: Optional[int], steps: Optional[int]) -> int:
@@ -69,11 +64,7 @@ def _pixels_per_step(height: int, width: int, pixels_per_step: Optional[int], st
 
 
 def _check_inputs(images: Tensor, saliency: Tensor, targets: Tensor) -> None:
-    if not isinstance(images, Tensor):
-        raise TypeError(f"Expected `images` to be a torch.Tensor, but got {type(images).__name__}.")
-    if images.ndim != 4 or not images.is_floating_point() or images.shape[0] == 0:
-        raise ValueError(f"Expected `images` to have shape (B, C, H, W) with a floating dtype, but got "
-                         f"{tuple(images.shape)} {images.dtype}.")
+    check_images(images)
     check_saliency(saliency)
     if saliency.shape != (images.shape[0], *images.shape[2:]):
         raise ValueError(f"Expected `saliency` to have shape (B, H, W) = {(images.shape[0], *images.shape[2:])} "

@@ -36,8 +36,8 @@ from scipy.optimize import differential_evolution
 from torch import Tensor, nn
 
 from benchmark._utils import eval_mode
-from benchmark.metrics.functional._common import check_saliency
-from benchmark.metrics.functional.fgsm import IMAGENET_MEAN, IMAGENET_STD, _check_images, channel_values
+from benchmark.metrics.functional._common import check_images, check_saliency
+from benchmark.metrics.functional.fgsm import IMAGENET_MEAN, IMAGENET_STD, channel_values
 from benchmark.metrics.functional.fidelity_contrastivity import check_labels
 from benchmark.metrics.functional.insertion_deletion import _check_positive_int
 
@@ -124,7 +124,7 @@ def one_pixel_attack(model: Model, images: Tensor, targets: Tensor, indices: Ten
         >>> attack.success.tolist(), attack.rows.tolist(), attack.cols.tolist(), attack.colours[0, 0].item() > 0.5
         ([True], [2], [1], True)
     """
-    _check_images(images)
+    check_images(images)
     batch, channels, height, width = images.shape
     targets = check_labels(targets, batch, "targets")
     indices = check_labels(indices, batch, "indices")
