@@ -1,4 +1,4 @@
-"""Backbone factory: any torchvision or timm classifier, with the preprocessing it expects.
+"""Backbone factory: any torchvision, timm or Hugging Face classifier, with the preprocessing it expects.
 
 Naming (``create_backbone(name)``):
 
@@ -8,6 +8,11 @@ Naming (``create_backbone(name)``):
   ``mobile_cnn``; see :mod:`benchmark.synthetic`), 8 classes, 128 x 128 inputs;
 * ``"digits/<name>"`` -- a digit classifier (``mnist_cnn``, PyTorch's MNIST-example CNN; see
   :mod:`benchmark.digits`), 10 classes, 1 x 28 x 28 inputs with the MNIST preprocessing;
+* ``"hf/<directory-or-repo-id>"`` -- a Hugging Face ``transformers`` image classifier from a local
+  directory (``hf//abs/path``, ``hf/./models/vit``) or, when no such directory exists, from the
+  snapshot of a hub repo in the local Hugging Face cache (``hf/google/vit-base-patch16-224``), never
+  downloaded; see :mod:`benchmark.hf_backbone` (its weights: ``None``/``"default"`` pretrained,
+  ``"random"``, or a path; its preprocessing from the repo's ``preprocessor_config.json``);
 * a bare ``"<name>"`` -- torchvision's model if torchvision has one by that name, else timm's.
 
 Weights (``weights=``):
@@ -90,6 +95,8 @@ class Backbone(NamedTuple):
 def list_backbones(source: str = "torchvision") -> list:
     """Model names of ``source`` ("torchvision", "timm", "synthetic" or "digits").
 
+    ``"hf"`` has no registry (any local directory or cached repo id) and raises ``ValueError``.
+
     Example:
         >>> "resnet18" in list_backbones("torchvision")
         True
@@ -106,12 +113,19 @@ def list_backbones(source: str = "torchvision") -> list:
         from benchmark.digits.models import DIGITS_MODELS
 
         return sorted(DIGITS_MODELS)
+    if source == "hf":
+        raise ValueError("Expected `source` to be a source with a model registry, but got 'hf': Hugging Face "
+                         "backbones are named by a local directory or a cached hub repo id, `hf/<dir-or-repo-id>`.")
     raise ValueError(f"Expected `source` to be 'torchvision', 'timm', 'synthetic' or 'digits', but got {source!r}.")
 
 
 def _split_name(name: str) -> Tuple[str, str]:
     if not isinstance(name, str) or not name:
         raise TypeError(f"Expected the backbone name to be a non-empty str, but got {name!r}.")
+    if name.startswith("hf/"):  # the rest is a path or an owner/repo id, slashes included
+        if name == "hf/":
+            raise KeyError("Expected 'hf/<directory-or-repo-id>', but got 'hf/' with nothing after it.")
+        return "hf", name[len("hf/"):]
     source, _, model = name.rpartition("/")
     if source in ("torchvision", "timm"):
         return source, model
@@ -122,7 +136,7 @@ def _split_name(name: str) -> Tuple[str, str]:
         return source, model
     if source:
         raise KeyError(f"Unknown backbone source {source!r} in {name!r}; valid: 'torchvision/…', 'timm/…', "
-                       "'synthetic/…', 'digits/…'.")
+                       "'synthetic/…', 'digits/…', 'hf/…'.")
     if model in list_backbones("torchvision"):
         return "torchvision", model
     if timm.is_model(model):
@@ -150,14 +164,8 @@ def _hub_checkpoint(filename: str, url: str) -> Path:
     return path
 
 
-def load_checkpoint(model: nn.Module, path: Union[str, os.PathLike]) -> nn.Module:
-    """Load a local checkpoint into ``model`` (strict), see the module docstring for formats.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: the keys do not match the model (missing / unexpected keys are listed).
-    """
-    path = Path(path)
+def _read_checkpoint(path: Path) -> Dict[str, torch.Tensor]:
+    """The state dict in a checkpoint file, unwrapped (see the module docstring for formats)."""
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint {str(path)!r} does not exist; pass an existing file path.")
     if path.suffix == ".safetensors":
@@ -172,6 +180,18 @@ def load_checkpoint(model: nn.Module, path: Union[str, os.PathLike]) -> nn.Modul
     for prefix in ("module.", "model."):
         if state and all(k.startswith(prefix) for k in state):
             state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def load_checkpoint(model: nn.Module, path: Union[str, os.PathLike]) -> nn.Module:
+    """Load a local checkpoint into ``model`` (strict), see the module docstring for formats.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the keys do not match the model (missing / unexpected keys are listed).
+    """
+    path = Path(path)
+    state = _read_checkpoint(path)
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -278,15 +298,24 @@ def _digits(name: str, weights: Optional[str], num_classes: Optional[int]) -> Ba
     return Backbone(model, mnist_preprocessing())
 
 
+def _hf(spec: str, weights: Optional[str], num_classes: Optional[int]) -> Backbone:
+    from benchmark.hf_backbone import create_hf_backbone  # imports transformers only when asked for
+
+    return create_hf_backbone(spec, weights, num_classes)
+
+
 def create_backbone(name: str, weights: Union[str, os.PathLike, None] = None,
                     num_classes: Optional[int] = None) -> Backbone:
-    """Build a torchvision or timm classifier (eval mode, frozen) and its preprocessing.
+    """Build a torchvision, timm or Hugging Face classifier (eval mode, frozen) and its preprocessing.
 
     Args:
-        name: ``"torchvision/<name>"``, ``"timm/<name>"`` or a bare name (see module docstring).
-        weights: ``None`` (random init; the shipped checkpoint for ``synthetic/``), ``"default"``, a
-            torchvision enum name, ``"random"`` (``synthetic/`` and ``digits/`` only), or a file path.
-        num_classes: classifier size for random init or a local checkpoint (default: 1000).
+        name: ``"torchvision/<name>"``, ``"timm/<name>"``, ``"hf/<dir-or-repo-id>"`` or a bare name (see
+            module docstring).
+        weights: ``None`` (random init; the shipped checkpoint for ``synthetic/``, the pretrained weights for
+            ``hf/``), ``"default"``, a torchvision enum name, ``"random"`` (``synthetic/``, ``digits/`` and
+            ``hf/`` only), or a file path.
+        num_classes: classifier size for random init or a local checkpoint (default: 1000; ``hf/``: the
+            config's ``num_labels``).
 
     Returns:
         ``Backbone(model, preprocessing)``.
@@ -302,7 +331,8 @@ def create_backbone(name: str, weights: Union[str, os.PathLike, None] = None,
     weights = os.fspath(weights) if isinstance(weights, os.PathLike) else weights
     if weights is not None and not isinstance(weights, str):
         raise TypeError(f"Expected `weights` to be None, a str or a path, but got {type(weights).__name__}.")
-    build = {"torchvision": _torchvision, "timm": _timm, "synthetic": _synthetic, "digits": _digits}[source]
+    build = {"torchvision": _torchvision, "timm": _timm, "synthetic": _synthetic, "digits": _digits,
+             "hf": _hf}[source]
     model, preprocessing = build(model_name, weights, num_classes)
     model.eval().requires_grad_(False)
     return Backbone(model, preprocessing)

@@ -123,6 +123,11 @@ def _positive(value: Any, name: str, allow_zero: bool = False) -> None:
 
 def _check_backbone(name: str) -> None:
     """Fail on an unknown backbone name without building the model."""
+    if name.startswith("hf/"):  # a local directory or a cached repo id, else FileNotFoundError (no download)
+        from benchmark.hf_backbone import resolve_hf_source
+
+        resolve_hf_source(name[len("hf/"):])
+        return
     source, _, model = name.partition("/") if "/" in name else ("", "", name)
     if source in ("synthetic", "digits"):
         check_choice(model, f"backbone {source}/<name>", list_backbones(source))

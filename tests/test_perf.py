@@ -4,11 +4,13 @@ import time
 
 import pytest
 import torch
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from torchvision.models import resnet18
 
 from benchmark.explainers import create_explainer, list_explainers
 from benchmark.explainers.fastpath import InferenceCopy
+from benchmark.explainers.registry import _REGISTRY
 from benchmark.metrics import create_metric, list_metrics
 from benchmark.perf import harness, timing
 from benchmark.perf.floors import Cost, explainer_cost, metric_cost
@@ -17,7 +19,9 @@ from benchmark.perf.peers import PEERS, peer_calls, peer_metric
 
 @pytest.mark.parametrize("name", list_explainers())
 def test_every_registered_explainer_has_a_floor(name):
-    explainer = create_explainer(name, resnet18(num_classes=4), input_size=(3, 32, 32))
+    model = (VisionTransformer(img_size=32, patch_size=8, embed_dim=16, depth=1, num_heads=2, num_classes=4)
+             if getattr(_REGISTRY[name], "requires_attention", False) else resnet18(num_classes=4))  # ViT-only methods
+    explainer = create_explainer(name, model, input_size=(3, 32, 32))
     cost = explainer_cost(name, 4, 512, explainer)
     assert all(count > 0 and batch > 0 for count, _, batch in cost.terms)
 

@@ -2,13 +2,15 @@
 
 >>> from benchmark.explainers import create_explainer, default_explainers, list_explainers
 >>> len(list_explainers()), len(default_explainers())
-(18, 12)
+(20, 12)
 
 Each method is registered by its module's import below (explicit, no ``import *``).
 """
 from benchmark.explainers import (  # noqa: E402  (registration imports)
     ablationcam,
+    attention_rollout,
     center,
+    chefer,
     eigencam,
     fakecam,
     gradcam,

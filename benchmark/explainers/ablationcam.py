@@ -8,7 +8,9 @@ every ablation, so only the layers after it run per chunk (:mod:`benchmark.expla
 ``torch.fx`` split); when the tail reads nothing but the layer's output (e.g. ResNet ``layer4``,
 VGG ``features.29``) the hooked forward's activation feeds it directly, otherwise the prefix runs
 once more for the values the tail also reads (a residual shortcut). Models that do not trace run
-one full forward per chunk instead.
+one full forward per chunk instead. The channel is zeroed in the layer's own layout (an NHWC
+channel, or a feature of every patch token with the prefix tokens untouched; see
+:mod:`benchmark.explainers.layouts`).
 """
 from typing import Optional
 
@@ -34,10 +36,10 @@ class AblationCAM(BaseExplainer):
     uses_gradients = False
 
     def __init__(self, model, target_layer=None, input_size=(3, 224, 224), chunk_size: int = 32,
-                 use_tail: bool = True) -> None:
+                 use_tail: bool = True, *, layout: Optional[str] = None) -> None:
         if not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"Expected `chunk_size` to be a positive int, but got {chunk_size!r}.")
-        super().__init__(model, target_layer, input_size)
+        super().__init__(model, target_layer, input_size, layout=layout)
         self.chunk_size = chunk_size
         self.use_tail = bool(use_tail)  # False: a full hooked forward per chunk (the reference path)
 
@@ -45,7 +47,8 @@ class AblationCAM(BaseExplainer):
         split = self._split()
         prefix = None
         if split is not None:  # the hooked forward's activation is the prefix's output when the tail reads nothing else
-            prefix = (inputs.activations, []) if split.num_live_ins == 0 else split.run_prefix(inputs.images)
+            nchw = split.num_live_ins == 0 and self.layout.kind == "nchw"
+            prefix = (inputs.activations, []) if nchw else split.run_prefix(inputs.images)
         return self._weights(inputs, split, prefix)
 
     def _weights(self, inputs: CAMInputs, split: Optional[LayerSplit], prefix) -> Tensor:
@@ -55,17 +58,18 @@ class AblationCAM(BaseExplainer):
         for chunk in acts.flatten(2).ne(0).any(dim=2).nonzero().split(self.chunk_size):
             b, k = chunk.unbind(dim=1)
             rows = torch.arange(len(k), device=acts.device)
-            if prefix is not None:  # only the layers after the target
-                activation = prefix[0][b]  # advanced indexing: already a copy
+            if prefix is not None:  # only the layers after the target, fed in the layer's own layout
+                own = prefix[0][b]  # advanced indexing: already a copy
+                activation = self.layout.to_nchw(own, inputs.images.shape[-2:])  # a view of `own`
                 activation[rows, k] = 0
-                logits = split.run_tail(activation, [value[b] for value in prefix[1]])
+                logits = split.run_tail(own, [value[b] for value in prefix[1]])
             else:
                 def ablate(output: Tensor, k: Tensor = k) -> Tensor:
                     output = output.clone()
                     output[rows, k] = 0
                     return output
 
-                with self.hook_layer(ablate):
+                with self.hook_layer(ablate, inputs.images.shape[-2:]):
                     logits = self.model(inputs.images[b])
             ablated[b, k] = logits.gather(1, targets[b, None]).squeeze(1).to(ablated.dtype)
         nonzero = (score != 0)[:, None]

@@ -78,8 +78,9 @@ class AttributionExplainer(BaseExplainer):
     in_default_run = False  # pixel attributions cost many backward passes: opt in by name
     default_reduction: ClassVar[str] = "abs_sum"
 
-    def __init__(self, model, target_layer=None, input_size=(3, 224, 224), reduction: Optional[str] = None) -> None:
-        super().__init__(model, target_layer, input_size)
+    def __init__(self, model, target_layer=None, input_size=(3, 224, 224), reduction: Optional[str] = None, *,
+                 layout: Optional[str] = None) -> None:
+        super().__init__(model, target_layer, input_size, layout=layout)
         self.reduction = check_choice(reduction or self.default_reduction, "reduction", REDUCTIONS)
         self._num_classes: Optional[int] = None
 

@@ -10,7 +10,10 @@ A method overrides a single function:
 The base does the rest, identically for every method: input checks, the hooked forward,
 gradients ``dS_c/dA`` by :func:`torch.autograd.grad` to the hooked activation only (the score
 ``S_c`` is the logit of the target class), and the post-processing of NOTES.md §4
-(:func:`normalize_maps`). The hook returns a clone of the layer's output, so in-place operations
+(:func:`normalize_maps`). Every layout of the layer's output (NCHW, NHWC, prefix tokens + patch grid,
+see :mod:`benchmark.explainers.layouts`) goes through one adapter in :meth:`BaseExplainer.hook_layer`:
+methods see ``(B, C, h, w)`` activations and gradients, and what they return (e.g. Ablation-CAM's
+ablated activations) goes back to the network in the layer's own layout. The hook returns a clone of the layer's output, so in-place operations
 after the layer (DenseNet's ``F.relu(inplace=True)``, ResNet's ``out += identity``) modify the
 clone, never the activations nor the tensor the gradients are taken with respect to. The part
 of the network before the layer runs without an autograd graph; parameter ``.grad`` fields
@@ -27,7 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from benchmark._utils import eval_mode
-from benchmark.explainers.layers import resolve_target_layer
+from benchmark.explainers.layers import resolve_layer
+from benchmark.explainers.layouts import Layout
 
 __all__ = ["BaseExplainer", "CAMInputs", "normalize_maps"]
 
@@ -73,7 +77,7 @@ class CAMInputs:
     images: Tensor  #: ``(B, C, H, W)`` model inputs
     targets: Tensor  #: ``(B,)`` explained classes
     logits: Tensor  #: ``(B, K)`` model outputs on ``images``
-    activations: Tensor  #: ``(B, C', h, w)`` target-layer output (detached)
+    activations: Tensor  #: ``(B, C', h, w)`` target-layer output (detached), whatever the layer's layout
     gradients: Optional[Tensor]  #: ``dS_target/dA``, same shape, or None if unused
     indices: Optional[Tensor]  #: ``(B,)`` dataset indices seeding stochastic methods
 
@@ -87,6 +91,9 @@ class BaseExplainer:
             auto-detection, see :mod:`benchmark.explainers.layers`).
         input_size: ``(C, H, W)`` used to trace the model for auto-detection; also the
             number of channels the images must have.
+        layout: the target layer's layout, ``"nchw"``, ``"nhwc"``, ``"tokens"``, ``"tokens:P"`` or
+            ``"tokens:P:HxW"``; ``None`` decides it from the model and the layer's output
+            (:func:`~benchmark.explainers.layouts.detect_layout`), refusing ambiguous cases.
     """
 
     name: ClassVar[str] = ""  #: registry name, set by ``@register_explainer``
@@ -98,19 +105,25 @@ class BaseExplainer:
     #: the costly pixel-attribution methods run only when named
     in_default_run: ClassVar[bool] = True
 
+    #: the target layer's layout (``None`` for methods that use no layer)
+    layout: Optional[Layout] = None
+
     def __init__(self, model: nn.Module, target_layer: Union[str, nn.Module, None] = None,
-                 input_size: Sequence[int] = (3, 224, 224)) -> None:
+                 input_size: Sequence[int] = (3, 224, 224), *, layout: Optional[str] = None) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"Expected `model` to be a torch.nn.Module, but got {type(model).__name__}.")
         self.model = model
         self.input_size = tuple(int(v) for v in input_size)
         if len(self.input_size) != 3:
             raise ValueError(f"Expected `input_size` to be (C, H, W), but got {tuple(input_size)}.")
-        self.target_layer = (resolve_target_layer(model, target_layer, self.input_size)
-                             if self.uses_layer else "input")
+        if self.uses_layer:
+            self.target_layer, self.layout = resolve_layer(model, target_layer, self.input_size, layout)
+        else:
+            self.target_layer = "input"
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(target_layer={self.target_layer!r})"
+        layout = "" if self.layout is None or self.layout.kind == "nchw" else f", layout='{self.layout}'"
+        return f"{type(self).__name__}(target_layer={self.target_layer!r}{layout})"
 
     # ----------------------------------------------------------------- the overridable parts
     def weights(self, inputs: CAMInputs) -> Tensor:
@@ -155,17 +168,23 @@ class BaseExplainer:
 
     # ------------------------------------------------------------------------ shared helpers
     @contextlib.contextmanager
-    def hook_layer(self, fn: Callable[[Tensor], Tensor]) -> Iterator[None]:
-        """Replace the target layer's output by ``fn(output)`` while the context is open."""
+    def hook_layer(self, fn: Callable[[Tensor], Tensor], image_hw: Sequence[int]) -> Iterator[None]:
+        """Replace the target layer's output by ``fn(output)`` while the context is open.
+
+        ``fn`` sees and returns the ``(B, C, h, w)`` view of the output (:attr:`layout`); its result goes
+        back to the network in the layer's own layout (prefix tokens unchanged).
+        """
         layer = self.model.get_submodule(self.target_layer)
+        layout = self.layout
 
         def hook(module: nn.Module, args: tuple, output: Tensor) -> Tensor:
-            if not isinstance(output, Tensor) or output.ndim != 4:
+            expected = 3 if layout.kind == "tokens" else 4
+            if not isinstance(output, Tensor) or output.ndim != expected:
                 shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
                 raise ValueError(
-                    f"Expected target layer {self.target_layer!r} to output a (B, C, h, w) "
-                    f"tensor, but got {shape}.")
-            return fn(output)
+                    f"Expected target layer {self.target_layer!r} to output a {expected}-D tensor (layout "
+                    f"'{layout}'), but got {shape}.")
+            return layout.from_nchw(fn(layout.to_nchw(output.detach(), image_hw)), output.detach())
 
         handle = layer.register_forward_hook(hook)
         try:
@@ -185,7 +204,7 @@ class BaseExplainer:
                 torch.set_grad_enabled(True)
             return act.clone()
 
-        with self.hook_layer(keep), torch.no_grad():
+        with self.hook_layer(keep, images.shape[-2:]), torch.no_grad():
             logits = self.model(images)
             if not store:
                 raise ValueError(f"Target layer {self.target_layer!r} was not called by the forward pass.")

@@ -35,9 +35,10 @@ class GuidedGradCAM(AttributionExplainer):
     uses_layer = True
     cam_class = GradCAM
 
-    def __init__(self, model, target_layer=None, input_size=(3, 224, 224), reduction: Optional[str] = None) -> None:
-        super().__init__(model, target_layer, input_size, reduction)
-        self.cam = self.cam_class(model, self.target_layer, input_size)
+    def __init__(self, model, target_layer=None, input_size=(3, 224, 224), reduction: Optional[str] = None, *,
+                 layout: Optional[str] = None) -> None:
+        super().__init__(model, target_layer, input_size, reduction, layout=layout)
+        self.cam = self.cam_class(model, self.target_layer, input_size, layout=self.layout)
 
     def attribute(self, images: Tensor, targets: Tensor, indices: Optional[Tensor]) -> Tensor:
         cam = self.cam.raw_maps(images, targets, indices).detach().relu().unsqueeze(1)

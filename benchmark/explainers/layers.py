@@ -1,18 +1,27 @@
-"""Target-layer resolution for CAM explainers.
+"""Target-layer resolution for CAM explainers: which layer, and in which layout it stores its grid.
 
 The CAM papers explain the last convolutional stage of the backbone. This module turns the
 user's ``target_layer`` argument (a dotted module name, a module, or ``None``) into the dotted
-name of a module of the model, with these rules:
+name of a module of the model and its :class:`~benchmark.explainers.layouts.Layout`, with these rules:
 
-1. ``None`` and the model is a family the papers used: the papers' layer (:data:`PAPER_LAYERS`).
-2. ``None`` otherwise: a forward pass with hooks on every module finds the last module whose
-   output is 4-D with spatial size > 1 that is not (and does not merely return the output of)
-   a pooling layer, and is not an identity / dropout / flatten layer. Of several modules
+1. ``None`` and the model names its own layer (``default_target_layer``, set by the Hugging Face
+   wrapper of :mod:`benchmark.hf_backbone`): that layer.
+2. ``None`` and the model is a family the papers used: the papers' layer (:data:`PAPER_LAYERS`).
+3. ``None`` and the model is a vision transformer pooled by its class token: the last block's first
+   norm (:data:`TRANSFORMER_LAYERS`). Later layers hold patch tokens that no longer reach the class
+   token (their gradient is exactly zero), earlier ones miss the last attention.
+4. ``None`` otherwise: a forward pass with hooks on every module finds the last module whose
+   output is a feature grid of spatial size > 1 in any layout (NCHW, NHWC or tokens, see
+   :mod:`benchmark.explainers.layouts`) that is not (and does not merely return the output of)
+   a pooling layer, and is not an identity / dropout / flatten / permute layer. Of several modules
    returning the same tensor (a block and its last ReLU), the outermost is chosen
-   (``layer4`` rather than ``layer4.1.relu``).
-3. A name or a module: checked to exist in the model.
+   (``layer4`` rather than ``layer4.1.relu``). A token layer with prefix tokens is refused when
+   its patch tokens do not reach the logits (class-token pooling after it).
+5. A name or a module: checked to exist in the model.
 
-The chosen name is logged, and stored as ``explainer.target_layer`` so that results carry it.
+The layout is then decided from the layer's output on a dummy input (or ``layout=``). The chosen
+name and layout are logged and stored on the explainer (``target_layer``, ``layout``) so that results
+carry them.
 """
 from __future__ import annotations
 
@@ -24,10 +33,11 @@ import torch
 from torch import nn
 
 from benchmark._utils import eval_mode
+from benchmark.explainers.layouts import Layout, detect_layout
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PAPER_LAYERS", "candidate_layers", "resolve_target_layer"]
+__all__ = ["PAPER_LAYERS", "TRANSFORMER_LAYERS", "candidate_layers", "resolve_layer", "resolve_target_layer"]
 
 
 def _last_relu_of_features(model: nn.Module) -> Optional[str]:
@@ -57,11 +67,47 @@ PAPER_LAYERS: Dict[str, Tuple[Callable[[nn.Module], Optional[str]], str]] = {
     "GoogLeNet": (_named("inception5b"), "`inception5b` (7x7 at 224)"),
 }
 
+def _last_block_layer(*paths: Tuple[str, str]) -> Callable[[nn.Module], Optional[str]]:
+    """Rule: ``<blocks>.<last>.<norm>`` for the first ``(blocks, norm)`` of ``paths`` the model has."""
+    def select(model: nn.Module) -> Optional[str]:
+        modules = dict(model.named_modules())
+        for blocks, norm in paths:
+            container = modules.get(blocks)
+            children = list(container.named_children()) if container is not None else []
+            if children and hasattr(children[-1][1], norm):
+                return f"{blocks}.{children[-1][0]}.{norm}"
+        return None
+
+    return select
+
+
+_VIT_NORM1 = "the last block's first norm (tokens: prefix + patch grid); the blocks after it never reach the class token"
+#: Vision transformers pooled by a class token, keyed by model class name: the community's Grad-CAM layer
+#: (pytorch-grad-cam's ViT tutorial), the last block's first norm. Value: (rule, description and reason).
+TRANSFORMER_LAYERS: Dict[str, Tuple[Callable[[nn.Module], Optional[str]], str]] = {
+    # timm VisionTransformer (ViT, DeiT III, register ViTs) and torchvision's VisionTransformer share the class name
+    "VisionTransformer": (_last_block_layer(("blocks", "norm1"), ("encoder.layers", "ln_1")),
+                          f"timm `blocks.<last>.norm1`, torchvision `encoder.layers.<last>.ln_1`: {_VIT_NORM1}"),
+    "VisionTransformerDistilled": (_last_block_layer(("blocks", "norm1")),
+                                   f"`blocks.<last>.norm1` (DeiT: class + distillation tokens): {_VIT_NORM1}"),
+    "Eva": (_last_block_layer(("blocks", "norm1")), f"`blocks.<last>.norm1`: {_VIT_NORM1}"),
+    "Beit": (_last_block_layer(("blocks", "norm1")), f"`blocks.<last>.norm1`: {_VIT_NORM1}"),
+    "Cait": (_last_block_layer(("blocks_token_only", "norm1")),
+             "`blocks_token_only.<last>.norm1`: class token + patches entering the last class-attention block"),
+    "Xcit": (_last_block_layer(("cls_attn_blocks", "norm1")),
+             "`cls_attn_blocks.<last>.norm1`: class token + patches entering the last class-attention block"),
+}
+
 #: Pooling layers: neither their output nor a container returning it is a target.
 _POOLING = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.LPPool2d)
 #: Layers that pass their input through: never named as the target, but they do not disqualify
-#: the tensor (timm's ``BatchNormAct2d`` runs norm -> Identity drop -> in-place activation).
+#: the tensor (timm's ``BatchNormAct2d`` runs norm -> Identity drop -> in-place activation). A
+#: ``Permute`` (torchvision Swin: NHWC -> NCHW before pooling) only changes the layout.
 _PASS_THROUGH = (nn.Identity, nn.Dropout, nn.Dropout2d, nn.Flatten)
+
+
+def _passes_through(module: nn.Module) -> bool:
+    return isinstance(module, _PASS_THROUGH) or type(module).__name__ == "Permute"
 
 
 def _module_outputs(model: nn.Module, input_size: Sequence[int]) -> List[Tuple[str, nn.Module, object]]:
@@ -77,19 +123,25 @@ def _module_outputs(model: nn.Module, input_size: Sequence[int]) -> List[Tuple[s
 
         handles.append(module.register_forward_hook(hook))
     try:
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
-        dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
         with eval_mode(model), torch.no_grad():
-            model(torch.zeros((1, *input_size), device=device, dtype=dtype))
+            model(_dummy(model, input_size))
     finally:
         for handle in handles:
             handle.remove()
     return records
 
 
+def _dummy(model: nn.Module, input_size: Sequence[int], random: bool = False) -> torch.Tensor:
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    if random:
+        return torch.randn((1, *input_size), generator=torch.Generator().manual_seed(0)).to(device, dtype)
+    return torch.zeros((1, *input_size), device=device, dtype=dtype)
+
+
 def candidate_layers(model: nn.Module, input_size: Sequence[int] = (3, 224, 224)) -> List[str]:
-    """Names of the modules whose output is a 4-D feature map with spatial size > 1.
+    """Names of the modules whose output is a feature grid (NCHW, NHWC or tokens) with spatial size > 1.
 
     Args:
         model: the network.
@@ -103,11 +155,22 @@ def candidate_layers(model: nn.Module, input_size: Sequence[int] = (3, 224, 224)
         >>> candidate_layers(net, (3, 8, 8))
         ['0', '1']
     """
-    return [name for name, _ in _candidates(_module_outputs(model, input_size))]
+    return [name for name, _, _ in _candidates(model, _module_outputs(model, input_size), input_size[1:])]
 
 
-def _candidates(records: List[Tuple[str, nn.Module, object]]) -> List[Tuple[str, torch.Tensor]]:
-    """Keep the 4-D, spatial > 1 outputs not produced by (or passed through from) a pooling layer."""
+def _layout_or_none(model: nn.Module, name: str, module: nn.Module, output: torch.Tensor,
+                    image_hw: Sequence[int]) -> Optional[Layout]:
+    try:
+        layout = detect_layout(model, name, output, image_hw, module=module)
+    except ValueError:
+        return None
+    grid = layout.to_nchw(output, image_hw).shape[-2:]
+    return layout if grid[0] * grid[1] > 1 else None
+
+
+def _candidates(model: nn.Module, records: List[Tuple[str, nn.Module, object]],
+                image_hw: Sequence[int]) -> List[Tuple[str, torch.Tensor, Layout]]:
+    """Keep the grid outputs (spatial > 1, any layout) not produced by (or passed through from) a pooling layer."""
     pooled = set()
     kept = []
     for name, module, output in records:
@@ -116,22 +179,102 @@ def _candidates(records: List[Tuple[str, nn.Module, object]]) -> List[Tuple[str,
         if isinstance(module, _POOLING) or id(output) in pooled:
             pooled.add(id(output))
             continue
-        if not isinstance(module, _PASS_THROUGH) and output.ndim == 4 and output.shape[-1] * output.shape[-2] > 1:
-            kept.append((name, output))
+        if not _passes_through(module) and output.ndim in (3, 4):
+            layout = _layout_or_none(model, name, module, output, image_hw)
+            if layout is not None:
+                kept.append((name, output, layout))
     return kept
 
 
 def _auto_layer(model: nn.Module, input_size: Sequence[int]) -> str:
-    kept = _candidates(_module_outputs(model, input_size))
-    best = kept[-1] if kept else None
-    if best is None:
+    kept = _candidates(model, _module_outputs(model, input_size), input_size[1:])
+    if not kept:
         raise ValueError(
-            f"Expected `model` ({type(model).__name__}) to have a layer with a 4-D output of "
-            f"spatial size > 1 for an input of size {tuple(input_size)}, but found none; pass "
-            "`target_layer` explicitly or check `input_size`."
+            f"Expected `model` ({type(model).__name__}) to have a layer whose output is a feature grid "
+            f"(NCHW, NHWC or tokens) of spatial size > 1 for an input of size {tuple(input_size)}, but found none; "
+            "pass `target_layer` (and `layout`) explicitly or check `input_size`."
         )
+    best = kept[-1]
     # Outermost candidate module returning the very same tensor (the one that completes last).
-    return [name for name, output in kept if output is best[1]][-1]
+    name = [n for n, output, _ in kept if output is best[1]][-1]
+    if best[2].kind == "tokens" and best[2].prefix > 0 and not _patch_tokens_reach_logits(model, name, best[2],
+                                                                                          input_size):
+        raise ValueError(
+            f"The last token layer of {type(model).__name__}, {name!r}, has patch tokens that do not reach the logits "
+            "(the model pools its prefix tokens after it): Grad-CAM there is zero. Pass `target_layer` -- for a "
+            "ViT-like model the last block's first norm, e.g. 'blocks.<last>.norm1'.")
+    return name
+
+
+def _patch_tokens_reach_logits(model: nn.Module, name: str, layout: Layout, input_size: Sequence[int]) -> bool:
+    """Whether the logits depend on the patch tokens of layer ``name`` (one probe forward and backward)."""
+    store: List[torch.Tensor] = []
+
+    def hook(module, args, output):
+        output = output.detach().requires_grad_(True)
+        store.append(output)
+        return output
+
+    handle = model.get_submodule(name).register_forward_hook(hook)
+    try:
+        with eval_mode(model), torch.enable_grad():
+            logits = model(_dummy(model, input_size, random=True))
+            grad = torch.autograd.grad(logits.sum(), store[-1], allow_unused=True)[0]
+    finally:
+        handle.remove()
+    return grad is not None and bool(grad[:, layout.prefix:].abs().sum() > 0)
+
+
+def _default_layer(model: nn.Module) -> Tuple[Optional[str], str]:
+    """The model's own, the papers' or the transformer table's layer, if one applies."""
+    own = getattr(model, "default_target_layer", None)
+    if isinstance(own, str) and own:
+        return own, "the model's own default"
+    for table, how in ((PAPER_LAYERS, "the papers' layer"), (TRANSFORMER_LAYERS, "the transformer convention")):
+        rule = table.get(type(model).__name__)
+        name = rule[0](model) if rule is not None else None
+        if name is not None:
+            return name, how
+    return None, "auto-detected"
+
+
+def resolve_layer(model: nn.Module, target_layer: Union[str, nn.Module, None] = None,
+                  input_size: Sequence[int] = (3, 224, 224), layout: Optional[str] = None) -> Tuple[str, Layout]:
+    """Resolve ``target_layer`` to a dotted module name and decide its layout (see the module docstring).
+
+    Args:
+        model: the network.
+        target_layer: dotted module name, a module of ``model``, or ``None`` (the default layer).
+        input_size: ``(C, H, W)`` of the dummy input used to trace the model.
+        layout: the user's layout (``"nchw"``, ``"nhwc"``, ``"tokens:P"``...), or ``None`` to decide it.
+
+    Returns:
+        ``(name, layout)``.
+
+    Raises:
+        KeyError / ValueError / TypeError: as :func:`resolve_target_layer`; ValueError also for a layer
+            whose output is no grid in any layout, or reads two ways (the message names ``layout=``).
+
+    Example:
+        >>> from torchvision.models import swin_t
+        >>> name, layout = resolve_layer(swin_t(num_classes=4))
+        >>> name, str(layout)
+        ('norm', 'nhwc')
+    """
+    name = resolve_target_layer(model, target_layer, input_size)
+    module = model.get_submodule(name)
+    seen: List[object] = []
+    handle = module.register_forward_hook(lambda mod, args, output: seen.append(output))
+    try:
+        with eval_mode(model), torch.no_grad():
+            model(_dummy(model, input_size))
+    finally:
+        handle.remove()
+    if not seen:
+        raise ValueError(f"Target layer {name!r} was not called by the forward pass of {type(model).__name__}.")
+    found = detect_layout(model, name, seen[-1], tuple(input_size[1:]), layout, module)
+    log.info("Layout of %s.%s: %s", type(model).__name__, name, found)
+    return name, found
 
 
 def resolve_target_layer(
@@ -143,8 +286,8 @@ def resolve_target_layer(
 
     Args:
         model: the network.
-        target_layer: dotted module name, a module of ``model``, or ``None`` (papers' layer for
-            known families, else automatic detection, see the module docstring).
+        target_layer: dotted module name, a module of ``model``, or ``None`` (the model's own, the
+            papers' or the transformer table's layer, else automatic detection, see the module docstring).
         input_size: ``(C, H, W)`` of the dummy input used by automatic detection.
 
     Returns:
@@ -162,9 +305,7 @@ def resolve_target_layer(
     """
     modules = dict(model.named_modules())
     if target_layer is None:
-        rule = PAPER_LAYERS.get(type(model).__name__)
-        name = rule[0](model) if rule is not None else None
-        how = "the papers' layer" if name is not None else "auto-detected"
+        name, how = _default_layer(model)
         if name is None:
             name = _auto_layer(model, input_size)
         log.info("Target layer of %s: %r (%s)", type(model).__name__, name, how)

@@ -29,8 +29,9 @@ class RandomCAM(BaseExplainer):
     name = "random"
     uses_gradients = False
 
-    def __init__(self, model, target_layer=None, input_size=(3, 224, 224), seed: int = 0) -> None:
-        super().__init__(model, target_layer, input_size)
+    def __init__(self, model, target_layer=None, input_size=(3, 224, 224), seed: int = 0, *,
+                 layout: Optional[str] = None) -> None:
+        super().__init__(model, target_layer, input_size, layout=layout)
         self.seed = int(seed)
 
     def raw_maps(self, images: Tensor, targets: Optional[Tensor], indices: Optional[Tensor]) -> Tensor:

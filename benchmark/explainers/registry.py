@@ -64,7 +64,7 @@ def list_explainers() -> List[str]:
     Example:
         >>> from benchmark.explainers import list_explainers
         >>> list_explainers()[:3]
-        ['ablationcam', 'center', 'eigencam']
+        ['ablationcam', 'attentionrollout', 'center']
     """
     return sorted(_REGISTRY)
 

@@ -45,12 +45,13 @@ class ScoreCAM(BaseExplainer):
     uses_gradients = False
 
     def __init__(self, model, target_layer=None, input_size=(3, 224, 224), channel_softmax: bool = False,
-                 chunk_size: int = 32, autocast: Optional[str] = None, compile: bool = False) -> None:
+                 chunk_size: int = 32, autocast: Optional[str] = None, compile: bool = False, *,
+                 layout: Optional[str] = None) -> None:
         if not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"Expected `chunk_size` to be a positive int, but got {chunk_size!r}.")
         if autocast not in (None, "bfloat16", "float16"):
             raise ValueError(f"Expected `autocast` to be None, 'bfloat16' or 'float16', but got {autocast!r}.")
-        super().__init__(model, target_layer, input_size)
+        super().__init__(model, target_layer, input_size, layout=layout)
         self.channel_softmax = bool(channel_softmax)
         self.chunk_size = chunk_size
         self.fast_model = InferenceCopy(model, compile=compile)

@@ -8,6 +8,8 @@ Each sample's noise is drawn from a generator seeded by ``(seed, dataset index)`
 are given (else the position in the batch), so maps do not depend on batching.
 With ``sigma=0`` the method is Grad-CAM++ exactly.
 """
+from typing import Optional
+
 import torch
 from torch import Tensor
 
@@ -32,12 +34,12 @@ class SmoothGradCAMpp(BaseExplainer):
     uses_gradients = False  # the clean input's gradients are not used, only its activations
 
     def __init__(self, model, target_layer=None, input_size=(3, 224, 224), n_samples: int = 4,
-                 sigma: float = 0.3, seed: int = 0) -> None:
+                 sigma: float = 0.3, seed: int = 0, *, layout: Optional[str] = None) -> None:
         if not isinstance(n_samples, int) or n_samples < 1:
             raise ValueError(f"Expected `n_samples` to be a positive int, but got {n_samples!r}.")
         if not sigma >= 0:
             raise ValueError(f"Expected `sigma` >= 0, but got {sigma!r}.")
-        super().__init__(model, target_layer, input_size)
+        super().__init__(model, target_layer, input_size, layout=layout)
         self.n_samples, self.sigma, self.seed = n_samples, float(sigma), int(seed)
 
     def weights(self, inputs: CAMInputs) -> Tensor:

@@ -83,6 +83,9 @@ def explainer_cost(name: str, batch: int, channels: int, explainer: object, size
         "smoothgradcampp": lambda: Cost(((1, "forward", batch), (explainer.n_samples, "grad", batch))),
         "eigencam": lambda: Cost(((1, "forward", batch),)),
         "random": lambda: Cost(((1, "forward", batch),)),  # one hooked forward for the layer's grid
+        "attentionrollout": lambda: Cost(((1, "forward", batch),)),  # one forward reading every block's attention
+        # one forward + backward to the first block's attention: about a backward to the input
+        "chefer2021": lambda: Cost(((1, "input", batch),)),
         "guidedbackprop": lambda: Cost(((1, "input", batch),)),
         "guidedgradcam": lambda: Cost(((1, "grad", batch), (1, "input", batch))),
         "guidedgradcampp": lambda: Cost(((1, "grad", batch), (1, "input", batch))),

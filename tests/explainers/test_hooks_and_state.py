@@ -13,10 +13,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from benchmark.explainers import create_explainer, list_explainers
 from benchmark.explainers.attribution import AttributionExplainer
+from benchmark.explainers.registry import _REGISTRY
 
 SIZE = 32
 NUM_CLASSES = 5
@@ -68,15 +70,39 @@ class TinyNet(nn.Module):
         return self.head(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
-def make_model() -> TinyNet:
-    """Seeded :class:`TinyNet` in train mode with its BatchNorm in eval mode.
+class TinyViT(VisionTransformer):
+    """2-block timm ViT (8x8 patches, dropout 0.5 on the attention and before the head) -> bomb -> head, for the
+    explainers that read attention (``requires_attention``) and refuse CNNs."""
+
+    def __init__(self) -> None:
+        super().__init__(img_size=SIZE, patch_size=8, embed_dim=16, depth=2, num_heads=2, num_classes=NUM_CLASSES,
+                         drop_rate=0.5, attn_drop_rate=0.5)
+        self.bomb = Bomb()
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return super().forward_head(self.bomb(x), pre_logits)
+
+
+def needs_vit(name: str) -> bool:
+    """Whether explainer ``name`` explains ViT-family models only (:class:`TinyViT` instead of :class:`TinyNet`)."""
+    return getattr(_REGISTRY[name], "requires_attention", False)
+
+
+def set_apart(model: nn.Module) -> nn.Module:
+    """The submodule whose train/eval flag :func:`make_model` sets apart from the rest."""
+    return model.blocks[1] if isinstance(model, TinyViT) else model.features[1]
+
+
+def make_model(name: str = "gradcam") -> nn.Module:
+    """Seeded :class:`TinyNet` (:class:`TinyViT` for ``name`` that :func:`needs_vit`) in train mode with one
+    submodule (the BatchNorm; the ViT's second block) in eval mode.
 
     Returns:
         The model; all its parameters require grad.
     """
     torch.manual_seed(0)
-    model = TinyNet().train()
-    model.features[1].eval()
+    model = (TinyViT() if needs_vit(name) else TinyNet()).train()
+    set_apart(model).eval()
     return model
 
 
@@ -112,7 +138,7 @@ def assert_untouched(model: nn.Module, flags: dict) -> None:
         assert not mod._forward_pre_hooks, f"forward pre-hook left on {name!r}"
         assert not mod._backward_hooks and not mod._backward_pre_hooks, f"backward hook on {name!r}"
     assert module_state(model) == flags
-    assert model.training and not model.features[1].training
+    assert model.training and not set_apart(model).training
     assert all(p.grad is None for p in model.parameters())
     assert all(p.requires_grad for p in model.parameters())
     assert torch.is_grad_enabled()
@@ -142,7 +168,7 @@ def images():
 @pytest.mark.parametrize("name", list_explainers())
 def test_normal_call_leaves_model_untouched(name, images):
     """Reference: BaseExplainer contract (hooks, flags, grads, output)."""
-    model = make_model()
+    model = make_model(name)
     flags = module_state(model)
     maps = make_explainer(name, model)(images, torch.tensor([1, 3]), torch.tensor([10, 11]))
     assert_valid_maps(maps, images)
@@ -161,7 +187,7 @@ def test_exception_in_forward_leaves_model_untouched(name, images, fuse):
     ``fuse=2`` raises in the second forward (masked / ablated / noisy forwards) for the methods
     that run several; the others finish normally. The model-agnostic baselines never call it.
     """
-    model = make_model()
+    model = make_model(name)
     flags = module_state(model)
     explainer = make_explainer(name, model)
     BOMB.update(fuse=fuse, calls=0)
@@ -172,8 +198,9 @@ def test_exception_in_forward_leaves_model_untouched(name, images, fuse):
         error = err
     assert (error is not None) == (BOMB["calls"] >= fuse)  # raised iff the bomb went off
     assert error is None or str(error) == "boom"
-    if fuse == 1:  # every method that uses a layer runs the model, and so do the input attributions
-        assert (error is not None) == (type(explainer).uses_layer or isinstance(explainer, AttributionExplainer))
+    if fuse == 1:  # every method that uses a layer runs the model, so do the input attributions and attention ones
+        runs_model = type(explainer).uses_layer or isinstance(explainer, AttributionExplainer) or needs_vit(name)
+        assert (error is not None) == runs_model
     assert_untouched(model, flags)
     BOMB.update(fuse=0)
     assert_valid_maps(explainer(images, torch.tensor([1, 3])), images)
@@ -183,7 +210,7 @@ def test_exception_in_forward_leaves_model_untouched(name, images, fuse):
 @pytest.mark.parametrize("name", list_explainers())
 def test_targets_out_of_range_leaves_model_untouched(name, images):
     """Reference: BaseExplainer contract; out-of-range targets raise inside the hooked forward."""
-    model = make_model()
+    model = make_model(name)
     flags = module_state(model)
     explainer = make_explainer(name, model)
     called = []
@@ -205,7 +232,7 @@ def test_targets_out_of_range_leaves_model_untouched(name, images):
 @pytest.mark.parametrize("name", list_explainers())
 def test_inference_mode(name):
     """Reference: Lightning's predict loop runs under ``torch.inference_mode()``; same maps."""
-    model = make_model()
+    model = make_model(name)
     flags = module_state(model)
     explainer = make_explainer(name, model)
     images = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
@@ -233,7 +260,7 @@ def test_maps_follow_in_place_weight_updates(name):
     The weights change in place between two calls, as in a cascading-randomisation sanity check
     (Adebayo et al. 2018), ``load_state_dict`` or fine-tuning with the explainer kept around.
     """
-    model = make_model().eval()
+    model = make_model(name).eval()
     explainer = make_explainer(name, model)
     images = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
     targets, indices = torch.tensor([0, 4]), torch.tensor([3, 4])
@@ -253,7 +280,7 @@ def test_maps_follow_in_place_weight_updates(name):
 @pytest.mark.parametrize("name", list_explainers())
 def test_cuda_output_device(name):
     """Reference: BaseExplainer contract (maps on the images' device); CPU vs CUDA maps agree."""
-    model = make_model()
+    model = make_model(name)
     images = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
     targets, indices = torch.tensor([0, 4]), torch.tensor([3, 4])
     cpu = make_explainer(name, model)(images, targets, indices)

@@ -1,6 +1,7 @@
 """Registry behaviour, and every registered explainer's output contract (parametrized)."""
 import pytest
 import torch
+from timm.models.vision_transformer import VisionTransformer
 from torchvision.models import resnet18
 
 from benchmark.explainers import BaseExplainer, create_explainer, list_explainers, register_explainer
@@ -25,12 +26,21 @@ def model():
     return resnet18(num_classes=6).eval()
 
 
+@pytest.fixture(scope="module")
+def vit():
+    """A tiny timm ViT for the explainers that read attention (``requires_attention``) and refuse CNNs."""
+    torch.manual_seed(0)
+    return VisionTransformer(img_size=64, patch_size=8, embed_dim=16, depth=2, num_heads=2, num_classes=6).eval()
+
+
 def test_every_issue_method_is_registered():
     assert EXPECTED <= set(list_explainers())
 
 
 @pytest.mark.parametrize("name", list_explainers())
-def test_output_contract(name, model):
+def test_output_contract(name, model, vit):
+    if getattr(_REGISTRY[name], "requires_attention", False):
+        model = vit
     explainer = create_explainer(name, model, input_size=(3, 64, 64), **OPTIONS.get(name, {}))
     images = torch.randn(2, 3, 64, 64)
     maps = explainer(images, torch.tensor([0, 5]), indices=torch.tensor([3, 4]))
