@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from benchmark._utils import eval_mode
-from benchmark.explainers.layouts import Layout, detect_layout
+from benchmark.explainers.layouts import Layout, detect_layout, parse_layout, spatial_readings
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +160,9 @@ def candidate_layers(model: nn.Module, input_size: Sequence[int] = (3, 224, 224)
 
 def _layout_or_none(model: nn.Module, name: str, module: nn.Module, output: torch.Tensor,
                     image_hw: Sequence[int]) -> Optional[Layout]:
+    readings = spatial_readings(output.shape, image_hw) if output.ndim == 4 else []
+    if len(readings) == 2:  # a grid either way (settled by resolve_layer for the chosen layer)
+        return Layout(readings[0]) if output.shape[2] * output.shape[3] > 1 else None
     try:
         layout = detect_layout(model, name, output, image_hw, module=module)
     except ValueError:
@@ -238,6 +241,18 @@ def _default_layer(model: nn.Module) -> Tuple[Optional[str], str]:
     return None, "auto-detected"
 
 
+def _layer_output(model: nn.Module, module: nn.Module, input_size: Sequence[int]) -> object:
+    """The output of ``module`` for a dummy input of ``input_size`` (``None`` if it is not called)."""
+    seen: List[object] = []
+    handle = module.register_forward_hook(lambda mod, args, output: seen.append(output))
+    try:
+        with eval_mode(model), torch.no_grad():
+            model(_dummy(model, input_size))
+    finally:
+        handle.remove()
+    return seen[-1] if seen else None
+
+
 def resolve_layer(model: nn.Module, target_layer: Union[str, nn.Module, None] = None,
                   input_size: Sequence[int] = (3, 224, 224), layout: Optional[str] = None) -> Tuple[str, Layout]:
     """Resolve ``target_layer`` to a dotted module name and decide its layout (see the module docstring).
@@ -263,16 +278,17 @@ def resolve_layer(model: nn.Module, target_layer: Union[str, nn.Module, None] = 
     """
     name = resolve_target_layer(model, target_layer, input_size)
     module = model.get_submodule(name)
-    seen: List[object] = []
-    handle = module.register_forward_hook(lambda mod, args, output: seen.append(output))
-    try:
-        with eval_mode(model), torch.no_grad():
-            model(_dummy(model, input_size))
-    finally:
-        handle.remove()
-    if not seen:
+    output = _layer_output(model, module, input_size)
+    if output is None:
         raise ValueError(f"Target layer {name!r} was not called by the forward pass of {type(model).__name__}.")
-    found = detect_layout(model, name, seen[-1], tuple(input_size[1:]), layout, module)
+    resized = None
+    if parse_layout(layout) is None and isinstance(output, torch.Tensor) and output.ndim == 4 and \
+            len(spatial_readings(output.shape, input_size[1:])) == 2:
+        try:  # the axes that grow with the image are the spatial ones
+            resized = _layer_output(model, module, (input_size[0], 2 * input_size[1], 2 * input_size[2]))
+        except Exception:  # noqa: BLE001 -- a model of fixed input size: no such evidence
+            resized = None
+    found = detect_layout(model, name, output, tuple(input_size[1:]), layout, module, resized)
     log.info("Layout of %s.%s: %s", type(model).__name__, name, found)
     return name, found
 

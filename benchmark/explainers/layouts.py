@@ -207,8 +207,17 @@ def _module_reading(module: Optional[nn.Module]) -> Optional[str]:
     return None
 
 
+def _growth_reading(output: Tensor, resized: Optional[Tensor]) -> Optional[str]:
+    """NCHW when only the last two axes grow with the image, NHWC when only axes 1 and 2 do."""
+    if not isinstance(resized, Tensor) or resized.ndim != 4:
+        return None
+    grew = [a != b for a, b in zip(output.shape[1:], resized.shape[1:])]
+    return {(False, True, True): "nchw", (True, True, False): "nhwc"}.get(tuple(grew))
+
+
 def detect_layout(model: nn.Module, layer: str, output: object, image_hw: Sequence[int],
-                  spec: Optional[str] = None, module: Optional[nn.Module] = None) -> Layout:
+                  spec: Optional[str] = None, module: Optional[nn.Module] = None,
+                  resized: Optional[Tensor] = None) -> Layout:
     """Decide the layout of ``layer``'s ``output`` for an image of ``image_hw`` (see the module docstring).
 
     Args:
@@ -219,6 +228,8 @@ def detect_layout(model: nn.Module, layer: str, output: object, image_hw: Sequen
         image_hw: ``(H, W)`` of the input.
         spec: the user's ``layout=`` (``None``: decide).
         module: the layer module (its type settles a 4-D tensor that fits both ways).
+        resized: the layer's output for an image of twice the size, if the model accepts one: the axis
+            that does not grow is the channel axis (settles a 4-D tensor that fits both ways).
 
     Raises:
         ValueError: the output is not a grid in any layout, or fits two with nothing to tell them apart;
@@ -227,7 +238,7 @@ def detect_layout(model: nn.Module, layer: str, output: object, image_hw: Sequen
     Example:
         >>> from torchvision.models import swin_t
         >>> detect_layout(swin_t(), "norm", torch.zeros(1, 7, 7, 768), (224, 224))
-        Layout(kind='nhwc', prefix=0, grid=None, patch=(4, 4))
+        Layout(kind='nhwc', prefix=0, grid=None, patch=None)
     """
     shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
     where = f"target layer {layer!r} of {type(model).__name__} (output {shape} for a {image_hw[0]}x{image_hw[1]} image)"
@@ -245,7 +256,8 @@ def detect_layout(model: nn.Module, layer: str, output: object, image_hw: Sequen
                                  f"fit the image); {fix}.")
             return Layout(chosen.kind, patch=patch)
         if len(readings) == 2:
-            hint = _module_reading(module) or {"NHWC": "nhwc", "NCHW": "nchw"}.get(str(getattr(model, "output_fmt", "")))
+            hint = (_module_reading(module) or _growth_reading(output, resized)
+                    or {"NHWC": "nhwc", "NCHW": "nchw"}.get(str(getattr(model, "output_fmt", ""))))
             readings = [hint] if hint else readings
         if len(readings) != 1:
             raise ValueError(f"Expected {where} to be one grid, but it reads as "

@@ -160,11 +160,10 @@ def test_model_without_spatial_layer():
 
 
 def test_layer_without_4d_output():
-    """Reference: BaseExplainer.hook_layer (ValueError naming the layer and its output shape)."""
+    """Reference: detect_layout at construction (ValueError naming the layer, its output shape and `layout=`)."""
     model = tiny_model()
-    explainer = create_explainer("gradcam", model, target_layer="6", input_size=(3, 16, 16))
-    with pytest.raises(ValueError, match=re.escape("'6'") + ".*" + re.escape(f"(2, {NUM_CLASSES})")):
-        explainer(IMAGES)
+    with pytest.raises(ValueError, match=re.escape("'6'") + ".*" + re.escape(f"(1, {NUM_CLASSES})") + ".*layout="):
+        create_explainer("gradcam", model, target_layer="6", input_size=(3, 16, 16))
 
 
 def test_model_not_a_module():
