@@ -168,6 +168,8 @@ def _backbone_section(dataset: str, backbone: str, results: pd.DataFrame, frame:
              f"({prep.get('interpolation')}), mean {prep.get('mean')}, std {prep.get('std')}; weights: "
              f"{_weights(backbone, meta.get('weights'))}.",
              "", _data_report(metas, backbone), ""]
+    if meta.get("layers"):
+        lines[-1:-1] = [_layers_line(meta["layers"]), ""]
     defined = set(results.loc[results["value"].notna(), "metric"])  # e.g. no difficult items: no column
     columns = [c for c in COLUMNS if c[0] in defined]
     methods = list(dict.fromkeys(results["method"]))
@@ -187,6 +189,22 @@ def _backbone_section(dataset: str, backbone: str, results: pd.DataFrame, frame:
     lines += _figures(backbone, frame, metas, out)
     lines += _win_section(frame)
     return lines
+
+
+def _layers_line(layers: Mapping[str, Mapping[str, str]]) -> str:
+    """``Target layers: `blocks.11.norm1` (tokens:1): gradcam, scorecam; none (input): fakecam``.
+
+    Example:
+        >>> _layers_line({"gradcam": {"target_layer": "norm", "layout": "nhwc"},
+        ...               "fakecam": {"target_layer": "input", "layout": "-"}})
+        'Target layers: `norm` (nhwc): gradcam; none (the input): fakecam.'
+    """
+    groups: Dict[str, List[str]] = {}
+    for method, layer in layers.items():
+        key = f"`{layer['target_layer']}`" + ("" if layer["layout"] == "-" else f" ({layer['layout']})")
+        key = "none (the input)" if layer["target_layer"] == "input" else key
+        groups.setdefault(key, []).append(method)
+    return "Target layers: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in groups.items()) + "."
 
 
 def _weights(backbone: str, weights: Optional[str]) -> str:

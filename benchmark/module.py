@@ -4,7 +4,7 @@
 backbone once on the batch, picks the class to explain per sample (the label or the
 prediction), runs every explainer, and returns one record per (sample, method)::
 
-    {"index": 17, "method": "gradcam", "target_layer": "layer4", "target": 3,
+    {"index": 17, "method": "gradcam", "target_layer": "layer4", "layout": "nchw", "target": 3,
      "prediction": 3, "probability": 0.91, "target_probability": 0.91, "seconds": 0.02,
      "metric_values": {"average_drop": 12.5, "pointing_game": [1.0, 3.0, 0.0], ...},
      "saliency": <(H, W) float32 CPU tensor, or None when keep_maps=False>}
@@ -80,7 +80,10 @@ class ExplainerModule(pl.LightningModule):
         target: ``"label"`` explains the batch's ``label``; ``"prediction"`` the top-1 class.
         keep_maps: return the saliency maps (on CPU) in the records; False drops them; a collection of
             dataset indices keeps only those samples' maps (e.g. the first few, for figures).
-        target_layer: the layer given to every explainer (``None``: papers' layer / auto).
+        target_layer: the layer given to every explainer that uses one (``None``: the default layer, see
+            :mod:`benchmark.explainers.layers`).
+        layout: that layer's layout (``"nchw"``, ``"nhwc"``, ``"tokens:P"``, see
+            :mod:`benchmark.explainers.layouts`); ``None`` decides it (ambiguous layers are refused).
         input_size: ``(C, H, W)`` used to trace the model when the layer is auto-detected.
         metrics: metric names, or a mapping name -> keyword arguments; ``None``: no metric.
         top_k: number of top classes whose maps metrics needing "topk" get (localization, top-5).
@@ -100,7 +103,8 @@ class ExplainerModule(pl.LightningModule):
 
     def __init__(self, model: nn.Module, explainers: "Config" = None, target: str = "label",
                  keep_maps: Union[bool, Collection[int]] = True, target_layer: Optional[str] = None,
-                 input_size: Sequence[int] = (3, 224, 224), metrics: Config = None, top_k: int = 5) -> None:
+                 input_size: Sequence[int] = (3, 224, 224), metrics: Config = None, top_k: int = 5,
+                 layout: Optional[str] = None) -> None:
         super().__init__()
         if target not in _TARGETS:
             raise ValueError(f"Expected `target` to be one of {_TARGETS}, but got {target!r}.")
@@ -111,11 +115,8 @@ class ExplainerModule(pl.LightningModule):
         self.model = model.eval()
         self.target = target
         self.keep_maps = keep_maps if isinstance(keep_maps, bool) else frozenset(int(i) for i in keep_maps)
-        self.explainers = {
-            name: create_explainer(name, model, **{"target_layer": target_layer, "input_size": tuple(input_size),
-                                                   **kwargs})
-            for name, kwargs in config.items()
-        }
+        self.explainers = {name: _build_explainer(name, model, target_layer, layout, input_size, kwargs)
+                           for name, kwargs in config.items()}
         metric_config = _as_config(metrics or {}, "metrics")
         self.metrics = nn.ModuleDict({f"{method}/{name}": create_metric(name, **dict(kwargs or {}))
                                       for method in self.explainers for name, kwargs in metric_config.items()})
@@ -131,6 +132,13 @@ class ExplainerModule(pl.LightningModule):
 
     def forward(self, images: Tensor) -> Tensor:
         return self.model(images)
+
+    @property
+    def layers(self) -> Dict[str, Dict[str, str]]:
+        """Method -> ``{"target_layer", "layout"}``: the layer each explainer reads and its layout
+        (``"input"`` / ``"-"`` for methods that use no layer)."""
+        return {name: {"target_layer": str(e.target_layer), "layout": str(e.layout) if e.layout is not None else "-"}
+                for name, e in self.explainers.items()}
 
     def on_predict_start(self) -> None:
         """Reset the metrics (ddp_spawn shares their state buffers, NOTES.md §2) and refuse
@@ -178,6 +186,7 @@ class ExplainerModule(pl.LightningModule):
         records: List[Dict[str, Any]] = []
         trainer = self._trainer
         done = self.done.get(current_shard(trainer, batch_idx, dataloader_idx), frozenset())
+        layouts = {name: layer["layout"] for name, layer in self.layers.items()}
         for name, explainer in self.explainers.items():
             if name in done:
                 continue
@@ -204,7 +213,7 @@ class ExplainerModule(pl.LightningModule):
             maps = maps.cpu() if any(kept) else None
             for i, (index, target, pred, prob, tprob) in enumerate(columns):
                 records.append({"index": index, "method": name, "target_layer": explainer.target_layer,
-                                "target": target, "prediction": pred, "probability": prob,
+                                "layout": layouts[name], "target": target, "prediction": pred, "probability": prob,
                                 "target_probability": tprob, "seconds": seconds,
                                 "metric_values": {metric: rows[i] for metric, rows in per_sample.items()},
                                 "saliency": maps[i] if kept[i] else None})
@@ -319,6 +328,18 @@ def _as_config(value: Config, what: str) -> Dict[str, Dict[str, Any]]:
     if isinstance(value, Mapping):
         return {name: dict(kwargs or {}) for name, kwargs in value.items()}
     return {name: {} for name in value}
+
+
+def _build_explainer(name: str, model: nn.Module, target_layer: Optional[str], layout: Optional[str],
+                     input_size: Sequence[int], kwargs: Mapping[str, Any]):
+    """The explainer ``name``; the module-level layer and layout go to the methods that read a layer
+    (an explainer's own ``target_layer`` / ``layout`` arguments win)."""
+    from benchmark.explainers.registry import _lookup
+
+    shared: Dict[str, Any] = {"target_layer": target_layer, "input_size": tuple(input_size)}
+    if layout is not None and getattr(_lookup(name), "uses_layer", True):
+        shared["layout"] = layout
+    return create_explainer(name, model, **{**shared, **kwargs})
 
 
 def _explain_with(explainer, batch_indices: Tensor, images: Tensor, classes: Tensor,

@@ -2,7 +2,8 @@
 
 Output directory (``config.out_dir``, default ``leaderboards/<name>``)::
 
-    run.json               config, fingerprint, per-backbone preprocessing and timing, versions, commit, command
+    run.json               config, fingerprint, per-backbone preprocessing, timing and target layers
+                           (layer + layout per method), versions, commit, command
     config.yaml            the resolved config: ``cam-bench run --config config.yaml`` reproduces the run
     per_sample/<backbone>/<method>/shard_<s>.parquet   one row per (dataset index, backbone, method)
     per_sample/<backbone>/_data/shard_<s>.json         the data report of each shard (counts, skipped samples)
@@ -13,7 +14,8 @@ Output directory (``config.out_dir``, default ``leaderboards/<name>``)::
 Resume: a shard is the fixed batch of positions ``[s * batch_size, (s + 1) * batch_size)``
 (:mod:`datamodules.shards`); a re-run into the same directory computes only the (backbone, method,
 shard) files that are missing -- at most the batches in flight when a run died -- and refuses a
-directory whose fingerprint differs (``overwrite=True`` starts afresh). Because shards have the same
+directory whose fingerprint differs (``overwrite=True`` starts afresh), and a backbone whose resolved target
+layers or layouts differ from those recorded (e.g. after a change of the automatic choice). Because shards have the same
 composition on any number of processes, the per-sample values, ``results.csv`` and
 ``leaderboard.md`` are byte-identical for 1 or N processes.
 """
@@ -121,6 +123,18 @@ def run_benchmark(config: RunConfig, trainer: Optional[Mapping[str, Any]] = None
     return out
 
 
+def _check_layers(out: Path, backbone: str, layers: Mapping[str, Mapping[str, str]]) -> None:
+    """Refuse to add to results computed with another target layer or layout for ``backbone``."""
+    meta = json.loads((out / "run.json").read_text())
+    recorded = meta["backbones"].get(backbone, {}).get("layers", {})
+    diff = [f"{m}: {dict(recorded[m])} -> {dict(layers[m])}" for m in sorted(set(recorded) & set(layers))
+            if dict(recorded[m]) != dict(layers[m])]
+    if diff:
+        raise ValueError(f"{str(out)!r} holds results of {backbone} computed at other target layers ({'; '.join(diff)}); "
+                         "resuming would mix them. Pass the recorded --target_layer / --layout, use another --out, "
+                         "or --overwrite true.")
+
+
 def _run_backbone(config: RunConfig, trainer_args: Dict[str, Any], out: Path, backbone: str, methods,
                   size: int) -> None:
     """One ``Trainer.predict`` over the shards of ``size`` samples not yet on disk for ``backbone``."""
@@ -133,7 +147,9 @@ def _run_backbone(config: RunConfig, trainer_args: Dict[str, Any], out: Path, ba
     total = num_shards(size, config.batch_size)
     module = ExplainerModule(model, {spec: config.explainer_args.get(spec, {}) for spec in config.explainers},
                              target=config.target, keep_maps=keep, input_size=prep.input_size,
-                             metrics={m: config.metric_args.get(m, {}) for m in config.metrics}, top_k=config.top_k)
+                             metrics={m: config.metric_args.get(m, {}) for m in config.metrics}, top_k=config.top_k,
+                             target_layer=config.target_layer.get(backbone), layout=config.layout.get(backbone))
+    _check_layers(out, backbone, module.layers)
     _barrier()  # every rank sees the same files: none is written between the two barriers
     done = {m: finished_shards(out, backbone, m) for m in methods}
     _barrier()
@@ -157,6 +173,7 @@ def _run_backbone(config: RunConfig, trainer_args: Dict[str, Any], out: Path, ba
         meta_path = out / "run.json"
         meta = json.loads(meta_path.read_text())
         entry = meta["backbones"].setdefault(backbone, {"seconds": []})
-        entry.update({"preprocessing": asdict(prep), "weights": config.weights, "num_classes": config.num_classes})
+        entry.update({"preprocessing": asdict(prep), "weights": config.weights, "num_classes": config.num_classes,
+                      "layers": module.layers})
         entry["seconds"].append({"seconds": round(seconds, 3), "shards": {m: n for m, n in todo.items()}})
         _write_json(meta_path, meta)

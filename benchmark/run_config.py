@@ -23,6 +23,7 @@ import torchvision
 
 from benchmark.backbones import list_backbones
 from benchmark.explainers import default_explainers, resolve_explainer
+from benchmark.explainers.layouts import parse_layout
 from benchmark.metrics import create_metric, default_metrics, list_metrics
 from benchmark.metrics.functional._common import check_choice
 from benchmark.offline import OFFLINE_DEFAULTS
@@ -51,7 +52,12 @@ class RunConfig:
         num_classes: classifier size for random init or a checkpoint (default: the model's own).
         explainers: registered names, ``file.py:Class``, ``module:Class`` or entry points;
             ``--explainers+=my_cam.py:MyCAM`` appends to the default (every registered method).
-        explainer_args: explainer name -> keyword arguments (e.g. ``{scorecam: {chunk_size: 128}}``).
+        explainer_args: explainer name -> keyword arguments (e.g. ``{scorecam: {chunk_size: 128}}``; also
+            ``target_layer`` / ``layout`` for one method).
+        target_layer: backbone -> the target layer of every layer-reading explainer on it (e.g.
+            ``{timm/vit_small_patch16_224: blocks.10.norm1}``); a backbone not listed gets its default layer.
+        layout: backbone -> that layer's layout (``nchw``, ``nhwc``, ``tokens:P``; see
+            :mod:`benchmark.explainers.layouts`); a backbone not listed has it decided (ambiguous ones refused).
         metrics: metric names (``cam-bench list``); default: ``default_metrics()`` (the reproduction-study
             metrics run when named).
         metric_args: metric name -> keyword arguments. ``None``: the papers' settings (each metric's
@@ -77,6 +83,8 @@ class RunConfig:
     num_classes: Optional[int] = None
     explainers: List[str] = field(default_factory=default_explainers)
     explainer_args: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    target_layer: Dict[str, str] = field(default_factory=dict)
+    layout: Dict[str, str] = field(default_factory=dict)
     metrics: List[str] = field(default_factory=default_metrics)
     metric_args: Optional[Dict[str, Dict[str, Any]]] = None
     target: str = "label"
@@ -168,6 +176,15 @@ def validate(config: RunConfig) -> Any:
                          f"{config.backbones}, {config.explainers}, {config.metrics}.")
     for backbone in config.backbones:
         _check_backbone(backbone)
+    for what, per_backbone in (("target_layer", config.target_layer), ("layout", config.layout)):
+        for backbone, value in per_backbone.items():
+            if backbone not in config.backbones:
+                raise ValueError(f"Expected the keys of `{what}` to be among the backbones {config.backbones}, but got "
+                                 f"{backbone!r}.")
+            if not isinstance(value, str):
+                raise TypeError(f"Expected `{what}` of {backbone!r} to be a str, but got {type(value).__name__}.")
+    for backbone, value in config.layout.items():
+        parse_layout(value)
     if config.weights not in (None, "default", "random") and not os.path.exists(config.weights) and \
             "/" in config.weights:
         raise FileNotFoundError(f"Weights file {config.weights!r} not found; pass an existing checkpoint path, "
@@ -233,7 +250,7 @@ def fingerprint(config: RunConfig, subset: Optional[Mapping[str, Any]] = None) -
 
     Example:
         >>> sorted(fingerprint(RunConfig()))
-        ['data', 'data_args', 'explainer_args', 'metric_args', 'subset', 'target', 'top_k']
+        ['data', 'data_args', 'explainer_args', 'layout', 'metric_args', 'subset', 'target', 'target_layer', 'top_k']
     """
     config = config.resolved()
     metric_args = {name: dict(config.metric_args.get(name, {})) for name in sorted(config.metrics)}
@@ -242,6 +259,7 @@ def fingerprint(config: RunConfig, subset: Optional[Mapping[str, Any]] = None) -
             "subset": dict(subset or {"limit": config.limit}),
             "metric_args": metric_args,
             "explainer_args": {k: dict(v) for k, v in sorted(config.explainer_args.items())},
+            "target_layer": dict(sorted(config.target_layer.items())), "layout": dict(sorted(config.layout.items())),
             "target": config.target, "top_k": config.top_k}
 
 

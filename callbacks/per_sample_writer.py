@@ -31,7 +31,7 @@ __all__ = ["PER_SAMPLE_COLUMNS", "PerSampleWriter", "atomic_write", "finished_sh
 
 #: The fixed columns of a per-sample row (metric columns follow).
 PER_SAMPLE_COLUMNS = ("dataset", "backbone", "method", "index", "target", "prediction", "probability",
-                      "target_probability", "seconds")
+                      "target_probability", "seconds", "target_layer", "layout")
 
 
 def records_to_frame(records: Sequence[Dict[str, Any]], dataset: str, backbone: str) -> pd.DataFrame:
@@ -47,7 +47,7 @@ def records_to_frame(records: Sequence[Dict[str, Any]], dataset: str, backbone: 
     """
     rows: List[Dict[str, Any]] = []
     for rec in records:
-        row = {"dataset": dataset, "backbone": backbone, **{k: rec[k] for k in PER_SAMPLE_COLUMNS[2:]}}
+        row = {"dataset": dataset, "backbone": backbone, **{k: rec.get(k) for k in PER_SAMPLE_COLUMNS[2:]}}
         row.update({name: [float(v) for v in values] if isinstance(values, (list, tuple)) else float(values)
                     for name, values in rec.get("metric_values", {}).items()})
         rows.append(row)
