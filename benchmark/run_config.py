@@ -45,8 +45,8 @@ class RunConfig:
         data: registered datamodule name (``cam-bench list``).
         data_args: its keyword arguments (e.g. ``root``, ``split``); ``None``: the offline default data
             for ``synthetic`` (96 ``val`` images of 128 x 128), the datamodule's defaults otherwise.
-        backbones: ``synthetic/<name>``, ``digits/<name>``, ``torchvision/<name>``, ``timm/<name>`` or a bare
-            torchvision/timm name.
+        backbones: ``synthetic/<name>``, ``digits/<name>``, ``torchvision/<name>``, ``timm/<name>``,
+            ``hf/<local dir or cached repo id>`` or a bare torchvision/timm name.
         weights: ``None`` (random init; the shipped checkpoint for ``synthetic/``), ``"default"`` (the local
             torch-hub / Hugging Face cache, never downloaded), ``"random"`` or a checkpoint path.
         num_classes: classifier size for random init or a checkpoint (default: the model's own).
@@ -144,7 +144,7 @@ def _check_backbone(name: str) -> None:
     in_timm = timm.is_model(model.split(".")[0])
     if source not in ("", "torchvision", "timm"):
         raise ValueError(f"Unknown backbone source {source!r} in {name!r}; valid: 'synthetic/', 'digits/', "
-                         "'torchvision/', 'timm/' or a bare name.")
+                         "'torchvision/', 'timm/', 'hf/' or a bare name.")
     if (source == "torchvision" and not in_tv) or (source == "timm" and not in_timm) or not (in_tv or in_timm):
         import difflib
 
