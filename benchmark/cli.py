@@ -27,6 +27,7 @@ from tabulate import tabulate
 
 from benchmark.backbones import create_backbone, list_backbones
 from benchmark.explainers import PAPER_LAYERS, default_explainers, describe_explainer, list_explainers
+from benchmark.explainers.layers import TRANSFORMER_LAYERS
 from benchmark.module import ExplainerModule
 
 __all__ = ["main", "summarize"]
@@ -73,9 +74,10 @@ def _list(_: Any) -> int:
                      f"val accuracy {100 * c.get('val_accuracy', float('nan')):.2f} %"] for n, c in cards.items()],
                    headers=["backbone", "description"], tablefmt="pipe"))
     print()
-    print(tabulate([[k, v[1]] for k, v in PAPER_LAYERS.items()], headers=["model class", "default target layer"],
-                   tablefmt="pipe"))
-    print("\nBackbones: 'torchvision/<name>', 'timm/<name>[.<tag>]', or a bare name (torchvision first, then timm); "
+    print(tabulate([[k, v[1]] for k, v in {**PAPER_LAYERS, **TRANSFORMER_LAYERS}.items()],
+                   headers=["model class", "default target layer"], tablefmt="pipe"))
+    print("\nBackbones: 'torchvision/<name>', 'timm/<name>[.<tag>]', 'hf/<local dir or cached repo id>', or a bare "
+          "name (torchvision first, then timm); "
           f"{', '.join('digits/' + n for n in list_backbones('digits'))} (MNIST, train it with "
           "`python -m benchmark.digits.train`).")
     return 0

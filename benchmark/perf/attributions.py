@@ -23,7 +23,7 @@ import torch
 from benchmark.backbones import create_backbone
 from benchmark.explainers import create_explainer
 from benchmark.perf.measure import Bench, Row
-from benchmark.perf.report import HEADERS, _table_rows
+from benchmark.perf.report import HEADERS, RATIO_NOTE, _table_rows
 from benchmark.perf.timing import run_header
 
 METHODS = ("guidedbackprop", "guidedgradcam", "guidedgradcampp", "integratedgradients", "gradientshap", "occlusion")
@@ -58,7 +58,7 @@ def render(rows: List[Row], args: argparse.Namespace, command: str, seconds: flo
              f"patch, stride {args.occlusion_stride} (half-patch padding: one patch per stride-grid pixel)",
              "- floor passes: F(b) = plain batched forward at batch b, G(b) = forward + backward to the target layer, "
              "I(b) = forward + backward to the input; all timed in the same rounds; efficiency = floor / ours; "
-             "ours / forward = time of one map over one plain forward", "",
+             "ours / forward = time of one map over one plain forward", f"- {RATIO_NOTE}", "",
              tabulate(data, headers=headers, tablefmt="pipe", floatfmt=".3g", missingval=""), ""]
     return "\n".join(lines)
 

@@ -14,6 +14,11 @@ init, eval mode, 224 x 224 by default):
   efficiency = floor / measured; peak memory of the last round;
 * the options of :mod:`benchmark.perf.options` on ``--options-backbones``.
 
+Transformers run the same way: their target layer's layout (e.g. ``tokens:1`` for timm ViT's
+``blocks.11.norm1``) goes to the floor units and, as ``reshape_transform``, to the peers; the committed
+ViT table (``leaderboards/speed_transformers.md``) is ``--backbones vit_small_patch16_224 --batch-sizes 8
+--explainers gradcam --metrics --options-backbones --repeats 9 --out leaderboards/speed_transformers.md``.
+
 Timing (:func:`benchmark.perf.timing.median_time`): inputs are fixed tensors made before any
 timing; one warm-up call per function (the perturbation methods warm up on a 64 x 64 image);
 then alternated rounds (ours, units, peers, ours, ...) and medians. Process start-up, model
@@ -47,8 +52,10 @@ def measure_backbone(name: str, args: argparse.Namespace) -> tuple[List[Row], Li
     device = torch.device(args.device)
     model, _ = create_backbone(name)
     model = model.to(device).eval().requires_grad_(True)  # as users run grad-cam (it fills parameter .grad)
-    gradcam = create_explainer("gradcam", model)  # its layer is every explainer's default; its maps feed the metrics
-    bench = Bench(name, model, gradcam.target_layer, args.size, device, args.repeats, args.seed, args.pause)
+    # its layer (and layout) is every explainer's default; its maps feed the metrics
+    gradcam = create_explainer("gradcam", model, input_size=(3, args.size, args.size))
+    bench = Bench(name, model, gradcam.target_layer, args.size, device, args.repeats, args.seed, args.pause,
+                  gradcam.layout)
     rows: List[Row] = []
     explainers = [e for e in args.explainers if e not in PERTURBATION_EXPLAINERS]
     metrics = [m for m in args.metrics if m not in PERTURBATION_METRICS]
@@ -56,7 +63,7 @@ def measure_backbone(name: str, args: argparse.Namespace) -> tuple[List[Row], Li
         for explainer in explainers:
             rows.append(bench.explainer_row(explainer, batch))
             _log(rows[-1])
-        maps = gradcam(*bench.inputs(batch))
+        maps = gradcam(*bench.inputs(batch)) if args.metrics else None
         for metric in metrics:
             rows.append(bench.metric_row((metric,), batch, maps))
             _log(rows[-1])
@@ -69,7 +76,7 @@ def measure_backbone(name: str, args: argparse.Namespace) -> tuple[List[Row], Li
     for explainer in (e for e in args.explainers if e in PERTURBATION_EXPLAINERS):
         rows.append(bench.explainer_row(explainer, batch, small_warmup=True, repeats=args.perturb_repeats))
         _log(rows[-1])
-    curve_maps = gradcam(*bench.inputs(batch))
+    curve_maps = gradcam(*bench.inputs(batch)) if args.metrics or name in args.options_backbones else None
     for metric in (m for m in args.metrics if m in PERTURBATION_METRICS):
         rows.append(bench.metric_row((metric,), batch, curve_maps, repeats=args.perturb_repeats,
                                      warmup=lambda ms: _build_copies(ms, model, bench.inputs(1)[0])))
@@ -103,14 +110,15 @@ def _log(*rows: Row) -> None:
 
 def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbones", nargs="+", default=["resnet18", "resnet50", "vgg16"])
+    parser.add_argument("--backbones", nargs="+", default=["resnet18", "resnet50", "vgg16"],
+                        help="any create_backbone name, transformers included (vit_small_patch16_224)")
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32])
     parser.add_argument("--perturb-images", type=int, default=1,
                         help="images for Score-CAM, Ablation-CAM, deletion and insertion")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (medians)")
     parser.add_argument("--perturb-repeats", type=int, default=3, help="timed rounds of the perturbation rows")
     parser.add_argument("--explainers", nargs="+", default=default_explainers())
-    parser.add_argument("--metrics", nargs="+", default=default_metrics())
+    parser.add_argument("--metrics", nargs="*", default=default_metrics(), help="none: explainers only")
     parser.add_argument("--options-backbones", nargs="*", default=["resnet18", "resnet50"])
     parser.add_argument("--options-repeats", type=int, default=None,
                         help="timed rounds of the Score-CAM / curve options (default: --perturb-repeats)")

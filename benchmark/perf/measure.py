@@ -3,6 +3,8 @@
 Every row times our implementation, the floor units it needs (:mod:`benchmark.perf.floors`)
 and the peers' implementations in one :func:`~benchmark.perf.timing.median_time` call, so they
 are measured side by side, alternated, on the same inputs; peak memory comes from the last round.
+Each row keeps the per-round times of ours, the plain forward and the peers, so the spread of a
+ratio is read within rounds (:meth:`Row.spread`).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from benchmark.explainers import create_explainer
+from benchmark.explainers.layouts import Layout
 from benchmark.explainers.tail import split_at_layer
 from benchmark.module import ExplainerModule
 from benchmark.perf.floors import Cost, explainer_cost, metric_cost
@@ -36,13 +39,30 @@ class Row:
     peers: Dict[str, float] = field(default_factory=dict)
     peak: Dict[str, Optional[float]] = field(default_factory=dict)
     note: str = ""
+    #: seconds per image in each round: ``"ours"``, ``"forward"`` and each peer
+    rounds: Dict[str, List[float]] = field(default_factory=dict)
+
+    def spread(self, other: str) -> Optional[Tuple[float, float]]:
+        """Lowest and highest ours / ``other`` (``"forward"`` or a peer) over the rounds, each ratio taken within
+        one round; ``None`` without per-round times.
+
+        Example:
+            >>> row = Row("m", 8, "gradcam", None, None, 1.1, 1.0, rounds={"ours": [1.1, 1.2], "forward": [1.0, 0.8]})
+            >>> row.spread("forward")
+            (1.1, 1.5)
+        """
+        if not self.rounds.get(other) or not self.rounds.get("ours"):
+            return None
+        ratios = [a / b for a, b in zip(self.rounds["ours"], self.rounds[other])]
+        return min(ratios), max(ratios)
 
 
 class Bench:
-    """The harness's measurements on one backbone (random init, eval mode) and image size."""
+    """The harness's measurements on one backbone (random init, eval mode) and image size; ``layout`` is the
+    target layer's (:mod:`benchmark.explainers.layouts`, e.g. ``tokens:1`` for a ViT block; default NCHW)."""
 
     def __init__(self, backbone: str, model: nn.Module, layer: str, size: int, device: torch.device,
-                 repeats: int, seed: int = 0, pause: float = 0.1) -> None:
+                 repeats: int, seed: int = 0, pause: float = 0.1, layout: Optional[Layout] = None) -> None:
         self.backbone, self.model, self.layer, self.size = backbone, model, layer, size
         self.device, self.repeats, self.pause = device, repeats, pause
         self.sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
@@ -51,7 +71,8 @@ class Bench:
         with torch.inference_mode():
             targets = model(self._images[:8]).argmax(1).repeat(8)
         self._targets = targets.clone()  # a normal tensor (usable in autograd)
-        self.channels = self._layer_output(self._images[:1]).shape[1]
+        self.layout = layout or Layout()
+        self.channels = self.layout.to_nchw(self._layer_output(self._images[:1]), (size, size)).shape[1]
         self._split = split_at_layer(model, layer)
 
     # ------------------------------------------------------------------ inputs and units
@@ -118,22 +139,26 @@ class Bench:
     # ------------------------------------------------------------------------------ rows
     def _timed(self, cost: Cost, calls: Dict[str, Callable[[], object]], batch: int,
                warmup: Optional[Dict[str, Callable[[], object]]] = None,
-               repeats: Optional[int] = None) -> Tuple[Dict[str, float], Dict, Dict]:
+               repeats: Optional[int] = None) -> Tuple[Dict[str, float], Dict, Dict, Dict[str, List[float]]]:
         """Time ``calls`` with the cost's units (and the plain forward at ``batch``) in the same rounds; the
-        units' seconds per image keyed ``(unit, batch)``. ``explainer`` units are timed by the caller."""
+        units' seconds per image keyed ``(unit, batch)``; the per-image seconds of every round of ``calls``
+        and of the plain forward (``"forward"``). ``explainer`` units are timed by the caller."""
         keys = {(u, b) for u, b in {*cost.units(), ("forward", batch)} if u != "explainer"}
         units = {f"unit {u} {b}": self.unit(u, b) for u, b in keys}
         peaks: Dict[str, Optional[float]] = {}
+        rounds: Dict[str, List[float]] = {}
         t = median_time({**units, **calls}, repeats or self.repeats, self.sync, warmup, peaks, self.device,
-                        self.pause)
-        return t, {(u, b): t[f"unit {u} {b}"] / b for u, b in keys}, peaks
+                        self.pause, rounds)
+        per_image = {name: [s / batch for s in rounds[name]] for name in calls}
+        per_image["forward"] = [s / batch for s in rounds[f"unit forward {batch}"]]
+        return t, {(u, b): t[f"unit {u} {b}"] / b for u, b in keys}, peaks, per_image
 
     def explainer_row(self, name: str, batch: int, small_warmup: bool = False,
                       repeats: Optional[int] = None, options: Optional[dict] = None) -> Row:
         """Our explainer ``name`` (built with ``options``) and the peers' on ``batch`` images. ``small_warmup``
         warms up on a 64 x 64 image instead of a full call (for the perturbation methods)."""
         x, t = self.inputs(batch)
-        ours = create_explainer(name, self.model, **(options or {}))
+        ours = create_explainer(name, self.model, **{"input_size": (3, self.size, self.size), **(options or {})})
         cost = explainer_cost(name, batch, self.channels, ours, tuple(x.shape[-2:]))
         peers = peer_calls(name, self.model, ours.target_layer, ours)
         calls = {"ours": lambda: ours(x, t), **{p: (lambda fn=fn: fn(x, t, None)) for p, fn in peers.items()}}
@@ -142,9 +167,10 @@ class Bench:
             small = torch.randn(1, 3, 64, 64, device=self.device)
             warm = {"ours": lambda: ours(small, t[:1]),
                     **{p: (lambda fn=fn: fn(small, t[:1], None)) for p, fn in peers.items()}}
-        times, units, peaks = self._timed(cost, calls, batch, warm, repeats)
+        times, units, peaks, rounds = self._timed(cost, calls, batch, warm, repeats)
         return Row(self.backbone, batch, name, cost, cost.seconds(units) if cost.terms else None,
-                   times["ours"] / batch, units[("forward", batch)], {p: times[p] / batch for p in peers}, peaks)
+                   times["ours"] / batch, units[("forward", batch)], {p: times[p] / batch for p in peers}, peaks,
+                   rounds=rounds)
 
     def metric_row(self, names: Tuple[str, ...], batch: int, maps: Tensor, peer: Optional[str] = None,
                    top_k: int = 5, label: Optional[str] = None, with_explainer: bool = False,
@@ -180,13 +206,15 @@ class Bench:
         if any(u == "explainer" for u, _ in cost.units()):
             calls["explainer"] = lambda: explainer(x, t)
         if peer is not None:
-            fn = peer_metric(peer, self.model, explainer.target_layer)
+            fn = peer_metric(peer, self.model, explainer.target_layer, explainer.layout)
             calls[peer] = lambda: fn(x, t, maps)
         warm = {"ours": warmup(metrics)} if warmup is not None else None
-        times, units, peaks = self._timed(cost, calls, batch, warm, repeats)
+        times, units, peaks, rounds = self._timed(cost, calls, batch, warm, repeats)
+        rounds.pop("explainer", None)
         if "explainer" in calls:
             units[("explainer", batch)] = times["explainer"] / batch
         return Row(self.backbone, batch, label or "+".join(names), cost,
                    cost.seconds(units) if cost.terms else None, times["ours"] / batch, units[("forward", batch)],
                    {p: times[p] / batch for p in calls if p not in ("ours", "explainer")},
-                   {k: v for k, v in peaks.items() if k != "explainer"}, note=PEER_METRICS.get(peer, ""))
+                   {k: v for k, v in peaks.items() if k != "explainer"}, note=PEER_METRICS.get(peer, ""),
+                   rounds=rounds)

@@ -10,6 +10,10 @@ peer batches its perturbed forwards, it gets our chunk size, so both run the sam
   Drop / Increase given the map.
 * ``torch-cam``: GradCAM, GradCAMpp, XGradCAM, LayerCAM, ScoreCAM, SmoothGradCAMpp; its
   ``ClassificationMetric`` (Average Drop / Increase *including* its Grad-CAM map).
+
+A target layer that is not NCHW (a ViT block's ``(B, 1 + h*w, C)`` tokens, a Swin stage's NHWC) reaches
+both peers through their ``reshape_transform`` argument, the way their documentation handles ViTs (drop
+the prefix tokens, reshape to the patch grid, channels first): :func:`reshape_transform`.
 """
 from __future__ import annotations
 
@@ -19,7 +23,9 @@ from typing import Callable, Dict, Optional
 import torch
 from torch import Tensor, nn
 
-__all__ = ["GRAD_CAM", "PEERS", "TORCH_CAM", "peer_explainer", "peer_metric"]
+from benchmark.explainers.layouts import Layout
+
+__all__ = ["GRAD_CAM", "PEERS", "TORCH_CAM", "peer_explainer", "peer_metric", "reshape_transform"]
 
 GRAD_CAM = {"gradcam": "GradCAM", "gradcampp": "GradCAMPlusPlus", "xgradcam": "XGradCAM", "layercam": "LayerCAM",
             "hirescam": "HiResCAM", "scorecam": "ScoreCAM", "ablationcam": "AblationCAM", "eigencam": "EigenCAM"}
@@ -43,10 +49,30 @@ def _import(peer: str):
         raise SystemExit(f"The peer comparison needs the test extra: pip install -e '.[test]' ({err})") from err
 
 
+def reshape_transform(layout: Optional[Layout], image_hw) -> Optional[Callable[[Tensor], Tensor]]:
+    """The peers' ``reshape_transform`` for a layer of ``layout`` on ``image_hw`` images: ``None`` for NCHW, else
+    the ``(B, C, h, w)`` view (for ``tokens:1`` on 224 x 224: ``t[:, 1:].reshape(B, 14, 14, C).permute(0, 3, 1, 2)``).
+
+    Example:
+        >>> reshape_transform(Layout("tokens", prefix=1), (32, 32))(torch.zeros(2, 1 + 16, 5)).shape
+        torch.Size([2, 5, 4, 4])
+    """
+    if layout is None or layout.kind == "nchw":
+        return None
+    return partial(layout.to_nchw, image_hw=tuple(image_hw))
+
+
+def _reshape_kwarg(layout: Optional[Layout], images: Tensor) -> dict:
+    """torch-cam's ``reshape_transform`` keyword, only where one is needed (torch-cam < 0.5 has none)."""
+    transform = reshape_transform(layout, images.shape[-2:])
+    return {} if transform is None else {"reshape_transform": transform}
+
+
 def peer_explainer(peer: str, name: str, model: nn.Module, layer: str, ours: object) -> Optional[Call]:
     """``peer``'s implementation of explainer ``name`` on ``model``'s ``layer``, or ``None`` if it has none.
 
-    ``ours`` is our explainer: its ``chunk_size`` / ``n_samples`` / ``sigma`` are given to the peer.
+    ``ours`` is our explainer: its ``chunk_size`` / ``n_samples`` / ``sigma`` and its layer's layout
+    (:func:`reshape_transform`) are given to the peer.
     """
     table = GRAD_CAM if peer == "grad-cam" else TORCH_CAM
     if name not in table:
@@ -54,11 +80,13 @@ def peer_explainer(peer: str, name: str, model: nn.Module, layer: str, ours: obj
     module = _import(peer)
     cls = getattr(module, table[name])
     chunk = getattr(ours, "chunk_size", None)
+    layout = getattr(ours, "layout", None)
     if peer == "grad-cam":
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
         def run(images: Tensor, targets: Tensor, saliency: Optional[Tensor] = None) -> None:
-            cam = cls(model=model, target_layers=[model.get_submodule(layer)])
+            cam = cls(model=model, target_layers=[model.get_submodule(layer)],
+                      reshape_transform=reshape_transform(layout, images.shape[-2:]))
             if chunk is not None:
                 cam.batch_size = chunk
             try:
@@ -74,7 +102,8 @@ def peer_explainer(peer: str, name: str, model: nn.Module, layer: str, ours: obj
         kwargs.update(num_samples=ours.n_samples, std=ours.sigma)
 
     def run_torchcam(images: Tensor, targets: Tensor, saliency: Optional[Tensor] = None) -> None:
-        extractor = cls(model, target_layer=layer, input_shape=tuple(images.shape[1:]), **kwargs)
+        extractor = cls(model, target_layer=layer, input_shape=tuple(images.shape[1:]),
+                        **_reshape_kwarg(layout, images), **kwargs)
         try:
             with torch.set_grad_enabled(name != "scorecam"):
                 scores = model(images)
@@ -84,8 +113,9 @@ def peer_explainer(peer: str, name: str, model: nn.Module, layer: str, ours: obj
     return run_torchcam
 
 
-def peer_metric(peer: str, model: nn.Module, layer: str) -> Call:
-    """``peer``'s Average Drop + Average Increase (see :data:`PEER_METRICS` for what each includes)."""
+def peer_metric(peer: str, model: nn.Module, layer: str, layout: Optional[Layout] = None) -> Call:
+    """``peer``'s Average Drop + Average Increase (see :data:`PEER_METRICS` for what each includes); ``layout``:
+    the layer's, for torch-cam's own Grad-CAM map."""
     module = _import(peer)
     if peer == "grad-cam":
         from pytorch_grad_cam.metrics.cam_mult_image import DropInConfidence, IncreaseInConfidence
@@ -102,7 +132,8 @@ def peer_metric(peer: str, model: nn.Module, layer: str) -> Call:
     from torchcam.metrics import ClassificationMetric
 
     def run_torchcam(images: Tensor, targets: Tensor, saliency: Optional[Tensor] = None) -> None:
-        extractor = module.GradCAM(model, target_layer=layer, input_shape=tuple(images.shape[1:]))
+        extractor = module.GradCAM(model, target_layer=layer, input_shape=tuple(images.shape[1:]),
+                                   **_reshape_kwarg(layout, images))
         try:
             ClassificationMetric(extractor, partial(torch.softmax, dim=-1)).update(images, class_idx=targets.tolist())
         finally:

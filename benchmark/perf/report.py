@@ -21,13 +21,33 @@ def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
     return a / b if a is not None and b else None
 
 
+#: how the ratio cells read (see :func:`_spread_cell`)
+RATIO_NOTE = ("ratios (ours / forward, ours / peer): ratio of the medians [lowest–highest ratio within one "
+              "round]")
+
+
+def _spread_cell(value: Optional[float], spread: Optional[tuple]) -> Optional[str]:
+    """``median [min–max]`` of a ratio (the range over rounds, each ratio within one round); the median alone
+    when there is no range.
+
+    Example:
+        >>> _spread_cell(1.04, (0.98, 1.1)), _spread_cell(1.04, (1.04, 1.04)), _spread_cell(None, None)
+        ('1.04 [0.98–1.1]', '1.04', None)
+    """
+    if value is None:
+        return None
+    if spread is None or spread[0] == spread[1]:
+        return f"{value:.3g}"
+    return f"{value:.3g} [{spread[0]:.3g}–{spread[1]:.3g}]"
+
+
 def _table_rows(rows: Sequence[Row]) -> List[list]:
     out = []
     for r in rows:
         out.append([r.item, r.batch, r.cost.describe(), None if r.floor is None else r.floor * 1e3, r.ours * 1e3,
-                    _ratio(r.floor, r.ours), r.ours / r.forward,
+                    _ratio(r.floor, r.ours), _spread_cell(r.ours / r.forward, r.spread("forward")),
                     *(r.peers[p] * 1e3 if p in r.peers else None for p in PEERS),
-                    *(_ratio(r.ours, r.peers.get(p)) for p in PEERS),
+                    *(_spread_cell(_ratio(r.ours, r.peers.get(p)), r.spread(p)) for p in PEERS),
                     r.peak.get("ours"), *(r.peak.get(p) for p in PEERS)])
     return out
 
@@ -82,15 +102,17 @@ def render(rows: Sequence[Row], options: Sequence[OptionRow], args: argparse.Nam
              f"deletion and insertion on {args.perturb_images} image(s) ({args.perturb_repeats} rounds); times are "
              "per image", "- floor passes: F(b) = plain batched forward at batch b, G(b) = forward + backward from "
              "the logits to the target layer, T(b) = the layers after the target layer, E(b) = one explainer call; "
-             "all timed in the same rounds; efficiency = floor / ours", "", "## Targets", "",
+             "all timed in the same rounds; efficiency = floor / ours", f"- {RATIO_NOTE}", "", "## Targets", "",
              *targets(rows, options), ""]
     metric_names = set(_metric_items(rows))
     for backbone in dict.fromkeys(r.backbone for r in rows):
         mine = [r for r in rows if r.backbone == backbone]
-        lines += [f"## {backbone}", "", "### Explainers", "",
-                  table(_table_rows([r for r in mine if r.item not in metric_names]), HEADERS), "",
-                  "### Metrics (given the Grad-CAM map; `+`: computed together)", "",
-                  table(_table_rows([r for r in mine if r.item in metric_names]), HEADERS), ""]
+        lines += [f"## {backbone}", ""]
+        for title, part in (("Explainers", [r for r in mine if r.item not in metric_names]),
+                            ("Metrics (given the Grad-CAM map; `+`: computed together)",
+                             [r for r in mine if r.item in metric_names])):
+            if part:  # a run without explainers or metrics (e.g. ``--metrics`` with none) has no such table
+                lines += [f"### {title}", "", table(_table_rows(part), HEADERS), ""]
         notes = {r.note for r in mine if r.note}
         if notes:
             lines += ["Peers' metrics: " + "; ".join(sorted(f"`{n}`" for n in notes)), ""]

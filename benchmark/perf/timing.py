@@ -26,7 +26,8 @@ __all__ = ["median_time", "peak_memory_mib", "run_header"]
 def median_time(fns: Dict[str, Callable[[], object]], repeats: int, sync: Callable[[], None] = lambda: None,
                 warmup: Optional[Dict[str, Callable[[], object]]] = None,
                 peaks: Optional[Dict[str, Optional[float]]] = None,
-                device: torch.device | str = "cpu", pause: float = 0.0) -> Dict[str, float]:
+                device: torch.device | str = "cpu", pause: float = 0.0,
+                rounds: Optional[Dict[str, List[float]]] = None) -> Dict[str, float]:
     """Seconds per call of each function: one warm-up call each, then ``repeats`` alternated rounds; medians.
 
     Args:
@@ -59,6 +60,8 @@ def median_time(fns: Dict[str, Callable[[], object]], repeats: int, sync: Callab
             times[name].append(time.perf_counter() - start)
             if tracker is not None:
                 peaks[name] = tracker.stop()
+    if rounds is not None:
+        rounds.update(times)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
