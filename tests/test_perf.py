@@ -14,7 +14,7 @@ from benchmark.explainers.registry import _REGISTRY
 from benchmark.metrics import create_metric, list_metrics
 from benchmark.perf import harness, timing
 from benchmark.perf.floors import Cost, explainer_cost, metric_cost
-from benchmark.perf.peers import PEERS, peer_calls, peer_metric
+from benchmark.perf.peers import PEERS, peer_calls, peer_metric, reshape_transform
 
 
 @pytest.mark.parametrize("name", list_explainers())
@@ -118,6 +118,76 @@ def test_harness_smoke_run_writes_the_results_file(tmp_path):
                  "| scorecam ", "1 F(1) + 512 F(32)", "| average_drop+average_increase ", "| deletion ",
                  "ours / grad-cam", "ours / torch-cam", "peak MiB ours"):
         assert part in text, part
+
+
+def _tiny_vit():
+    torch.manual_seed(0)
+    return VisionTransformer(img_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2, num_classes=5).eval()
+
+
+def test_peers_read_a_vit_block_through_reshape_transform_and_give_our_maps():
+    pytest.importorskip("torchcam")
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    from torchcam.methods import GradCAM as TorchCamGradCAM
+
+    model = _tiny_vit()
+    ours = create_explainer("gradcam", model, input_size=(3, 32, 32))
+    assert (ours.target_layer, str(ours.layout)) == ("blocks.1.norm1", "tokens:1")
+    x, t = torch.randn(3, 3, 32, 32), torch.tensor([0, 2, 4])
+    transform = reshape_transform(ours.layout, (32, 32))
+    assert transform(torch.zeros(3, 17, 16)).shape == (3, 16, 4, 4) and reshape_transform(None, (32, 32)) is None
+    # torch-cam's map on the 4 x 4 patch grid (ReLU, min-max) = ours before upsampling
+    extractor = TorchCamGradCAM(model, target_layer=ours.target_layer, reshape_transform=transform)
+    try:
+        theirs = extractor(class_idx=t.tolist(), scores=model(x))[0]
+    finally:
+        extractor.remove_hooks()
+    raw = ours.unnormalized_maps(x, t).relu()
+    low, high = raw.flatten(1).aminmax(dim=1)
+    assert torch.allclose(theirs, (raw - low[:, None, None]) / (high - low)[:, None, None], atol=1e-4)
+    # grad-cam's 32 x 32 map (min-max, then its own bilinear resize) is ours up to where the two resizes round
+    cam = GradCAM(model=model, target_layers=[model.get_submodule(ours.target_layer)], reshape_transform=transform)
+    try:
+        full = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in t])
+    finally:
+        cam.activations_and_grads.release()
+    assert (torch.from_numpy(full) - ours(x, t)).abs().max() < 0.1
+    for call in peer_calls("gradcam", model, ours.target_layer, ours).values():  # the adapters pass it on
+        call(x, t, None)
+    assert all(not m._forward_hooks and not m._backward_hooks for m in model.modules())
+
+
+def test_harness_smoke_run_on_a_vit_with_both_peers(tmp_path, monkeypatch):
+    monkeypatch.setattr(harness, "create_backbone", lambda name: (_tiny_vit(), None))
+    out = tmp_path / "speed_transformers.md"
+    harness.main(["--backbones", "vit_tiny", "--size", "32", "--batch-sizes", "2", "--repeats", "1",
+                  "--explainers", "gradcam", "--metrics", "--options-backbones", "--pause", "0", "--out", str(out)])
+    text = out.read_text()
+    assert "## vit_tiny" in text and "### Explainers" in text and "### Metrics" not in text
+    row = next(line for line in text.splitlines() if line.startswith("| gradcam "))
+    cells = dict(zip([c.strip() for c in text.split("| item ")[1].split("\n")[0].split("|")],
+                     [c.strip() for c in row.split("| gradcam ")[1].split("|")]))
+    assert cells["floor passes / img"] == "1 G(2)"
+    assert all(cells[k] for k in ("ours / forward", "grad-cam ms", "torch-cam ms", "ours / grad-cam",
+                                  "ours / torch-cam")), cells
+
+
+def test_rows_keep_the_rounds_and_the_ratio_cells_show_their_range():
+    from benchmark.perf.measure import Bench
+
+    model = _tiny_vit()
+    ours = create_explainer("gradcam", model, input_size=(3, 32, 32))
+    bench = Bench("vit", model, ours.target_layer, 32, torch.device("cpu"), 3, pause=0, layout=ours.layout)
+    assert bench.channels == 16  # the embedding width, not the 17 tokens
+    row = bench.explainer_row("gradcam", 2)
+    assert {len(v) for v in row.rounds.values()} == {3} and set(row.rounds) == {"ours", "forward", *PEERS}
+    low, high = row.spread("forward")
+    assert low <= row.ours / row.forward <= high
+    from benchmark.perf.report import _table_rows
+
+    cell = _table_rows([row])[0][6]
+    assert cell.startswith(f"{row.ours / row.forward:.3g}") and (low == high or "[" in cell)
 
 
 def test_attribution_speed_script_writes_its_table(tmp_path):

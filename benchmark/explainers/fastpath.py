@@ -62,7 +62,10 @@ class InferenceCopy:
         except Exception as err:  # not fx-traceable (data-dependent control flow): keep unfused
             log.info("Batch-norm folding skipped for %s (%s: %s)", type(self.model).__name__,
                      type(err).__name__, err)
-        model = model.to(memory_format=torch.channels_last)
+        try:
+            model = model.to(memory_format=torch.channels_last)
+        except RuntimeError as err:  # e.g. the fx-fused timm Swin: a 4-D constant that cannot be channels-last
+            log.info("Channels-last weights skipped for %s (%s)", type(self.model).__name__, err)
         self._eager, self._batch = model, 0
         return torch.compile(model, dynamic=False, options={"freezing": True}) if self.compile else model
 

@@ -47,9 +47,9 @@ class Row:
         one round; ``None`` without per-round times.
 
         Example:
-            >>> row = Row("m", 8, "gradcam", None, None, 1.1, 1.0, rounds={"ours": [1.1, 1.2], "forward": [1.0, 0.8]})
+            >>> row = Row("m", 8, "gradcam", None, None, 1.25, 0.75, rounds={"ours": [1.0, 1.5], "forward": [1.0, 0.5]})
             >>> row.spread("forward")
-            (1.1, 1.5)
+            (1.0, 3.0)
         """
         if not self.rounds.get(other) or not self.rounds.get("ours"):
             return None

@@ -196,3 +196,14 @@ def test_class_token_pooled_last_layer_is_refused_when_auto_detected():
 
     with pytest.raises(ValueError, match="do not reach the logits.*target_layer"):
         create_explainer("gradcam", ClsPooled().eval(), input_size=(3, 32, 32))
+
+
+def test_inference_copy_of_swin():
+    """Score-CAM's / deletion's inference copy of timm Swin (a fused constant refuses channels-last)."""
+    import timm
+
+    from benchmark.explainers.fastpath import InferenceCopy
+
+    model = timm.create_model("swin_tiny_patch4_window7_224", depths=(1, 1, 1, 1)).eval().requires_grad_(False)
+    images = torch.randn(1, 3, 224, 224)
+    torch.testing.assert_close(InferenceCopy(model)(images), model(images), atol=1e-4, rtol=1e-4)
