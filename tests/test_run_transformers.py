@@ -31,8 +31,8 @@ def test_layers_recorded_everywhere(run_dir):
     frame = pd.read_parquet(next((run_dir / "per_sample").glob("timm--vit*/gradcam/shard_*.parquet")))
     assert set(frame["target_layer"]) == {"blocks.11.norm1"} and set(frame["layout"]) == {"tokens:1"}
     board = (run_dir / "leaderboard.md").read_text()
-    assert "Target layers: `blocks.11.norm1` (tokens:1): gradcam, eigencam; none (the input): fakecam." in board
-    assert "Target layers: `norm` (nhwc): gradcam, eigencam" in board
+    assert "Target layers: `blocks.11.norm1` (tokens:1): eigencam, gradcam; none (the input): fakecam." in board
+    assert "Target layers: `norm` (nhwc): eigencam, gradcam" in board
 
 
 @pytest.mark.slow
