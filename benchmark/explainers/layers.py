@@ -15,8 +15,9 @@ name of a module of the model and its :class:`~benchmark.explainers.layouts.Layo
    :mod:`benchmark.explainers.layouts`) that is not (and does not merely return the output of)
    a pooling layer, and is not an identity / dropout / flatten / permute layer. Of several modules
    returning the same tensor (a block and its last ReLU), the outermost is chosen
-   (``layer4`` rather than ``layer4.1.relu``). A token layer with prefix tokens is refused when
-   its patch tokens do not reach the logits (class-token pooling after it).
+   (``layer4`` rather than ``layer4.1.relu``). The choice is refused when its grid does not reach
+   the logits (zero gradient on a probe input: e.g. class-token pooling after it), since every
+   gradient CAM there would be zero.
 5. A name or a module: checked to exist in the model.
 
 The layout is then decided from the layer's output on a dummy input (or ``layout=``). The chosen
@@ -200,32 +201,37 @@ def _auto_layer(model: nn.Module, input_size: Sequence[int]) -> str:
     best = kept[-1]
     # Outermost candidate module returning the very same tensor (the one that completes last).
     name = [n for n, output, _ in kept if output is best[1]][-1]
-    if best[2].kind == "tokens" and best[2].prefix > 0 and not _patch_tokens_reach_logits(model, name, best[2],
-                                                                                          input_size):
+    if not _grid_reaches_logits(model, name, best[2], input_size):
+        hint = (" -- for a ViT-like model the last block's first norm, e.g. 'blocks.<last>.norm1'"
+                if best[2].kind == "tokens" and best[2].prefix > 0 else "")
         raise ValueError(
-            f"The last token layer of {type(model).__name__}, {name!r}, has patch tokens that do not reach the logits "
-            "(the model pools its prefix tokens after it): Grad-CAM there is zero. Pass `target_layer` -- for a "
-            "ViT-like model the last block's first norm, e.g. 'blocks.<last>.norm1'.")
+            f"The last feature grid of {type(model).__name__}, {name!r} (layout {best[2]}), does not reach the logits "
+            f"(e.g. the model pools a class token after it): Grad-CAM there is zero. Pass `target_layer`{hint}; "
+            f"`candidate_layers(model)` lists the grids.")
     return name
 
 
-def _patch_tokens_reach_logits(model: nn.Module, name: str, layout: Layout, input_size: Sequence[int]) -> bool:
-    """Whether the logits depend on the patch tokens of layer ``name`` (one probe forward and backward)."""
+def _grid_reaches_logits(model: nn.Module, name: str, layout: Layout, input_size: Sequence[int]) -> bool:
+    """Whether the logits depend on the grid cells of layer ``name`` (prefix tokens excluded): one probe
+    forward and backward on a seeded random input. A model the probe cannot run counts as reaching."""
     store: List[torch.Tensor] = []
 
     def hook(module, args, output):
-        output = output.detach().requires_grad_(True)
-        store.append(output)
-        return output
+        leaf = output.detach().requires_grad_(True)
+        store.append(leaf)
+        return leaf.clone()  # in-place operations after the layer act on the clone
 
     handle = model.get_submodule(name).register_forward_hook(hook)
     try:
         with eval_mode(model), torch.enable_grad():
             logits = model(_dummy(model, input_size, random=True))
             grad = torch.autograd.grad(logits.sum(), store[-1], allow_unused=True)[0]
+    except Exception as err:  # noqa: BLE001 -- no evidence either way: keep the layer, say so
+        log.info("Could not probe whether %r reaches the logits (%s: %s)", name, type(err).__name__, err)
+        return True
     finally:
         handle.remove()
-    return grad is not None and bool(grad[:, layout.prefix:].abs().sum() > 0)
+    return grad is not None and bool(layout.to_nchw(grad, input_size[1:]).abs().sum() > 0)
 
 
 def _default_layer(model: nn.Module) -> Tuple[Optional[str], str]:

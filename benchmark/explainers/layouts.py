@@ -130,15 +130,22 @@ class Layout:
         return torch.cat([original[:, :self.prefix].to(patches.dtype), patches], dim=1)
 
 
+def _patch_grid(tokens: int, image_hw: Sequence[int], patch: Tuple[int, int]) -> Optional[Tuple[int, int]]:
+    """The patch grid of the image (rounded down or up) when it has exactly ``tokens`` cells."""
+    for rounding in (math.floor, math.ceil):
+        grid = (rounding(image_hw[0] / patch[0]), rounding(image_hw[1] / patch[1]))
+        if grid[0] * grid[1] == tokens:
+            return grid
+    return None
+
+
 def _solve_grid(tokens: int, image_hw: Sequence[int], patch: Optional[Tuple[int, int]]) -> List[Tuple[int, int]]:
     """The grids of ``tokens`` cells: the patch grid when it matches, else every grid fitting the image."""
     if tokens < 1:
         return []
-    if patch is not None:
-        for rounding in (math.floor, math.ceil):
-            grid = (rounding(image_hw[0] / patch[0]), rounding(image_hw[1] / patch[1]))
-            if grid[0] * grid[1] == tokens:
-                return [grid]
+    grid = _patch_grid(tokens, image_hw, patch) if patch is not None else None
+    if grid is not None:
+        return [grid]
     return [(h, tokens // h) for h in range(1, tokens + 1)
             if tokens % h == 0 and grid_fits((h, tokens // h), image_hw)]
 
@@ -275,6 +282,9 @@ def detect_layout(model: nn.Module, layer: str, output: object, image_hw: Sequen
         except ValueError:
             continue
         found.append(layout)
+    if len(found) > 1 and patch is not None:  # the count the model's own patch grid leaves wins
+        by_patch = [f for f in found if _patch_grid(output.shape[1] - f.prefix, image_hw, patch)]
+        found = by_patch if len(by_patch) == 1 else found
     if len(found) != 1:
         raise ValueError(f"Expected {where} to be prefix tokens then one patch grid, but "
                          f"{'no prefix count in ' + str(prefixes) + ' leaves' if not found else 'several prefix counts leave'}"

@@ -194,7 +194,7 @@ def test_class_token_pooled_last_layer_is_refused_when_auto_detected():
             t = self.mix(torch.cat([self.prefix.expand(len(x), -1, -1), t], dim=1))
             return self.head(t[:, 0])
 
-    with pytest.raises(ValueError, match="do not reach the logits.*target_layer"):
+    with pytest.raises(ValueError, match="does not reach the logits.*blocks.<last>.norm1"):
         create_explainer("gradcam", ClsPooled().eval(), input_size=(3, 32, 32))
 
 
@@ -207,3 +207,11 @@ def test_inference_copy_of_swin():
     model = timm.create_model("swin_tiny_patch4_window7_224", depths=(1, 1, 1, 1)).eval().requires_grad_(False)
     images = torch.randn(1, 3, 224, 224)
     torch.testing.assert_close(InferenceCopy(model)(images), model(images), atol=1e-4, rtol=1e-4)
+
+
+def test_declared_prefix_matching_the_patch_grid_wins_at_tiny_sizes():
+    """28 x 28 image, patch 14: 5 prefix + 2 x 2 patches = 9 tokens; prefix 0 would also read as 3 x 3."""
+    model = nn.Module()
+    model.num_prefix_tokens, model.patch_size = 5, 14
+    layout = detect_layout(model, "x", torch.zeros(1, 9, 8), (28, 28))
+    assert (layout.prefix, tuple(layout.to_nchw(torch.zeros(1, 9, 8), (28, 28)).shape)) == (5, (1, 8, 2, 2))
