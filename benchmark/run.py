@@ -130,7 +130,8 @@ def _check_layers(out: Path, backbone: str, layers: Mapping[str, Mapping[str, st
     diff = [f"{m}: {dict(recorded[m])} -> {dict(layers[m])}" for m in sorted(set(recorded) & set(layers))
             if dict(recorded[m]) != dict(layers[m])]
     if diff:
-        raise ValueError(f"{str(out)!r} holds results of {backbone} computed at other target layers ({'; '.join(diff)}); "
+        raise ValueError(f"{str(out)!r} holds results of {backbone} computed at other target layers "
+                         f"({'; '.join(diff)}); "
                          "resuming would mix them. Pass the recorded --target_layer / --layout, use another --out, "
                          "or --overwrite true.")
 

@@ -7,17 +7,18 @@ A method overrides a single function:
   ``(B, C, h, w)`` for element-wise weights such as Layer-CAM and HiResCAM);
 * :meth:`BaseExplainer.raw_maps` for baselines that build a map without the model's weights.
 
-The base does the rest, identically for every method: input checks, the hooked forward,
-gradients ``dS_c/dA`` by :func:`torch.autograd.grad` to the hooked activation only (the score
-``S_c`` is the logit of the target class), and the post-processing of NOTES.md §4
-(:func:`normalize_maps`). Every layout of the layer's output (NCHW, NHWC, prefix tokens + patch grid,
-see :mod:`benchmark.explainers.layouts`) goes through one adapter in :meth:`BaseExplainer.hook_layer`:
+The base does the rest, identically for every method: input checks, the hooked forward, gradients
+``dS_c/dA`` by :func:`torch.autograd.grad` to the hooked activation only (the score ``S_c`` is the
+logit of the target class), and the post-processing of NOTES.md §4 (:func:`normalize_maps`). Every
+layout of the layer's output (NCHW, NHWC, prefix tokens + patch grid, see
+:mod:`benchmark.explainers.layouts`) goes through one adapter in :meth:`BaseExplainer.hook_layer`:
 methods see ``(B, C, h, w)`` activations and gradients, and what they return (e.g. Ablation-CAM's
-ablated activations) goes back to the network in the layer's own layout. The hook returns a clone of the layer's output, so in-place operations
-after the layer (DenseNet's ``F.relu(inplace=True)``, ResNet's ``out += identity``) modify the
-clone, never the activations nor the tensor the gradients are taken with respect to. The part
-of the network before the layer runs without an autograd graph; parameter ``.grad`` fields
-are never written; train/eval flags and hooks are restored in ``finally``.
+ablated activations) goes back to the network in the layer's own layout. The hook returns a clone of
+the layer's output, so in-place operations after the layer (DenseNet's ``F.relu(inplace=True)``,
+ResNet's ``out += identity``) modify the clone, never the activations nor the tensor the gradients
+are taken with respect to. The part of the network before the layer runs without an autograd graph;
+parameter ``.grad`` fields are never written; train/eval flags and hooks are restored in
+``finally``.
 """
 from __future__ import annotations
 

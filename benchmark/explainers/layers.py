@@ -68,6 +68,7 @@ PAPER_LAYERS: Dict[str, Tuple[Callable[[nn.Module], Optional[str]], str]] = {
     "GoogLeNet": (_named("inception5b"), "`inception5b` (7x7 at 224)"),
 }
 
+
 def _last_block_layer(*paths: Tuple[str, str]) -> Callable[[nn.Module], Optional[str]]:
     """Rule: ``<blocks>.<last>.<norm>`` for the first ``(blocks, norm)`` of ``paths`` the model has."""
     def select(model: nn.Module) -> Optional[str]:
@@ -82,7 +83,8 @@ def _last_block_layer(*paths: Tuple[str, str]) -> Callable[[nn.Module], Optional
     return select
 
 
-_VIT_NORM1 = "the last block's first norm (tokens: prefix + patch grid); the blocks after it never reach the class token"
+_VIT_NORM1 = ("the last block's first norm (tokens: prefix + patch grid); the blocks after it never reach the "
+              "class token")
 #: Vision transformers pooled by a class token, keyed by model class name: the community's Grad-CAM layer
 #: (pytorch-grad-cam's ViT tutorial), the last block's first norm. Value: (rule, description and reason).
 TRANSFORMER_LAYERS: Dict[str, Tuple[Callable[[nn.Module], Optional[str]], str]] = {

@@ -13,11 +13,13 @@ grid in three ways:
 :func:`detect_layout` decides the layout from the tensor and the model's own attributes, never by
 guessing. A reading must fit the input image: a grid ``h x w`` is possible for an ``H x W`` image
 when one stride ``s`` gives both (``h`` is ``H/s`` rounded down or up: ``H/(h+1) < s < H/(h-1)``,
-same for ``w``); a square image thus reads ``(B, C, h, h)`` both ways only when ``|C - h| <= 1``. A 4-D tensor read both ways is settled by the layer's type (a ``Conv2d`` / ``*2d``
-layer is NCHW, a ``LayerNorm`` / ``Linear`` is NHWC), then by the model's ``output_fmt`` (timm);
-otherwise it is refused with an error naming the layer, the shape and ``layout=``. Tokens take
-``P`` from ``num_prefix_tokens`` (or torchvision's ``class_token``) and the grid from the patch
-size, else the unique grid that fits the image; a count that fits none is refused.
+same for ``w``); a square image thus reads ``(B, C, h, h)`` both ways only when ``|C - h| <= 1``. A
+4-D tensor read both ways is settled by the layer's type (a ``Conv2d`` / ``*2d`` layer is NCHW, a
+``LayerNorm`` / ``Linear`` is NHWC), then by which axes grow when the image doubles (the spatial
+ones), then by the model's ``output_fmt`` (timm); otherwise it is
+refused with an error naming the layer, the shape and ``layout=``. Tokens take ``P`` from
+``num_prefix_tokens`` (or torchvision's ``class_token``) and the grid from the patch size, else the
+unique grid that fits the image; a count that fits none is refused.
 
 ``layout=`` on every explainer (and in ``--explainer_args``) overrides the decision:
 ``"nchw"``, ``"nhwc"``, ``"tokens"`` (prefix from the model), ``"tokens:P"`` or ``"tokens:P:HxW"``.
@@ -259,16 +261,16 @@ def detect_layout(model: nn.Module, layer: str, output: object, image_hw: Sequen
         readings = spatial_readings(output.shape, image_hw)
         if chosen is not None:
             if chosen.kind not in readings:
-                raise ValueError(f"Expected {where} to be a grid in layout {spec!r}, but it is not ({readings or 'none'} "
-                                 f"fit the image); {fix}.")
+                raise ValueError(f"Expected {where} to be a grid in layout {spec!r}, but it is not "
+                                 f"({readings or 'none'} fit the image); {fix}.")
             return Layout(chosen.kind, patch=patch)
         if len(readings) == 2:
             hint = (_module_reading(module) or _growth_reading(output, resized)
                     or {"NHWC": "nhwc", "NCHW": "nchw"}.get(str(getattr(model, "output_fmt", ""))))
             readings = [hint] if hint else readings
         if len(readings) != 1:
-            raise ValueError(f"Expected {where} to be one grid, but it reads as "
-                             f"{' and as '.join(readings) if readings else 'no grid'} with no attribute to tell; {fix}.")
+            reads = " and as ".join(readings) if readings else "no grid"
+        raise ValueError(f"Expected {where} to be one grid, but it reads as {reads} with no attribute to tell; {fix}.")
         return Layout(readings[0], patch=patch)
     if chosen is not None and chosen.kind != "tokens":
         raise ValueError(f"Expected {where} to be (B, N, C) tokens, but got layout={spec!r}; {fix}.")
@@ -286,7 +288,7 @@ def detect_layout(model: nn.Module, layer: str, output: object, image_hw: Sequen
         by_patch = [f for f in found if _patch_grid(output.shape[1] - f.prefix, image_hw, patch)]
         found = by_patch if len(by_patch) == 1 else found
     if len(found) != 1:
-        raise ValueError(f"Expected {where} to be prefix tokens then one patch grid, but "
-                         f"{'no prefix count in ' + str(prefixes) + ' leaves' if not found else 'several prefix counts leave'}"
-                         f" a grid that fits the image; {fix}.")
+        which = f"no prefix count in {prefixes} leaves" if not found else "several prefix counts leave"
+        raise ValueError(f"Expected {where} to be prefix tokens then one patch grid, but {which} a grid that fits the "
+                         f"image; {fix}.")
     return found[0]
