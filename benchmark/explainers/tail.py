@@ -29,10 +29,12 @@ class LayerSplit:
     num_live_ins: int
 
     def run_prefix(self, images: Tensor) -> Optional[Tuple[Tensor, List[Tensor]]]:
-        """The layer's output and the live-in values for ``images``; ``None`` when a live-in is not a
-        ``(B, ...)`` tensor (the tail could not run on a subset of the batch)."""
+        """The layer's output and the live-in values for ``images``; ``None`` when a live-in is neither a
+        ``(B, ...)`` tensor nor a flag (``None`` / bool, e.g. timm attention's ``attn_mask``, ``is_causal``):
+        the tail could not run on a subset of the batch."""
         activation, *live_ins = self.prefix(images)
-        if not all(isinstance(v, Tensor) and v.ndim >= 1 and len(v) == len(images) for v in live_ins):
+        if not all((isinstance(v, Tensor) and v.ndim >= 1 and len(v) == len(images)) or v is None
+                   or isinstance(v, bool) for v in live_ins):
             return None
         return activation, live_ins
 

@@ -215,3 +215,16 @@ def test_declared_prefix_matching_the_patch_grid_wins_at_tiny_sizes():
     model.num_prefix_tokens, model.patch_size = 5, 14
     layout = detect_layout(model, "x", torch.zeros(1, 9, 8), (28, 28))
     assert (layout.prefix, tuple(layout.to_nchw(torch.zeros(1, 9, 8), (28, 28)).shape)) == (5, (1, 8, 2, 2))
+
+
+def test_ablation_tail_on_a_vit_equals_full_forwards():
+    """timm attention hands its tail flags (``attn_mask=None``, ``is_causal``): the fx tail still runs."""
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", depth=2, img_size=64).eval()
+    images = torch.randn(2, 3, 64, 64)
+    fast = create_explainer("ablationcam", model, input_size=(3, 64, 64), chunk_size=64)
+    full = create_explainer("ablationcam", model, input_size=(3, 64, 64), chunk_size=64, use_tail=False)
+    torch.testing.assert_close(fast.unnormalized_maps(images), full.unnormalized_maps(images), atol=1e-6, rtol=1e-5)
+    assert fast._layer_split is not None and fast._layer_split.run_prefix(images) is not None
