@@ -169,7 +169,7 @@ def _backbone_section(dataset: str, backbone: str, results: pd.DataFrame, frame:
              f"{_weights(backbone, meta.get('weights'))}.",
              "", _data_report(metas, backbone), ""]
     if meta.get("layers"):
-        lines[-1:-1] = [_layers_line(meta["layers"]), ""]
+        lines[-1:-1] = ["", _layers_line(meta["layers"])]
     defined = set(results.loc[results["value"].notna(), "metric"])  # e.g. no difficult items: no column
     columns = [c for c in COLUMNS if c[0] in defined]
     methods = list(dict.fromkeys(results["method"]))

@@ -270,7 +270,8 @@ def detect_layout(model: nn.Module, layer: str, output: object, image_hw: Sequen
             readings = [hint] if hint else readings
         if len(readings) != 1:
             reads = " and as ".join(readings) if readings else "no grid"
-        raise ValueError(f"Expected {where} to be one grid, but it reads as {reads} with no attribute to tell; {fix}.")
+            raise ValueError(f"Expected {where} to be one grid, but it reads as {reads} with no attribute to tell; "
+                             f"{fix}.")
         return Layout(readings[0], patch=patch)
     if chosen is not None and chosen.kind != "tokens":
         raise ValueError(f"Expected {where} to be (B, N, C) tokens, but got layout={spec!r}; {fix}.")
