@@ -39,6 +39,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, NamedTuple, Optional, Tuple, Union
@@ -317,6 +318,10 @@ def create_backbone(name: str, weights: Union[str, os.PathLike, None] = None,
         num_classes: classifier size for random init or a local checkpoint (default: 1000; ``hf/``: the
             config's ``num_labels``).
 
+    Random initialisation is seeded by the backbone's name (CRC-32 of ``"source/name"``, on a forked RNG
+    that leaves the caller's untouched), so the same name builds the same model in every run, resume and
+    process.
+
     Returns:
         ``Backbone(model, preprocessing)``.
 
@@ -333,6 +338,8 @@ def create_backbone(name: str, weights: Union[str, os.PathLike, None] = None,
         raise TypeError(f"Expected `weights` to be None, a str or a path, but got {type(weights).__name__}.")
     build = {"torchvision": _torchvision, "timm": _timm, "synthetic": _synthetic, "digits": _digits,
              "hf": _hf}[source]
-    model, preprocessing = build(model_name, weights, num_classes)
+    with torch.random.fork_rng(devices=[]):  # random init depends on the name only: runs, resumes, ranks agree
+        torch.manual_seed(zlib.crc32(f"{source}/{model_name}".encode()))
+        model, preprocessing = build(model_name, weights, num_classes)
     model.eval().requires_grad_(False)
     return Backbone(model, preprocessing)

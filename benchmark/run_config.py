@@ -23,7 +23,7 @@ import torchvision
 
 from benchmark.backbones import list_backbones
 from benchmark.explainers import default_explainers, resolve_explainer
-from benchmark.explainers.layouts import parse_layout
+from benchmark.explainers.reshape import as_layout
 from benchmark.metrics import create_metric, default_metrics, list_metrics
 from benchmark.metrics.functional._common import check_choice
 from benchmark.offline import OFFLINE_DEFAULTS
@@ -56,8 +56,9 @@ class RunConfig:
             ``target_layer`` / ``layout`` for one method).
         target_layer: backbone -> the target layer of every layer-reading explainer on it (e.g.
             ``{timm/vit_small_patch16_224: blocks.10.norm1}``); a backbone not listed gets its default layer.
-        layout: backbone -> that layer's layout (``nchw``, ``nhwc``, ``tokens:P``; see
-            :mod:`benchmark.explainers.layouts`); a backbone not listed has it decided (ambiguous ones refused).
+        layout: backbone -> that layer's layout (``nchw``, ``nhwc``, ``tokens:P``, or a reshape function
+            ``package.module:function`` / ``file.py:function``; see :mod:`benchmark.explainers.layouts`); a
+            backbone not listed has it decided (ambiguous ones refused).
         metrics: metric names (``cam-bench list``); default: ``default_metrics()`` (the reproduction-study
             metrics run when named).
         metric_args: metric name -> keyword arguments. ``None``: the papers' settings (each metric's
@@ -184,7 +185,7 @@ def validate(config: RunConfig) -> Any:
             if not isinstance(value, str):
                 raise TypeError(f"Expected `{what}` of {backbone!r} to be a str, but got {type(value).__name__}.")
     for backbone, value in config.layout.items():
-        parse_layout(value)
+        as_layout(value)  # a reshape function's import path is imported here: fail before the run
     if config.weights not in (None, "default", "random") and not os.path.exists(config.weights) and \
             "/" in config.weights:
         raise FileNotFoundError(f"Weights file {config.weights!r} not found; pass an existing checkpoint path, "

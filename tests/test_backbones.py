@@ -99,3 +99,15 @@ def test_googlenet_pretrained_weights_get_torchvisions_transform_input(tmp_path,
     torch.testing.assert_close(model.conv1.conv.weight, source.conv1.conv.weight)
     random_init, _ = create_backbone("googlenet")  # no FutureWarning (filterwarnings=error)
     assert random_init.transform_input is False
+
+
+def test_random_init_is_seeded_by_the_name_and_leaves_the_callers_rng():
+    """The same name builds the same random model (runs, resumes and DDP ranks agree); the caller's RNG is untouched."""
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    first, again = create_backbone("timm/resnet18").model, create_backbone("timm/resnet18").model
+    assert torch.equal(torch.get_rng_state(), state)
+    for (name, a), b in zip(first.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), name
+    other = create_backbone("torchvision/resnet18").model
+    assert not torch.equal(other.conv1.weight, first.conv1.weight)

@@ -65,3 +65,27 @@ def test_run_level_layer_of_an_unknown_backbone_is_refused(tmp_path):
 def test_run_level_bad_layout_is_refused(tmp_path):
     with pytest.raises(ValueError, match="Expected `layout`"):
         main(["run", *ARGS, "--backbones", f"[{VIT}]", "--out", str(tmp_path), "--layout", f"{{{VIT}: tokenz}}"])
+
+
+@pytest.mark.slow
+def test_run_level_reshape_function(run_dir, tmp_path):
+    """``--layout {backbone: file.py:function}``: a pytorch-grad-cam style reshape, recorded, same numbers."""
+    path = tmp_path / "vit_reshape.py"
+    path.write_text("def vit(t):\n    r = t[:, 1:, :].reshape(t.size(0), 14, 14, t.size(2))\n"
+                    "    return r.transpose(2, 3).transpose(1, 2)\n")
+    out = tmp_path / "run"
+    assert main(["run", *ARGS, "--explainers", "[gradcam]", "--backbones", f"[{VIT}]", "--out", str(out),
+                 "--layout", f"{{{VIT}: '{path}:vit'}}"]) == 0
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["backbones"][VIT]["layers"]["gradcam"] == {"target_layer": "blocks.11.norm1",
+                                                           "layout": f"reshape:{path}:vit"}
+    assert meta["fingerprint"]["layout"] == {VIT: f"{path}:vit"}
+    got, expected = (pd.read_parquet(next((d / "per_sample").glob("timm--vit*/gradcam/shard_*.parquet")))
+                     for d in (out, run_dir))
+    for column in ("average_drop", "complexity"):
+        pd.testing.assert_series_equal(got[column], expected[column], atol=1e-4, rtol=1e-5)  # percent units
+
+
+def test_run_level_reshape_that_cannot_be_imported_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="reshape function 'package.module:function'"):
+        main(["run", *ARGS, "--backbones", f"[{VIT}]", "--out", str(tmp_path), "--layout", f"{{{VIT}: nomod_x:fn}}"])

@@ -62,6 +62,8 @@ class AblationCAM(BaseExplainer):
                 own = prefix[0][b]  # advanced indexing: already a copy
                 activation = self.layout.to_nchw(own, inputs.images.shape[-2:])  # a view of `own`
                 activation[rows, k] = 0
+                if self.layout.kind == "reshape":  # a user reshape may copy: scatter back
+                    own = self.layout.from_nchw(activation, own)
                 logits = split.run_tail(own, [v[b] if isinstance(v, Tensor) else v for v in prefix[1]])
             else:
                 def ablate(output: Tensor, k: Tensor = k) -> Tensor:

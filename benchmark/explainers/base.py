@@ -92,8 +92,10 @@ class BaseExplainer:
             auto-detection, see :mod:`benchmark.explainers.layers`).
         input_size: ``(C, H, W)`` used to trace the model for auto-detection; also the
             number of channels the images must have.
-        layout: the target layer's layout, ``"nchw"``, ``"nhwc"``, ``"tokens"``, ``"tokens:P"`` or
-            ``"tokens:P:HxW"``; ``None`` decides it from the model and the layer's output
+        layout: the target layer's layout, ``"nchw"``, ``"nhwc"``, ``"tokens"``, ``"tokens:P"``,
+            ``"tokens:P:HxW"``, or a reshape function ``output -> (B, C, h, w)`` / its import path
+            ``"package.module:function"`` (:mod:`benchmark.explainers.reshape`); ``None`` decides it
+            from the model and the layer's output
             (:func:`~benchmark.explainers.layouts.detect_layout`), refusing ambiguous cases.
     """
 
@@ -179,8 +181,8 @@ class BaseExplainer:
         layout = self.layout
 
         def hook(module: nn.Module, args: tuple, output: Tensor) -> Tensor:
-            expected = 3 if layout.kind == "tokens" else 4
-            if not isinstance(output, Tensor) or output.ndim != expected:
+            expected = {"tokens": 3, "nchw": 4, "nhwc": 4}.get(layout.kind)  # a reshape checks its own result
+            if not isinstance(output, Tensor) or (expected is not None and output.ndim != expected):
                 shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
                 raise ValueError(
                     f"Expected target layer {self.target_layer!r} to output a {expected}-D tensor (layout "

@@ -35,6 +35,7 @@ from torch import nn
 
 from benchmark._utils import eval_mode
 from benchmark.explainers.layouts import Layout, detect_layout, parse_layout, spatial_readings
+from benchmark.explainers.reshape import as_layout
 
 log = logging.getLogger(__name__)
 
@@ -284,6 +285,7 @@ def resolve_layer(model: nn.Module, target_layer: Union[str, nn.Module, None] = 
         >>> name, str(layout)
         ('norm', 'nhwc')
     """
+    layout = as_layout(layout)
     name = resolve_target_layer(model, target_layer, input_size)
     module = model.get_submodule(name)
     output = _layer_output(model, module, input_size)

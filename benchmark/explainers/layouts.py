@@ -22,7 +22,8 @@ refused with an error naming the layer, the shape and ``layout=``. Tokens take `
 unique grid that fits the image; a count that fits none is refused.
 
 ``layout=`` on every explainer (and in ``--explainer_args``) overrides the decision:
-``"nchw"``, ``"nhwc"``, ``"tokens"`` (prefix from the model), ``"tokens:P"`` or ``"tokens:P:HxW"``.
+``"nchw"``, ``"nhwc"``, ``"tokens"`` (prefix from the model), ``"tokens:P"`` or ``"tokens:P:HxW"``,
+or a reshape function / its import path (verified, see :mod:`benchmark.explainers.reshape`).
 """
 from __future__ import annotations
 
@@ -164,11 +165,11 @@ def parse_layout(spec: Optional[str]) -> Optional[Layout]:
     if spec is None or isinstance(spec, Layout):
         return spec
     if not isinstance(spec, str):
-        raise TypeError(f"Expected `layout` to be a str or None, but got {type(spec).__name__}.")
+        raise TypeError(f"Expected `layout` to be a str, a reshape function or None, but got {type(spec).__name__}.")
     kind, *rest = spec.strip().lower().split(":")
     if kind not in LAYOUT_KINDS or (rest and kind != "tokens") or len(rest) > 2:
-        raise ValueError(f"Expected `layout` to be one of 'nchw', 'nhwc', 'tokens', 'tokens:P' or 'tokens:P:HxW', "
-                         f"but got {spec!r}.")
+        raise ValueError(f"Expected `layout` to be one of 'nchw', 'nhwc', 'tokens', 'tokens:P', 'tokens:P:HxW' or a "
+                         f"reshape function's import path 'package.module:function', but got {spec!r}.")
     try:
         prefix = int(rest[0]) if rest else None
         grid = tuple(int(v) for v in rest[1].split("x")) if len(rest) > 1 else None
@@ -251,12 +252,15 @@ def detect_layout(model: nn.Module, layer: str, output: object, image_hw: Sequen
     """
     shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
     where = f"target layer {layer!r} of {type(model).__name__} (output {shape} for a {image_hw[0]}x{image_hw[1]} image)"
-    fix = ("pass layout='nchw', 'nhwc' or 'tokens:P' (P prefix tokens) to the explainer (--explainer_args), or "
-           "choose another target_layer")
+    fix = ("pass layout='nchw', 'nhwc', 'tokens:P' (P prefix tokens) or a reshape function ('package.module:function')"
+           " to the explainer (--explainer_args) or the run (--layout), or choose another target_layer")
+    chosen = parse_layout(spec)
+    if chosen is not None and chosen.kind == "reshape" and isinstance(output, Tensor):
+        chosen.check(output, image_hw, where, fix)  # a verified user reshape (benchmark.explainers.reshape)
+        return chosen
     if not isinstance(output, Tensor) or output.ndim not in (3, 4):
         raise ValueError(f"Expected {where} to be a (B, C, h, w), (B, h, w, C) or (B, N, C) tensor; {fix}.")
     patch = model_patch_size(model)
-    chosen = parse_layout(spec)
     if output.ndim == 4:
         readings = spatial_readings(output.shape, image_hw)
         if chosen is not None:

@@ -14,37 +14,17 @@ The class registers under ``name`` (class attribute) or its lower-cased class na
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
 from importlib.metadata import entry_points
-from pathlib import Path
 from typing import Type
 
 from benchmark.explainers.base import BaseExplainer
 from benchmark.explainers.registry import _REGISTRY, list_explainers, register_explainer
+from benchmark.explainers.sources import import_source
 
 __all__ = ["ENTRY_POINT_GROUP", "load_entry_points", "resolve_explainer"]
 
 #: The entry-point group installed packages publish explainers under.
 ENTRY_POINT_GROUP = "cam_bench.explainers"
-
-
-def _import_file(path: Path):
-    name = f"cam_bench_user_{path.stem}_{abs(hash(str(path.resolve()))):x}"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"Cannot import {str(path)!r} as a Python module.")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return module
 
 
 def _register(klass: object, spec: str) -> str:
@@ -91,13 +71,7 @@ def resolve_explainer(spec: str) -> str:
 
         _lookup(spec)  # raises the KeyError listing close matches and every valid name
     source, _, attr = spec.rpartition(":")
-    if source.endswith(".py") or "/" in source or "\\" in source:
-        path = Path(source).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"Explainer file {str(path)!r} (from {spec!r}) does not exist.")
-        module = _import_file(path)
-    else:
-        module = importlib.import_module(source)
+    module = import_source(source, f"Explainer (from {spec!r})")
     if not hasattr(module, attr):
         found = [n for n, v in vars(module).items()
                  if isinstance(v, type) and issubclass(v, BaseExplainer) and v is not BaseExplainer]
