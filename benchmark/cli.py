@@ -10,7 +10,7 @@
   datamodule (:mod:`benchmark.run`; settings :class:`~benchmark.run_config.RunConfig`, every Lightning
   Trainer flag as ``--trainer.<flag>``); with no arguments the offline default: SyntheticShapes x the
   shipped backbones x every explainer x every metric. Writes per-sample Parquet, ``results.csv``,
-  ``leaderboard.md`` and figures to ``leaderboards/<name>`` and prints the leaderboard.
+  ``leaderboard.md`` and figures to ``runs/<name>`` and prints the leaderboard.
 * ``cam-bench leaderboard RUN_DIR [RUN_DIR ...] [--out FILE]`` -- render or merge run directories.
 * ``cam-bench train-synthetic --model NAME`` -- train a SyntheticShapes backbone with a Lightning
   ``fit`` (see :mod:`benchmark.synthetic.train`; defaults reproduce the shipped checkpoints).
@@ -149,6 +149,14 @@ def _leaderboard(args: Any) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     render_runs(runs, out, force=args.force)
     print(out.read_text())
+    from benchmark.leaderboard import load_runs, run_gaps
+    from benchmark.results import read_per_sample
+
+    gaps = run_gaps(load_runs(runs, force=True), read_per_sample(runs))
+    if gaps and not args.allow_partial:
+        print(f"cam-bench: error: the runs are incomplete ({len(gaps)} backbone/method pairs short of samples, "
+              "listed in the header); rerun `cam-bench run` to finish them, or pass --allow_partial.", file=sys.stderr)
+        return 3
     return 0
 
 
@@ -202,6 +210,8 @@ def _parser() -> Any:
     board.add_argument("run_dirs", nargs="+", help="run directories written by `cam-bench run`")
     board.add_argument("--out", default=None, help="markdown file (default: RUN_DIR/leaderboard.md for one run)")
     board.add_argument("--force", action="store_true", help="merge runs whose fingerprints differ")
+    board.add_argument("--allow_partial", action="store_true", help="exit 0 on a partial run (else exit 3; the "
+                       "leaderboard marks it incomplete either way)")
     sub.add_subcommand("leaderboard", board, help="render or merge run directories into leaderboard.md")
     sub.add_subcommand("train-synthetic", train.add_arguments(ArgumentParser(description="train a SyntheticShapes "
                        "backbone (Lightning fit)")), help="train a SyntheticShapes backbone")
@@ -222,5 +232,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     return {"list": _list, "demo": _demo, "run": _run, "leaderboard": _leaderboard}[cfg.command](args)
 
 
+def console(argv: Optional[List[str]] = None) -> int:
+    """The ``cam-bench`` console script: :func:`main`, with refusals as one line (exit 2) and an
+    interrupted run as exit 75 (resumable); other errors keep their traceback."""
+    from benchmark.run_folder import FolderLocked, SettingsDiffer
+    from callbacks.stop_on_signal import EXIT_INTERRUPTED, RunInterrupted
+
+    try:
+        return main(argv)
+    except RunInterrupted as err:
+        print(f"cam-bench: interrupted: {err}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as err:  # noqa: BLE001 -- only refusals are caught; anything else is re-raised
+        if not (getattr(err, "cam_bench_refusal", False) or isinstance(err, (FolderLocked, SettingsDiffer))):
+            raise
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"cam-bench: error: {message}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console())

@@ -21,7 +21,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from callbacks.per_sample_writer import safe_name
+from benchmark.run_folder import safe_name
 
 __all__ = ["CELL_PIXELS", "DPI", "grid_size", "mean_curve_table", "mean_curves", "saliency_grid"]
 

@@ -27,9 +27,8 @@ import pandas as pd
 
 from benchmark.figures import mean_curves, saliency_grid
 from benchmark.results import read_per_sample, reduce_per_sample, write_results_csv
-from benchmark.run_config import fingerprint_diff
+from benchmark.run_folder import fingerprint_diff, safe_name
 from benchmark.stats import mean_ranks, win_matrix
-from callbacks.per_sample_writer import safe_name
 
 __all__ = ["COLUMNS", "load_runs", "render_runs"]
 
@@ -126,8 +125,10 @@ def _header(metas: List[Dict[str, Any]], frame: pd.DataFrame) -> List[str]:
     first, config = metas[0], metas[0]["config"]
     fp = first["fingerprint"]
     split = fp["data_args"].get("split", "default")
-    versions = sorted({", ".join(f"{k} {v}" for k, v in m["versions"].items()) for m in metas})
-    commits = sorted({m["git_commit"] for m in metas})
+    provenance = [p for m in metas for p in (m.get("provenance") or [m])]  # an older run.json: its top level
+    versions = sorted({", ".join(f"{k} {v}" for k, v in p["versions"].items()) for p in provenance})
+    commits = sorted({p["git_commit"] for p in provenance})
+    missing = run_gaps(metas, frame)
     if len(metas) == 1:
         reproduce = "`cam-bench run --config config.yaml` (the config.yaml next to this file)"
     else:
@@ -143,13 +144,45 @@ def _header(metas: List[Dict[str, Any]], frame: pd.DataFrame) -> List[str]:
              f"| Target | {fp['target']}; maps of the top-{fp['top_k']} classes for top-k metrics |",
              f"| Metric settings | {_settings(fp['metric_args'])} |",
              f"| Explainer settings | {_settings(fp['explainer_args'])} |",
+             f"| Precision, batch size | {fp.get('precision', '32-true')}, {fp.get('batch_size', '?')} |",
+             f"| Completeness | {_completeness(missing, fp['subset'].get('n'))} |",
              f"| Versions | {' / '.join(versions)} |",
              f"| Git commit | {', '.join(commits)} |",
              f"| Reproduce | {reproduce} |"]
     if first.get("forced"):
         lines.append(f"| Merged with --force | differing: {', '.join(sorted(set(first['forced'])))} |")
-    lines += [f"| Date | {max(m['date'] for m in metas)} |", ""]
+    lines += [f"| Date | {max(p['date'] for p in provenance)} |", ""]
     return lines
+
+
+def incomplete(frame: pd.DataFrame, n: Optional[int], backbones: Sequence[str] = ()) -> Dict[Tuple[str, str], int]:
+    """``(backbone, method) -> rows on disk`` for each pair with fewer than the run's ``n`` samples; a
+    backbone of ``backbones`` without any row is ``(backbone, "every method") -> 0``.
+
+    Example:
+        >>> frame = pd.DataFrame({"backbone": ["a", "a", "a"], "method": ["x", "x", "y"]})
+        >>> incomplete(frame, 2, backbones=["a", "b"])
+        {('a', 'y'): 1, ('b', 'every method'): 0}
+    """
+    if n is None:
+        return {}
+    counts = frame.groupby(["backbone", "method"], sort=True).size()
+    out = {key: int(rows) for key, rows in counts.items() if rows < n}
+    out.update({(b, "every method"): 0 for b in backbones if b not in set(frame["backbone"])})
+    return out
+
+
+def run_gaps(metas: List[Dict[str, Any]], frame: pd.DataFrame) -> Dict[Tuple[str, str], int]:
+    """:func:`incomplete` for runs: the samples of the fingerprint, the backbones of the configs."""
+    backbones = list(dict.fromkeys(b for m in metas for b in m.get("config", {}).get("backbones", [])))
+    return incomplete(frame, metas[0]["fingerprint"]["subset"].get("n"), backbones)
+
+
+def _completeness(missing: Mapping[Tuple[str, str], int], n: Optional[int]) -> str:
+    if not missing:
+        return f"complete: {n} of {n} samples for every backbone and method"
+    pairs = "; ".join(f"{b} / {m}: {rows} of {n}" for (b, m), rows in missing.items())
+    return f"**incomplete** (a partial run: rerun the same command to finish it): {pairs}"
 
 
 def _cell(value: float, low: float, high: float, decimals: int, best: bool) -> str:
@@ -170,6 +203,10 @@ def _backbone_section(dataset: str, backbone: str, results: pd.DataFrame, frame:
              "", _data_report(metas, backbone), ""]
     if meta.get("layers"):
         lines[-1:-1] = ["", _layers_line(meta["layers"])]
+    short = incomplete(frame, metas[0]["fingerprint"]["subset"].get("n"))
+    if short:
+        lines[-1:-1] = ["", f"**Incomplete: {min(short.values())} of {metas[0]['fingerprint']['subset'].get('n')} "
+                        f"samples** for {', '.join(m for _, m in short)}; these rows are not final."]
     defined = set(results.loc[results["value"].notna(), "metric"])  # e.g. no difficult items: no column
     columns = [c for c in COLUMNS if c[0] in defined]
     methods = list(dict.fromkeys(results["method"]))

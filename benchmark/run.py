@@ -1,6 +1,7 @@
 """Execute a :class:`~benchmark.run_config.RunConfig`: one ``Trainer.predict`` per backbone, resumable.
 
-Output directory (``config.out_dir``, default ``leaderboards/<name>``)::
+Output directory (``config.out_dir``, default ``runs/<name>``; the folder itself is managed by
+:mod:`benchmark.run_folder`: lock, fingerprint, overwrite, provenance)::
 
     run.json               config, fingerprint, per-backbone preprocessing, timing and target layers
                            (layer + layout per method), versions, commit, command
@@ -21,9 +22,8 @@ composition on any number of processes, the per-sample values, ``results.csv`` a
 """
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
-import shutil
 import time
 import warnings
 from dataclasses import asdict
@@ -38,10 +38,20 @@ from pytorch_lightning.utilities import rank_zero_only
 from benchmark.backbones import create_backbone
 from benchmark.explainers import resolve_explainer
 from benchmark.module import ExplainerModule
-from benchmark.run_config import RunConfig, _data_kwargs, dataset_subset, fingerprint, fingerprint_diff, validate
-from benchmark.versions import environment
-from callbacks.per_sample_writer import PerSampleWriter, atomic_write, finished_shards, safe_name
+from benchmark.run_config import RunConfig, _data_kwargs, dataset_subset, fingerprint, validate
+from benchmark.run_folder import (
+    SettingsDiffer,
+    check_backbone,
+    finished_shards,
+    folder_lock,
+    prepare,
+    record_backbone,
+    safe_name,
+    weights_hash,
+)
+from callbacks.per_sample_writer import PerSampleWriter
 from callbacks.progress import BenchmarkProgressBar
+from callbacks.stop_on_signal import StopOnSignal
 from datamodules import create_datamodule
 from datamodules.shards import num_shards
 
@@ -58,39 +68,21 @@ def _barrier() -> None:
         torch.distributed.barrier()
 
 
-def _prepare_out(config: RunConfig, fp: Mapping[str, Any], command: str) -> Path:
-    """Check (or start) the run directory; rank 0 writes ``run.json`` and ``config.yaml``."""
-    out = config.out_dir
-    meta_path = out / "run.json"
-    if config.overwrite and rank_zero_only.rank == 0:
-        for part in ("per_sample", "maps", "logs", "figures", "results.csv", "leaderboard.md", "run.json"):
-            target = out / part
-            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-    if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        diff = fingerprint_diff(meta["fingerprint"], fp)
-        if diff:
-            raise ValueError(f"{str(out)!r} holds a run with different settings ({', '.join(diff)}); resuming would "
-                             "mix them. Use another --out, or --overwrite true to start afresh.")
-    elif any((out / "per_sample").glob("*")):
-        raise ValueError(f"{str(out / 'per_sample')!r} has results but no run.json; use another --out or "
-                         "--overwrite true.")
-    else:
-        meta = {"backbones": {}}
-    meta.update({"config": config.as_dict(), "fingerprint": fp, "command": command, **environment()})
-    if rank_zero_only.rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        _write_json(meta_path, meta)
-        import yaml
+def _precision(trainer: Mapping[str, Any]) -> str:
+    """Lightning's precision setting, aliases normalised (``32`` -> ``32-true``, ``bf16`` -> ``bf16-mixed``).
 
-        resolved = {**config.as_dict(), "out": None, "overwrite": False}
-        (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-    return out
+    Example:
+        >>> _precision({}), _precision({"precision": 16}), _precision({"precision": "bf16-true"})
+        ('32-true', '16-mixed', 'bf16-true')
+    """
+    value = str(trainer.get("precision") or "32-true")
+    return {"32": "32-true", "64": "64-true", "16": "16-mixed", "bf16": "bf16-mixed"}.get(value, value)
 
 
-def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    text = json.dumps(data, indent=1, sort_keys=True, default=str) + "\n"
-    atomic_write(path, lambda tmp: tmp.write_text(text))
+def _refusal(err: BaseException) -> BaseException:
+    """Mark an error raised before anything is computed: the CLI prints it as one line and exits 2."""
+    err.cam_bench_refusal = True
+    return err
 
 
 def run_benchmark(config: RunConfig, trainer: Optional[Mapping[str, Any]] = None, command: str = "") -> Path:
@@ -103,43 +95,47 @@ def run_benchmark(config: RunConfig, trainer: Optional[Mapping[str, Any]] = None
             and a CSV logger under ``<out>/logs`` unless ``logger`` is given.
         command: the command line recorded in ``run.json``.
     """
-    config = config.resolved()
-    datamodule = validate(config)
-    datamodule.use_shards(limit=config.limit)
-    datamodule.setup("predict")
-    subset = dataset_subset(datamodule)
-    out = _prepare_out(config, fingerprint(config, subset), command)
-    methods = [resolve_explainer(spec) for spec in config.explainers]
-    total = num_shards(subset["n"], config.batch_size)
-    for backbone in config.backbones:
-        if all(len(finished_shards(out, backbone, m)) >= total for m in methods):
-            log.info("%s: all %d shards of %d methods on disk; nothing to recompute", backbone, total, len(methods))
-            continue
-        _run_backbone(config, dict(trainer or {}), out, backbone, methods, subset["n"])
-    if rank_zero_only.rank == 0:
-        from benchmark.leaderboard import render_runs
+    config, trainer = config.resolved(), dict(trainer or {})
+    rank_zero = rank_zero_only.rank == 0
+    out = config.out_dir
+    with folder_lock(out) if rank_zero else contextlib.nullcontext():
+        try:
+            datamodule = validate(config)
+            datamodule.use_shards(limit=config.limit)
+            datamodule.setup("predict")
+            subset = dataset_subset(datamodule)
+            fp = {**fingerprint(config, subset), "precision": _precision(trainer)}
+            prepare(out, config.as_dict(), fp, command, config.overwrite, rank_zero)
+        except (ValueError, TypeError, KeyError, FileNotFoundError) as err:
+            raise _refusal(err)
+        methods = [resolve_explainer(spec) for spec in config.explainers]
+        with StopOnSignal() as stop:
+            _run_all(config, trainer, out, methods, subset["n"], stop)
+        if rank_zero:
+            from benchmark.leaderboard import render_runs
 
-        render_runs([out], out / "leaderboard.md", methods=methods, backbones=config.backbones)
+            render_runs([out], out / "leaderboard.md", methods=methods, backbones=config.backbones)
     return out
 
 
-def _check_layers(out: Path, backbone: str, layers: Mapping[str, Mapping[str, str]]) -> None:
-    """Refuse to add to results computed with another target layer or layout for ``backbone``."""
-    meta = json.loads((out / "run.json").read_text())
-    recorded = meta["backbones"].get(backbone, {}).get("layers", {})
-    diff = [f"{m}: {dict(recorded[m])} -> {dict(layers[m])}" for m in sorted(set(recorded) & set(layers))
-            if dict(recorded[m]) != dict(layers[m])]
-    if diff:
-        raise ValueError(f"{str(out)!r} holds results of {backbone} computed at other target layers "
-                         f"({'; '.join(diff)}); "
-                         "resuming would mix them. Pass the recorded --target_layer / --layout, use another --out, "
-                         "or --overwrite true.")
+def _run_all(config: RunConfig, trainer: Dict[str, Any], out: Path, methods, size: int, stop: StopOnSignal) -> None:
+    total = num_shards(size, config.batch_size)
+    for backbone in config.backbones:
+        stop.check()
+        if all(len(finished_shards(out, backbone, m)) >= total for m in methods):
+            log.info("%s: all %d shards of %d methods on disk; nothing to recompute", backbone, total, len(methods))
+            continue
+        _run_backbone(config, trainer, out, backbone, methods, size, stop)
 
 
 def _run_backbone(config: RunConfig, trainer_args: Dict[str, Any], out: Path, backbone: str, methods,
-                  size: int) -> None:
+                  size: int, stop: StopOnSignal) -> None:
     """One ``Trainer.predict`` over the shards of ``size`` samples not yet on disk for ``backbone``."""
-    model, prep = create_backbone(backbone, weights=config.weights, num_classes=config.num_classes)
+    try:
+        model, prep = create_backbone(backbone, weights=config.weights, num_classes=config.num_classes)
+    except (ValueError, FileNotFoundError) as err:  # e.g. --weights default with nothing in the local cache
+        raise _refusal(err)
+    weights = weights_hash(model)
     datamodule = create_datamodule(config.data, **_data_kwargs(config, prep))
     datamodule.setup("predict")
     dataset = datamodule.dataset
@@ -150,7 +146,10 @@ def _run_backbone(config: RunConfig, trainer_args: Dict[str, Any], out: Path, ba
                              target=config.target, keep_maps=keep, input_size=prep.input_size,
                              metrics={m: config.metric_args.get(m, {}) for m in config.metrics}, top_k=config.top_k,
                              target_layer=config.target_layer.get(backbone), layout=config.layout.get(backbone))
-    _check_layers(out, backbone, module.layers)
+    try:
+        check_backbone(out, backbone, module.layers, weights)
+    except SettingsDiffer as err:
+        raise _refusal(err)
     _barrier()  # every rank sees the same files: none is written between the two barriers
     done = {m: finished_shards(out, backbone, m) for m in methods}
     _barrier()
@@ -163,18 +162,16 @@ def _run_backbone(config: RunConfig, trainer_args: Dict[str, Any], out: Path, ba
     args = {"accelerator": "cpu", "devices": 1, **trainer_args, **_OWN_TRAINER_ARGS, "default_root_dir": str(out)}
     if args.get("logger") in (None, True):
         args["logger"] = CSVLogger(str(out / "logs"), name=safe_name(backbone))  # version_<k> per attempt
-    args["callbacks"] = [PerSampleWriter(out, config.data, backbone, prep.mean, prep.std),
+    args["callbacks"] = [PerSampleWriter(out, config.data, backbone, prep.mean, prep.std), stop,  # stop after writing
                          *([BenchmarkProgressBar(backbone)] if args.get("enable_progress_bar") is not False else [])]
     start = time.perf_counter()
-    with warnings.catch_warnings():  # the shard sampler returns every index by construction (tested)
-        warnings.filterwarnings("ignore", message=".*custom batch sampler `ShardBatchSampler`", category=UserWarning)
-        pl.Trainer(**args).predict(module, datamodule=datamodule, return_predictions=False)
-    seconds = time.perf_counter() - start
-    if rank_zero_only.rank == 0:
-        meta_path = out / "run.json"
-        meta = json.loads(meta_path.read_text())
-        entry = meta["backbones"].setdefault(backbone, {"seconds": []})
-        entry.update({"preprocessing": asdict(prep), "weights": config.weights, "num_classes": config.num_classes,
-                      "layers": module.layers})
-        entry["seconds"].append({"seconds": round(seconds, 3), "shards": {m: n for m, n in todo.items()}})
-        _write_json(meta_path, meta)
+    try:
+        with warnings.catch_warnings():  # the shard sampler returns every index by construction (tested)
+            warnings.filterwarnings("ignore", message=".*custom batch sampler `ShardBatchSampler`",
+                                    category=UserWarning)
+            pl.Trainer(**args).predict(module, datamodule=datamodule, return_predictions=False)
+    finally:  # also when interrupted: the shards on disk keep their settings, weights and provenance
+        if rank_zero_only.rank == 0:
+            record_backbone(out, backbone, {"preprocessing": asdict(prep), "weights": config.weights,
+                                            "num_classes": config.num_classes, "layers": module.layers,
+                                            "weights_sha256": weights}, time.perf_counter() - start, todo)

@@ -6,7 +6,7 @@ the registries -- explainers, metrics, backbones, the datamodule and its files -
 error naming the valid choices *before* a model is built. :func:`fingerprint` is the part of a run
 that decides its numbers (dataset, subset, preprocessing, metric and explainer settings); a resume
 and a leaderboard merge refuse runs whose fingerprints differ and name the fields
-(:func:`fingerprint_diff`).
+(:func:`benchmark.run_folder.fingerprint_diff`).
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import hashlib
 import inspect
 import logging
 import os
+import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
@@ -25,11 +26,12 @@ from benchmark.backbones import list_backbones
 from benchmark.explainers import default_explainers, resolve_explainer
 from benchmark.explainers.reshape import as_layout
 from benchmark.metrics import create_metric, default_metrics, list_metrics
+from benchmark.metrics.registry import METRICS
 from benchmark.metrics.functional._common import check_choice
 from benchmark.offline import OFFLINE_DEFAULTS
 from datamodules import create_datamodule, list_datamodules
 
-__all__ = ["RunConfig", "dataset_subset", "effective_data_args", "fingerprint", "fingerprint_diff", "validate"]
+__all__ = ["RunConfig", "dataset_subset", "effective_data_args", "fingerprint", "validate"]
 
 log = logging.getLogger("cam_bench.run")
 
@@ -65,12 +67,14 @@ class RunConfig:
             defaults), except on ``synthetic`` data, where the offline settings keep the default run
             within 10 minutes (16 deletion/insertion steps, 20 MaxBoxAcc thresholds, top-1 localization).
         target: ``label`` (the ground-truth class) or ``prediction`` (the top-1 class).
-        top_k: maps of the top-k classes for the metrics that need them (localization, pointing recall).
+        top_k: maps of the top-k classes for the metrics that need them (localization, pointing recall);
+            ``None``: the most any selected metric asks for, at least 2. A value below that is refused.
         batch_size: images per batch; also the shard size (the unit of resume).
         num_workers: DataLoader workers.
         limit: use only the first ``limit`` samples (``None``: all).
-        name: run name; the default output directory is ``leaderboards/<name>`` (default: the datamodule name).
-        out: output directory (default ``leaderboards/<name>``).
+        name: run name (letters, digits, ``._-``); the default output directory is ``runs/<name>`` (default:
+            the datamodule name). The committed ``leaderboards/<name>`` folders are written with ``--out``.
+        out: output directory (default ``runs/<name>``).
         overwrite: delete earlier results in ``out`` instead of resuming them.
         bootstrap: bootstrap resamples for the 95 % confidence intervals.
         seed: seed of the bootstrap.
@@ -89,7 +93,7 @@ class RunConfig:
     metrics: List[str] = field(default_factory=default_metrics)
     metric_args: Optional[Dict[str, Dict[str, Any]]] = None
     target: str = "label"
-    top_k: int = OFFLINE_DEFAULTS["top_k"]
+    top_k: Optional[int] = None
     batch_size: int = OFFLINE_DEFAULTS["batch_size"]
     num_workers: int = 0
     limit: Optional[int] = None
@@ -102,7 +106,7 @@ class RunConfig:
 
     @property
     def out_dir(self) -> Path:
-        return Path(self.out) if self.out else Path("leaderboards") / (self.name or self.data)
+        return Path(self.out) if self.out else Path("runs") / (self.name or self.data)
 
     def as_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -120,7 +124,28 @@ class RunConfig:
         data_args = self.data_args if self.data_args is not None else OFFLINE_DEFAULTS["data"] if synthetic else {}
         metric_args = self.metric_args if self.metric_args is not None else \
             OFFLINE_DEFAULTS["metric_settings"] if synthetic else {}
-        return replace(self, data_args=dict(data_args), metric_args={k: dict(v or {}) for k, v in metric_args.items()})
+        metric_args = {k: dict(v or {}) for k, v in metric_args.items()}
+        top_k = self.top_k if self.top_k is not None else max(2, maps_needed(self.metrics, metric_args))
+        return replace(self, data_args=dict(data_args), metric_args=metric_args, top_k=top_k)
+
+
+def maps_needed(metrics: List[str], metric_args: Mapping[str, Mapping[str, Any]]) -> int:
+    """The most class maps any of ``metrics`` asks for (its ``top_k`` argument, else the class default).
+
+    Example:
+        >>> maps_needed(["localization_error", "complexity"], {}), maps_needed(["complexity"], {})
+        (5, 1)
+        >>> maps_needed(["localization_error"], {"localization_error": {"top_k": [1]}})
+        1
+    """
+    need = 1
+    for name in metrics:
+        cls = METRICS.get(name)
+        default = inspect.signature(cls.__init__).parameters.get("top_k") if cls is not None else None
+        value = (metric_args.get(name) or {}).get("top_k", default.default if default is not None else 1)
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        need = max([need, *[int(v) for v in values if isinstance(v, int) and not isinstance(v, bool)]])
+    return need
 
 
 def _positive(value: Any, name: str, allow_zero: bool = False) -> None:
@@ -171,6 +196,9 @@ def validate(config: RunConfig) -> Any:
     if config.limit is not None:
         _positive(config.limit, "limit")
     check_choice(config.target, "target", ("label", "prediction"))
+    if config.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", str(config.name)):
+        raise ValueError(f"Expected `name` to be letters, digits, '.', '_' or '-' (a folder under runs/), but got "
+                         f"{config.name!r}; pass --out for another location.")
     check_choice(config.data, "data", list_datamodules())
     if not config.backbones or not config.explainers or not config.metrics:
         raise ValueError("Expected at least one backbone, explainer and metric, but got "
@@ -196,6 +224,11 @@ def validate(config: RunConfig) -> Any:
             log.info("explainer_args for %r ignored: it is not among the selected explainers %s", name, names)
     for name in config.metrics:
         create_metric(name, **config.metric_args.get(name, {}))  # unknown name -> KeyError listing them
+    need = maps_needed(config.metrics, config.metric_args)
+    if need > config.top_k:
+        raise ValueError(f"Expected --top_k >= {need}: the metrics {config.metrics} ask for the maps of the top-{need} "
+                         f"classes, but --top_k is {config.top_k}; pass --top_k {need} (or leave it unset), or lower "
+                         "the metric's top_k in --metric_args.")
     for name in config.metric_args:
         if name not in list_metrics():
             create_metric(name)
@@ -250,8 +283,13 @@ def fingerprint(config: RunConfig, subset: Optional[Mapping[str, Any]] = None) -
     """The settings that decide a run's numbers (compared on resume and on merge).
 
     Example:
-        >>> sorted(fingerprint(RunConfig()))
-        ['data', 'data_args', 'explainer_args', 'layout', 'metric_args', 'subset', 'target', 'target_layer', 'top_k']
+        >>> sorted(fingerprint(RunConfig()))  # doctest: +NORMALIZE_WHITESPACE
+        ['batch_size', 'data', 'data_args', 'explainer_args', 'layout', 'metric_args', 'num_classes', 'subset',
+         'target', 'target_layer', 'top_k', 'weights']
+
+    ``batch_size`` fixes the shards (a batch's composition changes float rounding, so another size would
+    not give the same bytes); the run adds the trainer's ``precision`` and checks each backbone's weight
+    hash (:mod:`benchmark.run_folder`).
     """
     config = config.resolved()
     metric_args = {name: dict(config.metric_args.get(name, {})) for name in sorted(config.metrics)}
@@ -261,22 +299,5 @@ def fingerprint(config: RunConfig, subset: Optional[Mapping[str, Any]] = None) -
             "metric_args": metric_args,
             "explainer_args": {k: dict(v) for k, v in sorted(config.explainer_args.items())},
             "target_layer": dict(sorted(config.target_layer.items())), "layout": dict(sorted(config.layout.items())),
-            "target": config.target, "top_k": config.top_k}
-
-
-def fingerprint_diff(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> List[str]:
-    """Dotted names of the fields where two fingerprints differ.
-
-    Example:
-        >>> fingerprint_diff({"data": "voc", "metric_args": {"deletion": {"steps": 16}}},
-        ...                  {"data": "voc", "metric_args": {"deletion": {"steps": 224}}})
-        ['metric_args.deletion.steps']
-    """
-    out: List[str] = []
-    for key in sorted(set(a) | set(b), key=str):
-        left, right = a.get(key), b.get(key)
-        if isinstance(left, Mapping) and isinstance(right, Mapping):
-            out += fingerprint_diff(left, right, f"{prefix}{key}.")
-        elif left != right:
-            out.append(f"{prefix}{key}")
-    return out
+            "target": config.target, "top_k": config.top_k, "batch_size": config.batch_size,
+            "weights": config.weights, "num_classes": config.num_classes}

@@ -4,7 +4,8 @@ One file per (backbone, method, shard): ``<out>/per_sample/<backbone>/<method>/s
 when the loader uses fixed shards (:mod:`datamodules.shards`; otherwise ``rank<r>_batch_<dl>_<b>``;
 ``/`` and ``:`` in names become ``--``; one run directory holds every backbone of a matrix), written
 atomically at the end of each predict batch, so a crash loses at most the batch in flight, nothing
-has to be gathered in memory, and a re-run skips what is on disk (:func:`finished_shards`). The
+has to be gathered in memory, and a re-run skips what is on disk
+(:func:`benchmark.run_folder.finished_shards`). The
 batch's data report (``counts``, ``skipped``) goes to ``<backbone>/_data/<shard>.json``.
 One row per (dataset index, backbone, method): ``dataset, backbone, method, index, target,
 prediction, probability, target_probability, seconds`` and one column per metric: the value the
@@ -16,18 +17,18 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Sequence, Set, Union
+from typing import Any, Dict, List, Sequence, Union
 
 import numpy as np
 import pandas as pd
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 
+from benchmark.run_folder import atomic_write, safe_name
 from datamodules.shards import current_shard
 
-__all__ = ["PER_SAMPLE_COLUMNS", "PerSampleWriter", "atomic_write", "finished_shards", "records_to_frame", "safe_name"]
+__all__ = ["PER_SAMPLE_COLUMNS", "PerSampleWriter", "records_to_frame"]
 
 #: The fixed columns of a per-sample row (metric columns follow).
 PER_SAMPLE_COLUMNS = ("dataset", "backbone", "method", "index", "target", "prediction", "probability",
@@ -52,36 +53,6 @@ def records_to_frame(records: Sequence[Dict[str, Any]], dataset: str, backbone: 
                     for name, values in rec.get("metric_values", {}).items()})
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def safe_name(name: str) -> str:
-    """A backbone or method name as a folder name (``/`` and ``:`` become ``--``).
-
-    Example:
-        >>> safe_name("synthetic/res_cnn"), safe_name("my_cam.py:MyCAM")
-        ('synthetic--res_cnn', 'my_cam.py--MyCAM')
-    """
-    return re.sub(r"[^A-Za-z0-9._+-]+", "--", str(name))
-
-
-def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
-    """``write(tmp)`` then rename ``tmp`` to ``path``: readers never see half a file (parents are created)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)  # atomic: a crash never leaves half a file
-
-
-def finished_shards(output_dir: Union[str, os.PathLike], backbone: str, method: str) -> Set[int]:
-    """Shard ids whose per-sample file for (``backbone``, ``method``) is on disk (what a resume skips).
-
-    Example:
-        >>> import tempfile
-        >>> finished_shards(tempfile.mkdtemp(), "synthetic/res_cnn", "gradcam")
-        set()
-    """
-    folder = Path(output_dir) / "per_sample" / safe_name(backbone) / safe_name(method)
-    return {int(p.stem.split("_")[1]) for p in folder.glob("shard_*.parquet")}
 
 
 class PerSampleWriter(BasePredictionWriter):

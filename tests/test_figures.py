@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from benchmark.figures import CELL_PIXELS, DPI, grid_size, mean_curve_table, mean_curves, saliency_grid
-from callbacks.per_sample_writer import safe_name
+from benchmark.run_folder import safe_name
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 METHODS = ["gradcam", "pkg/module:LayerCAM", "my_cam.py:MyCAM"]

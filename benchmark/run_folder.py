@@ -1,0 +1,270 @@
+"""The run folder's one owner: lock, fingerprint, overwrite, shard inventory, provenance, atomic writes.
+
+Every guarantee about a run directory lives here, used by the run (:mod:`benchmark.run`), the
+Parquet writer (:mod:`callbacks.per_sample_writer`) and the leaderboard (:mod:`benchmark.leaderboard`):
+
+* **one writer**: :func:`folder_lock` holds ``<out>/.cam-bench.lock`` (host, PID, start time) from before
+  anything is written until the run ends; a second run names the holder and is refused. A lock left by a
+  dead process on this host is taken over with a warning;
+* **never mixed**: :func:`prepare` refuses a folder whose fingerprint (everything that changes a number)
+  differs, naming each field and both values; :func:`check_backbone` refuses a backbone whose target
+  layers or weights (SHA-256 of the state dict) differ from those recorded;
+* **overwrite removes only what a run wrote**, and only in a folder holding a ``run.json``;
+* **provenance stays with the rows**: each attempt that computes shards appends its versions, commit and
+  date to ``run.json["provenance"]``; nothing rewrites an earlier entry;
+* **atomic files**: :func:`atomic_write` writes a uniquely named temporary file and renames it.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Set, Union
+
+import torch
+from torch import nn
+
+from benchmark.versions import environment
+
+__all__ = ["FolderLocked", "LOCK_NAME", "SettingsDiffer", "atomic_write", "check_backbone", "finished_shards",
+           "fingerprint_diff", "folder_lock", "prepare", "record_backbone", "safe_name", "weights_hash", "write_json"]
+
+log = logging.getLogger("cam_bench.run")
+
+LOCK_NAME = ".cam-bench.lock"
+
+
+class FolderLocked(RuntimeError):
+    """Another live run holds the folder's lock."""
+
+
+class SettingsDiffer(ValueError):
+    """The folder holds results computed with other settings."""
+
+
+def safe_name(name: str) -> str:
+    """A backbone or method name as a folder name (``/`` and ``:`` become ``--``).
+
+    Example:
+        >>> safe_name("synthetic/res_cnn"), safe_name("my_cam.py:MyCAM")
+        ('synthetic--res_cnn', 'my_cam.py--MyCAM')
+    """
+    return re.sub(r"[^A-Za-z0-9._+-]+", "--", str(name))
+
+
+def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
+    """``write(tmp)`` then rename ``tmp`` to ``path``: readers never see half a file (parents are created).
+
+    The temporary name is unique (PID and a random part), so two writers never share one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)  # atomic: a crash never leaves half a file
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Sorted, indented JSON, written atomically."""
+    text = json.dumps(data, indent=1, sort_keys=True, default=str) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def finished_shards(output_dir: Union[str, os.PathLike], backbone: str, method: str) -> Set[int]:
+    """Shard ids whose per-sample file for (``backbone``, ``method``) is on disk (what a resume skips).
+
+    Example:
+        >>> import tempfile
+        >>> finished_shards(tempfile.mkdtemp(), "synthetic/res_cnn", "gradcam")
+        set()
+    """
+    folder = Path(output_dir) / "per_sample" / safe_name(backbone) / safe_name(method)
+    return {int(p.stem.split("_")[1]) for p in folder.glob("shard_*.parquet")}
+
+
+def weights_hash(model: nn.Module) -> str:
+    """SHA-256 of the model's state dict (names, dtypes, shapes and values), as hex.
+
+    Example:
+        >>> a, b = nn.Linear(2, 1), nn.Linear(2, 1)
+        >>> same = weights_hash(a) == weights_hash(b)
+        >>> _ = b.load_state_dict(a.state_dict())
+        >>> same, weights_hash(a) == weights_hash(b), len(weights_hash(a))
+        (False, True, 64)
+    """
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def folder_lock(out: Path) -> Iterator[None]:
+    """Hold ``out/.cam-bench.lock`` while the context is open (released on every exit path).
+
+    Raises:
+        FolderLocked: a live process holds it (the message names host, PID and start time).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / LOCK_NAME
+    start = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "start": start}
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                holder = json.loads(path.read_text() or "{}")
+            except (OSError, ValueError):
+                holder = {}
+            stale = holder.get("host") == me["host"] and isinstance(holder.get("pid"), int) and \
+                not _alive(holder["pid"])
+            if not stale:
+                raise FolderLocked(
+                    f"{str(out)!r} is in use by another cam-bench run (host {holder.get('host', '?')}, PID "
+                    f"{holder.get('pid', '?')}, started {holder.get('start', '?')}); wait for it, or use another "
+                    f"--out. If no such run is alive, delete {str(path)!r}.") from None
+            log.warning("taking over the lock of %s left by dead process %s", out, holder["pid"])
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as handle:
+            json.dump(me, handle)
+        break
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _run_backbones(meta: Mapping[str, Any]) -> List[str]:
+    return sorted(set(meta.get("backbones", {})) | set(meta.get("config", {}).get("backbones", [])))
+
+
+def _overwrite(out: Path) -> None:
+    """Remove what the run recorded in ``out/run.json`` wrote; refuse a folder that holds no run."""
+    meta_path = out / "run.json"
+    if not meta_path.is_file():
+        if out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir()):
+            raise SettingsDiffer(f"--overwrite refused: {str(out)!r} is not empty and holds no run.json, so it was not "
+                                 "written by cam-bench run; choose another --out.")
+        return
+    for backbone in _run_backbones(json.loads(meta_path.read_text())):
+        for part in ("per_sample", "maps", "logs"):
+            shutil.rmtree(out / part / safe_name(backbone), ignore_errors=True)
+        for figure in (out / "figures").glob(f"{safe_name(backbone)}_*.png"):
+            figure.unlink()
+    for part in ("per_sample", "maps", "logs", "figures"):
+        if (out / part).is_dir() and not any((out / part).iterdir()):
+            (out / part).rmdir()
+    for name in ("results.csv", "leaderboard.md", "config.yaml", "run.json"):
+        (out / name).unlink(missing_ok=True)
+
+
+def fingerprint_diff(a: Mapping[str, Any], b: Mapping[str, Any], values: bool = False, prefix: str = "") -> List[str]:
+    """The dotted fields where two fingerprints differ (with ``values``: ``field: a -> b``; a field an
+    older run lacks reads as ``'<absent>'``).
+
+    Example:
+        >>> a = {"data": "voc", "metric_args": {"deletion": {"steps": 16}}}
+        >>> b = {"data": "voc", "top_k": 5, "metric_args": {"deletion": {"steps": 224}}}
+        >>> fingerprint_diff(a, b)
+        ['metric_args.deletion.steps', 'top_k']
+        >>> fingerprint_diff(a, b, values=True)
+        ['metric_args.deletion.steps: 16 -> 224', "top_k: '<absent>' -> 5"]
+    """
+    out: List[str] = []
+    for key in sorted(set(a) | set(b), key=str):
+        left, right = a.get(key, "<absent>"), b.get(key, "<absent>")
+        if isinstance(left, Mapping) and isinstance(right, Mapping):
+            out += fingerprint_diff(left, right, values, f"{prefix}{key}.")
+        elif left != right:
+            out.append(f"{prefix}{key}: {left!r} -> {right!r}" if values else f"{prefix}{key}")
+    return out
+
+
+def prepare(out: Path, config: Mapping[str, Any], fp: Mapping[str, Any], command: str, overwrite: bool,
+            rank_zero: bool) -> Dict[str, Any]:
+    """Check (or start) the run directory; rank 0 writes ``run.json`` and ``config.yaml``.
+
+    Raises:
+        SettingsDiffer: the folder holds a run with another fingerprint (each field with both values), or
+            results without ``run.json``, or ``overwrite`` of a folder that holds no run.
+    """
+    meta_path = out / "run.json"
+    if overwrite and rank_zero:
+        _overwrite(out)
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        diff = fingerprint_diff(meta["fingerprint"], fp, values=True)
+        if diff:
+            raise SettingsDiffer(f"{str(out)!r} holds a run with different settings ({'; '.join(diff)}); resuming "
+                                 "would mix them. Use another --out, or --overwrite true to start afresh.")
+    elif any((out / "per_sample").glob("*")):
+        raise SettingsDiffer(f"{str(out / 'per_sample')!r} has results but no run.json; use another --out or "
+                             "--overwrite true.")
+    else:
+        meta = {"backbones": {}, "provenance": [], **environment()}
+    meta.update({"config": dict(config), "fingerprint": dict(fp), "command": command})
+    if rank_zero:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(meta_path, meta)
+        import yaml
+
+        resolved = {**config, "out": None, "overwrite": False}
+        (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    return meta
+
+
+def check_backbone(out: Path, backbone: str, layers: Mapping[str, Mapping[str, str]], weights: str) -> None:
+    """Refuse to add to results of ``backbone`` computed at other target layers or with other weights.
+
+    Raises:
+        SettingsDiffer: naming each differing method layer, or both weight hashes.
+    """
+    recorded = json.loads((out / "run.json").read_text())["backbones"].get(backbone, {})
+    old_layers = recorded.get("layers", {})
+    diff = [f"{m}: {dict(old_layers[m])} -> {dict(layers[m])}" for m in sorted(set(old_layers) & set(layers))
+            if dict(old_layers[m]) != dict(layers[m])]
+    if diff:
+        raise SettingsDiffer(f"{str(out)!r} holds results of {backbone} computed at other target layers "
+                             f"({'; '.join(diff)}); resuming would mix them. Pass the recorded --target_layer / "
+                             "--layout, use another --out, or --overwrite true.")
+    if recorded.get("weights_sha256", weights) != weights:
+        raise SettingsDiffer(f"{str(out)!r} holds results of {backbone} computed with other weights (SHA-256 "
+                             f"{recorded['weights_sha256'][:12]}… -> {weights[:12]}…); resuming would mix two models. "
+                             "Pass the recorded --weights, use another --out, or --overwrite true.")
+
+
+def record_backbone(out: Path, backbone: str, entry: Mapping[str, Any], seconds: float,
+                    todo: Mapping[str, int]) -> None:
+    """Rank 0: record a backbone's settings, timing and this attempt's provenance in ``run.json``."""
+    meta = json.loads((out / "run.json").read_text())
+    record = meta["backbones"].setdefault(backbone, {"seconds": []})
+    record.update(entry)
+    record["seconds"].append({"seconds": round(seconds, 3), "shards": dict(todo)})
+    if todo:
+        env = environment()
+        meta.setdefault("provenance", []).append({**env, "backbone": backbone, "shards": dict(todo)})
+    write_json(out / "run.json", meta)

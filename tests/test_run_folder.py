@@ -1,0 +1,148 @@
+"""The run folder's guarantees (benchmark/run_folder.py): never mixed, one writer, signals, completeness,
+overwrite only what a run wrote, refusals as one line with exit code 2."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmark.cli import console, main
+from benchmark.run_folder import LOCK_NAME
+
+TINY = ["run", "--data_args", "{size: 4}", "--batch_size", "2", "--backbones", "[synthetic/res_cnn]",
+        "--explainers", "[gradcam, center]", "--metrics", "[average_drop, complexity]", "--bootstrap", "20",
+        "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny")
+    assert main([*TINY, "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.parametrize("extra, field", [
+    (["--batch_size", "4"], "batch_size: 2 -> 4"),
+    (["--weights", "random"], "weights: None -> 'random'"),
+    (["--trainer.precision", "bf16-mixed"], "precision: '32-true' -> 'bf16-mixed'"),
+])
+def test_a_resume_with_other_settings_is_refused_as_one_line(tiny_run, capsys, extra, field):
+    before = {p: p.stat().st_mtime_ns for p in tiny_run.rglob("*.parquet")}
+    args = [*TINY, "--out", str(tiny_run), *extra]
+    assert console(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cam-bench: error: ") and field in err and "Traceback" not in err
+    assert {p: p.stat().st_mtime_ns for p in tiny_run.rglob("*.parquet")} == before
+    assert not (tiny_run / LOCK_NAME).exists()  # released on the error path
+
+
+def test_other_weights_on_resume_are_refused(tiny_run, tmp_path, capsys):
+    out = tmp_path / "copy"
+    subprocess.run(["cp", "-r", str(tiny_run), str(out)], check=True)
+    meta = json.loads((out / "run.json").read_text())
+    recorded = meta["backbones"]["synthetic/res_cnn"]["weights_sha256"]
+    assert len(recorded) == 64
+    meta["backbones"]["synthetic/res_cnn"]["weights_sha256"] = "0" * 64
+    (out / "run.json").write_text(json.dumps(meta))
+    for shard in (out / "per_sample").rglob("shard_0000001.parquet"):
+        shard.unlink()
+    assert console([*TINY, "--out", str(out)]) == 2
+    assert "computed with other weights" in capsys.readouterr().err
+
+
+def test_provenance_and_completeness_in_the_header(tiny_run):
+    meta = json.loads((tiny_run / "run.json").read_text())
+    assert [p["backbone"] for p in meta["provenance"]] == ["synthetic/res_cnn"]
+    assert {"versions", "git_commit", "date", "shards"} <= set(meta["provenance"][0])
+    board = (tiny_run / "leaderboard.md").read_text()
+    assert "| Completeness | complete: 4 of 4 samples for every backbone and method |" in board
+    assert "| Precision, batch size | 32-true, 2 |" in board
+
+
+def test_a_partial_folder_renders_as_incomplete_and_the_cli_says_so(tiny_run, tmp_path, capsys):
+    out = tmp_path / "partial"
+    subprocess.run(["cp", "-r", str(tiny_run), str(out)], check=True)
+    (out / "per_sample" / "synthetic--res_cnn" / "gradcam" / "shard_0000001.parquet").unlink()
+    assert main(["leaderboard", str(out)]) == 3
+    assert "--allow_partial" in capsys.readouterr().err
+    board = (out / "leaderboard.md").read_text()
+    assert "**incomplete**" in board and "synthetic/res_cnn / gradcam: 2 of 4" in board
+    assert "**Incomplete: 2 of 4 samples** for gradcam" in board
+    assert main(["leaderboard", str(out), "--allow_partial"]) == 0
+
+
+def test_a_live_lock_is_refused_and_a_stale_one_taken_over(tmp_path, capsys):
+    out = tmp_path / "locked"
+    out.mkdir()
+    holder = {"host": socket.gethostname(), "pid": os.getppid(), "start": "2026-01-01T00:00:00+00:00"}
+    (out / LOCK_NAME).write_text(json.dumps(holder))
+    assert console([*TINY, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"PID {os.getppid()}" in err and "in use by another cam-bench run" in err
+    assert not (out / "run.json").exists()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (out / LOCK_NAME).write_text(json.dumps({**holder, "pid": dead.pid}))
+    assert main([*TINY, "--out", str(out)]) == 0
+    assert (out / "results.csv").is_file() and not (out / LOCK_NAME).exists()
+
+
+def test_overwrite_removes_only_what_the_run_wrote(tiny_run, tmp_path, capsys):
+    stranger = tmp_path / "stranger"
+    (stranger / "logs").mkdir(parents=True)
+    (stranger / "logs" / "notes.txt").write_text("mine")
+    assert console([*TINY, "--out", str(stranger), "--overwrite", "true"]) == 2
+    assert "holds no run.json" in capsys.readouterr().err
+    assert (stranger / "logs" / "notes.txt").read_text() == "mine"
+    out = tmp_path / "own"
+    subprocess.run(["cp", "-r", str(tiny_run), str(out)], check=True)
+    (out / "logs" / "notes.txt").write_text("mine")
+    (out / "figures" / "my_plot.png").write_bytes(b"x")
+    assert main([*TINY, "--out", str(out), "--overwrite", "true"]) == 0
+    assert (out / "logs" / "notes.txt").read_text() == "mine" and (out / "figures" / "my_plot.png").is_file()
+    assert len(json.loads((out / "run.json").read_text())["provenance"]) == 1  # the old run's record is gone
+
+
+def test_a_name_escaping_runs_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert console([*TINY, "--name", "../../x"]) == 2
+    assert "Expected `name`" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_sigterm_stops_at_a_batch_boundary_and_the_rerun_finishes(tmp_path):
+    args = [*TINY, "--data_args", "{size: 24}", "--explainers", "[gradcam, gradcampp]"]
+    out = tmp_path / "term"
+    folder = out / "per_sample" / "synthetic--res_cnn" / "gradcampp"
+    proc = subprocess.Popen([sys.executable, "-m", "benchmark.cli", *args, "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).parents[1])
+    deadline = time.monotonic() + 300
+    while len(list(folder.glob("shard_*.parquet"))) < 2 and time.monotonic() < deadline:
+        assert proc.poll() is None, "the run finished before it could be stopped"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 75, err[-2000:]
+    assert "stopped by SIGTERM at a batch boundary" in err and "rerun the same command to resume" in err
+    done = len(list(folder.glob("shard_*.parquet")))
+    assert 2 <= done < 12 and not (out / LOCK_NAME).exists()
+    assert not list(out.rglob("*.tmp"))
+    assert main([*args, "--out", str(out)]) == 0
+    assert len(list(folder.glob("shard_*.parquet"))) == 12
+
+
+def test_top_k_follows_the_metrics_and_a_smaller_one_is_refused_up_front(tmp_path, capsys):
+    from benchmark.run_config import RunConfig
+
+    assert RunConfig(data="imagenet").resolved().top_k == 5  # localization top-5: the ImageNet defaults run
+    assert RunConfig().resolved().top_k == 2
+    args = [*TINY, "--metrics", "[localization_error]", "--metric_args", "{localization_error: {top_k: [1, 5]}}",
+            "--top_k", "2", "--out", str(tmp_path / "k")]
+    assert console(args) == 2
+    assert "Expected --top_k >= 5" in capsys.readouterr().err and not (tmp_path / "k" / "run.json").exists()
