@@ -26,8 +26,8 @@ from benchmark.backbones import list_backbones
 from benchmark.explainers import default_explainers, resolve_explainer
 from benchmark.explainers.reshape import as_layout
 from benchmark.metrics import create_metric, default_metrics, list_metrics
-from benchmark.metrics.registry import METRICS
 from benchmark.metrics.functional._common import check_choice
+from benchmark.metrics.registry import METRICS
 from benchmark.offline import OFFLINE_DEFAULTS
 from datamodules import create_datamodule, list_datamodules
 
