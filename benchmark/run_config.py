@@ -119,9 +119,12 @@ class RunConfig:
             ({'steps': 16}, {})
             >>> RunConfig().resolved().data_args["size"], RunConfig(data="imagenet").resolved().data_args
             (96, {})
+            >>> RunConfig(data_args={"seed": 1}).resolved().data_args["size"]  # merged into the offline defaults
+            96
         """
         synthetic = self.data == "synthetic"
-        data_args = self.data_args if self.data_args is not None else OFFLINE_DEFAULTS["data"] if synthetic else {}
+        defaults = OFFLINE_DEFAULTS["data"] if synthetic else {}  # --data_args.seed 1 keeps the other defaults
+        data_args = {**defaults, **(self.data_args or {})}
         metric_args = self.metric_args if self.metric_args is not None else \
             OFFLINE_DEFAULTS["metric_settings"] if synthetic else {}
         metric_args = {k: dict(v or {}) for k, v in metric_args.items()}

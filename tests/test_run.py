@@ -54,7 +54,7 @@ def test_run_writes_every_output(reference):
     for figure in ("synthetic--res_cnn_saliency.png", "synthetic--plain_cnn_curves.png"):
         assert (reference / "figures" / figure).is_file() and f"(figures/{figure})" in board
     config = yaml.safe_load((reference / "config.yaml").read_text())
-    assert config["explainers"] == ["gradcam", "center"] and config["data_args"] == {"size": 12}
+    assert config["explainers"] == ["gradcam", "center"] and config["data_args"]["size"] == 12
 
 
 @pytest.mark.slow
