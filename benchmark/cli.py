@@ -147,16 +147,15 @@ def _leaderboard(args: Any) -> int:
         raise ValueError("Merging several runs needs --out FILE (e.g. --out leaderboards/merged/leaderboard.md).")
     out = Path(args.out) if args.out else runs[0] / "leaderboard.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    render_runs(runs, out, force=args.force)
-    print(out.read_text())
-    from benchmark.leaderboard import load_runs, run_gaps
-    from benchmark.results import read_per_sample
+    from benchmark.leaderboard import IncompleteRuns
 
-    gaps = run_gaps(load_runs(runs, force=True), read_per_sample(runs))
-    if gaps and not args.allow_partial:
-        print(f"cam-bench: error: the runs are incomplete ({len(gaps)} backbone/method pairs short of samples, "
-              "listed in the header); rerun `cam-bench run` to finish them, or pass --allow_partial.", file=sys.stderr)
+    try:
+        render_runs(runs, out, force=args.force, allow_partial=args.allow_partial)
+    except IncompleteRuns as err:
+        print(out.read_text())
+        print(f"cam-bench: error: {err}", file=sys.stderr)
         return 3
+    print(out.read_text())
     return 0
 
 

@@ -30,7 +30,7 @@ from benchmark.results import read_per_sample, reduce_per_sample, write_results_
 from benchmark.run_folder import fingerprint_diff, safe_name
 from benchmark.stats import mean_ranks, win_matrix
 
-__all__ = ["COLUMNS", "load_runs", "render_runs"]
+__all__ = ["COLUMNS", "IncompleteRuns", "incomplete", "load_runs", "render_runs", "run_gaps"]
 
 log = logging.getLogger("cam_bench.leaderboard")
 
@@ -83,7 +83,7 @@ def load_runs(run_dirs: Sequence[Union[str, os.PathLike]], force: bool = False) 
 
 def render_runs(run_dirs: Sequence[Union[str, os.PathLike]], out: Union[str, os.PathLike],
                 methods: Optional[Sequence[str]] = None, backbones: Optional[Sequence[str]] = None,
-                force: bool = False) -> Path:
+                force: bool = False, allow_partial: bool = True) -> Path:
     """Write ``out`` (the markdown), ``results.csv`` and ``figures/`` next to it; returns ``out``.
 
     Args:
@@ -91,6 +91,11 @@ def render_runs(run_dirs: Sequence[Union[str, os.PathLike]], out: Union[str, os.
         out: the markdown file.
         methods, backbones: keep only these (default: everything in the runs).
         force: merge runs whose fingerprints differ (the header lists the fields).
+        allow_partial: with ``False``, raise :class:`IncompleteRuns` after writing when samples are missing
+            (the files mark the run incomplete either way).
+
+    Raises:
+        IncompleteRuns: ``allow_partial=False`` and some backbone / method has fewer rows than the run's samples.
     """
     metas = load_runs(run_dirs, force)
     frame = read_per_sample(run_dirs)
@@ -103,17 +108,26 @@ def render_runs(run_dirs: Sequence[Union[str, os.PathLike]], out: Union[str, os.
     out = Path(out)
     write_results_csv(rows, out.parent / "results.csv")
     results = pd.read_csv(out.parent / "results.csv")  # the written numbers, so the table shows exactly them
-    lines = _header(metas, frame)
+    gaps = run_gaps(metas, frame)
+    lines = _header(metas, frame, gaps)
     meta_backbones = {k: v for meta in metas for k, v in meta["backbones"].items()}
     table = []
     for (dataset, backbone), group in results.groupby(["dataset", "backbone"], sort=False):
         sub = frame[(frame["dataset"] == dataset) & (frame["backbone"] == backbone)]
-        lines += _backbone_section(dataset, backbone, group, sub, meta_backbones.get(backbone, {}), metas, out)
+        lines += _backbone_section(dataset, backbone, group, sub, meta_backbones.get(backbone, {}), metas, out,
+                                   {m: rows for (b, m), rows in gaps.items() if b == backbone})
         table += [{"backbone": backbone, "method": m, **dict(zip(g["metric"], g["value"]))}
                   for m, g in group.groupby("method", sort=False)]
     lines += _rank_section(pd.DataFrame(table))
     out.write_text("\n".join(lines).rstrip() + "\n")
+    if gaps and not allow_partial:
+        raise IncompleteRuns(f"the runs are incomplete ({len(gaps)} backbone/method pairs short of samples, listed in "
+                             "the header); rerun `cam-bench run` to finish them, or pass --allow_partial.")
     return out
+
+
+class IncompleteRuns(ValueError):
+    """A rendered run lacks samples (:func:`run_gaps`)."""
 
 
 def _settings(mapping: Mapping[str, Any]) -> str:
@@ -121,14 +135,13 @@ def _settings(mapping: Mapping[str, Any]) -> str:
     return "; ".join(parts) or "defaults"
 
 
-def _header(metas: List[Dict[str, Any]], frame: pd.DataFrame) -> List[str]:
+def _header(metas: List[Dict[str, Any]], frame: pd.DataFrame, missing: Mapping[Tuple[str, str], int]) -> List[str]:
     first, config = metas[0], metas[0]["config"]
     fp = first["fingerprint"]
     split = fp["data_args"].get("split", "default")
     provenance = [p for m in metas for p in (m.get("provenance") or [m])]  # an older run.json: its top level
     versions = sorted({", ".join(f"{k} {v}" for k, v in p["versions"].items()) for p in provenance})
     commits = sorted({p["git_commit"] for p in provenance})
-    missing = run_gaps(metas, frame)
     if len(metas) == 1:
         reproduce = "`cam-bench run --config config.yaml` (the config.yaml next to this file)"
     else:
@@ -144,7 +157,8 @@ def _header(metas: List[Dict[str, Any]], frame: pd.DataFrame) -> List[str]:
              f"| Target | {fp['target']}; maps of the top-{fp['top_k']} classes for top-k metrics |",
              f"| Metric settings | {_settings(fp['metric_args'])} |",
              f"| Explainer settings | {_settings(fp['explainer_args'])} |",
-             f"| Precision, batch size | {fp.get('precision', '32-true')}, {fp.get('batch_size', '?')} |",
+             f"| Precision, batch size | {fp.get('precision', 'not recorded')}, "
+             f"{fp.get('batch_size', 'not recorded')} |",
              f"| Completeness | {_completeness(missing, fp['subset'].get('n'))} |",
              f"| Versions | {' / '.join(versions)} |",
              f"| Git commit | {', '.join(commits)} |",
@@ -194,7 +208,8 @@ def _cell(value: float, low: float, high: float, decimals: int, best: bool) -> s
 
 
 def _backbone_section(dataset: str, backbone: str, results: pd.DataFrame, frame: pd.DataFrame,
-                      meta: Mapping[str, Any], metas: List[Dict[str, Any]], out: Path) -> List[str]:
+                      meta: Mapping[str, Any], metas: List[Dict[str, Any]], out: Path,
+                      short: Mapping[str, int]) -> List[str]:
     prep = meta.get("preprocessing") or {}
     lines = [f"## {dataset} / {backbone}", "",
              f"Preprocessing: resize {prep.get('resize_size')} → crop {prep.get('crop_size')} "
@@ -203,10 +218,9 @@ def _backbone_section(dataset: str, backbone: str, results: pd.DataFrame, frame:
              "", _data_report(metas, backbone), ""]
     if meta.get("layers"):
         lines[-1:-1] = ["", _layers_line(meta["layers"])]
-    short = incomplete(frame, metas[0]["fingerprint"]["subset"].get("n"))
     if short:
         lines[-1:-1] = ["", f"**Incomplete: {min(short.values())} of {metas[0]['fingerprint']['subset'].get('n')} "
-                        f"samples** for {', '.join(m for _, m in short)}; these rows are not final."]
+                        f"samples** for {', '.join(short)}; these rows are not final."]
     defined = set(results.loc[results["value"].notna(), "metric"])  # e.g. no difficult items: no column
     columns = [c for c in COLUMNS if c[0] in defined]
     methods = list(dict.fromkeys(results["method"]))

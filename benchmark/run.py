@@ -40,7 +40,6 @@ from benchmark.explainers import resolve_explainer
 from benchmark.module import ExplainerModule
 from benchmark.run_config import RunConfig, _data_kwargs, dataset_subset, fingerprint, validate
 from benchmark.run_folder import (
-    SettingsDiffer,
     check_backbone,
     finished_shards,
     folder_lock,
@@ -146,10 +145,7 @@ def _run_backbone(config: RunConfig, trainer_args: Dict[str, Any], out: Path, ba
                              target=config.target, keep_maps=keep, input_size=prep.input_size,
                              metrics={m: config.metric_args.get(m, {}) for m in config.metrics}, top_k=config.top_k,
                              target_layer=config.target_layer.get(backbone), layout=config.layout.get(backbone))
-    try:
-        check_backbone(out, backbone, module.layers, weights)
-    except SettingsDiffer as err:
-        raise _refusal(err)
+    check_backbone(out, backbone, module.layers, weights)  # SettingsDiffer: a refusal for the CLI
     _barrier()  # every rank sees the same files: none is written between the two barriers
     done = {m: finished_shards(out, backbone, m) for m in methods}
     _barrier()
