@@ -169,12 +169,18 @@ def _read_checkpoint(path: Path) -> Dict[str, torch.Tensor]:
     """The state dict in a checkpoint file, unwrapped (see the module docstring for formats)."""
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint {str(path)!r} does not exist; pass an existing file path.")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 -- torch/safetensors raise UnpicklingError, RuntimeError, EOFError, ...
+        raise ValueError(f"Checkpoint {str(path)!r} cannot be read as a state dict of tensors "
+                         f"({type(err).__name__}): it is truncated or corrupt, or holds pickled "
+                         "Python objects besides tensors (refused: loading those runs code). Re-save it with "
+                         "torch.save(model.state_dict(), path) or as .safetensors.") from None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -189,7 +195,8 @@ def load_checkpoint(model: nn.Module, path: Union[str, os.PathLike]) -> nn.Modul
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the keys do not match the model (missing / unexpected keys are listed).
+        ValueError: the file cannot be read (corrupt, truncated, pickled objects), or the keys do not match
+            the model (missing / unexpected keys are listed).
     """
     path = Path(path)
     state = _read_checkpoint(path)
@@ -306,7 +313,7 @@ def _hf(spec: str, weights: Optional[str], num_classes: Optional[int]) -> Backbo
 
 
 def create_backbone(name: str, weights: Union[str, os.PathLike, None] = None,
-                    num_classes: Optional[int] = None) -> Backbone:
+                    num_classes: Optional[int] = None, seed: int = 0) -> Backbone:
     """Build a torchvision, timm or Hugging Face classifier (eval mode, frozen) and its preprocessing.
 
     Args:
@@ -317,10 +324,11 @@ def create_backbone(name: str, weights: Union[str, os.PathLike, None] = None,
             ``hf/`` only), or a file path.
         num_classes: classifier size for random init or a local checkpoint (default: 1000; ``hf/``: the
             config's ``num_labels``).
+        seed: seed of random initialisation (``cam-bench run --seed``).
 
-    Random initialisation is seeded by the backbone's name (CRC-32 of ``"source/name"``, on a forked RNG
-    that leaves the caller's untouched), so the same name builds the same model in every run, resume and
-    process.
+    Random initialisation is seeded by ``seed`` plus the CRC-32 of ``"source/name"`` (on a forked RNG
+    that leaves the caller's untouched), so the same name and seed build the same model in every run,
+    resume and process, and two backbones of one run are not initialised alike.
 
     Returns:
         ``Backbone(model, preprocessing)``.
@@ -338,8 +346,10 @@ def create_backbone(name: str, weights: Union[str, os.PathLike, None] = None,
         raise TypeError(f"Expected `weights` to be None, a str or a path, but got {type(weights).__name__}.")
     build = {"torchvision": _torchvision, "timm": _timm, "synthetic": _synthetic, "digits": _digits,
              "hf": _hf}[source]
-    with torch.random.fork_rng(devices=[]):  # random init depends on the name only: runs, resumes, ranks agree
-        torch.manual_seed(zlib.crc32(f"{source}/{model_name}".encode()))
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"Expected `seed` to be an int, but got {type(seed).__name__}.")
+    with torch.random.fork_rng(devices=[]):  # random init depends on name and seed only: runs, resumes, ranks agree
+        torch.manual_seed(zlib.crc32(f"{source}/{model_name}".encode()) + seed)
         model, preprocessing = build(model_name, weights, num_classes)
     model.eval().requires_grad_(False)
     return Backbone(model, preprocessing)

@@ -28,7 +28,7 @@ import pandas as pd
 from benchmark.figures import mean_curves, saliency_grid
 from benchmark.results import read_per_sample, reduce_per_sample, write_results_csv
 from benchmark.run_folder import fingerprint_diff, safe_name
-from benchmark.stats import mean_ranks, win_matrix
+from benchmark.stats import degenerate_maps, mean_ranks, rankable, win_matrix
 
 __all__ = ["COLUMNS", "IncompleteRuns", "incomplete", "load_runs", "render_runs", "run_gaps"]
 
@@ -116,7 +116,8 @@ def render_runs(run_dirs: Sequence[Union[str, os.PathLike]], out: Union[str, os.
         sub = frame[(frame["dataset"] == dataset) & (frame["backbone"] == backbone)]
         lines += _backbone_section(dataset, backbone, group, sub, meta_backbones.get(backbone, {}), metas, out,
                                    {m: rows for (b, m), rows in gaps.items() if b == backbone})
-        table += [{"backbone": backbone, "method": m, **dict(zip(g["metric"], g["value"]))}
+        ranked = rankable(group, sub)
+        table += [{"backbone": backbone, "method": m, **dict(zip(g["metric"], ranked.loc[g.index]))}
                   for m, g in group.groupby("method", sort=False)]
     lines += _rank_section(pd.DataFrame(table))
     out.write_text("\n".join(lines).rstrip() + "\n")
@@ -199,12 +200,18 @@ def _completeness(missing: Mapping[Tuple[str, str], int], n: Optional[int]) -> s
     return f"**incomplete** (a partial run: rerun the same command to finish it): {pairs}"
 
 
-def _cell(value: float, low: float, high: float, decimals: int, best: bool) -> str:
+def _cell(value: float, low: float, high: float, decimals: int, best: bool, n_invalid: int = 0,
+          n: int = 0) -> str:
+    """``mean ± half-width``, bold when ``best``; ``– (k of n undefined)`` when undefined on most images, and
+    ``(k undefined)`` after the value when on some (the mean is over the other images)."""
+    if 2 * n_invalid > n:
+        return f"– ({n_invalid} of {n} undefined)"
     if not np.isfinite(value):
         return "–"
     text = f"{value:.{decimals}f}"
     text = f"**{text}**" if best else text
-    return text + (f" ± {(high - low) / 2:.{decimals}f}" if np.isfinite(low) and np.isfinite(high) else "")
+    text += f" ± {(high - low) / 2:.{decimals}f}" if np.isfinite(low) and np.isfinite(high) else ""
+    return text + (f" ({n_invalid} undefined)" if n_invalid else "")
 
 
 def _backbone_section(dataset: str, backbone: str, results: pd.DataFrame, frame: pd.DataFrame,
@@ -216,6 +223,9 @@ def _backbone_section(dataset: str, backbone: str, results: pd.DataFrame, frame:
              f"({prep.get('interpolation')}), mean {prep.get('mean')}, std {prep.get('std')}; weights: "
              f"{_weights(backbone, meta.get('weights'))}.",
              "", _data_report(metas, backbone), ""]
+    maps_line = _maps_report(frame)
+    if maps_line:
+        lines[-1:-1] = ["", maps_line]
     if meta.get("layers"):
         lines[-1:-1] = ["", _layers_line(meta["layers"])]
     if short:
@@ -224,15 +234,18 @@ def _backbone_section(dataset: str, backbone: str, results: pd.DataFrame, frame:
     defined = set(results.loc[results["value"].notna(), "metric"])  # e.g. no difficult items: no column
     columns = [c for c in COLUMNS if c[0] in defined]
     methods = list(dict.fromkeys(results["method"]))
+    ranked = rankable(results, frame)
     cells = {}
     for metric, _, higher, decimals in columns:
         rows = results[results["metric"] == metric].set_index("method")
-        values = rows["value"].astype(float)
-        best = values.max() if higher else values.min()
+        values = ranked[results["metric"] == metric].dropna()
+        best = (values.max() if higher else values.min()) if values.nunique() > 1 else None  # a tie ranks nothing
+        winners = set() if best is None else set(results.loc[values.index[values == best], "method"])
         for method in methods:
             r = rows.loc[method] if method in rows.index else None
-            cells[method, metric] = "–" if r is None else _cell(float(r["value"]), float(r["ci_low"]),
-                                                                float(r["ci_high"]), decimals, r["value"] == best)
+            cells[method, metric] = "–" if r is None else _cell(
+                float(r["value"]), float(r["ci_low"]), float(r["ci_high"]), decimals, method in winners,
+                int(r["n_invalid"]), int(r["n"]))
     lines += ["| Method | " + " | ".join(c[1] for c in columns) + " |",
               "|:--|" + "--:|" * len(columns)]
     lines += [f"| {m} | " + " | ".join(cells[m, c[0]] for c in columns) + " |" for m in methods]
@@ -277,6 +290,23 @@ def _data_report(metas: List[Dict[str, Any]], backbone: str) -> str:
     return f"Data report: {text}; skipped samples listed: {skipped}."
 
 
+def _maps_report(frame: pd.DataFrame) -> str:
+    """``Maps: constant (all zero after normalisation): a 3 of 4; ...`` and the methods not ranked."""
+    counts = degenerate_maps(frame)
+    parts = []
+    for status, text in (("constant", "constant (all zero after normalisation)"),
+                         ("not_finite", "not finite (every metric undefined)")):
+        found = [f"{m} {c[status]} of {c['n']}" for m, c in counts.items() if status in c]
+        if found:
+            parts.append(f"{text}: {', '.join(found)}")
+    unranked = [m for m, c in counts.items() if 2 * (c.get("constant", 0) + c.get("not_finite", 0)) > c["n"]]
+    line = f"Maps: {'; '.join(parts)}." if parts else ""
+    if unranked:
+        line += (f" **Not ranked** (constant or not finite on most images): {', '.join(unranked)}; their cells are "
+                 "shown but never bold, and they get no mean rank.")
+    return line
+
+
 def _figures(backbone: str, frame: pd.DataFrame, metas: List[Dict[str, Any]], out: Path) -> List[str]:
     folder = out.parent / "figures"
     folder.mkdir(parents=True, exist_ok=True)
@@ -306,9 +336,14 @@ def _win_section(frame: pd.DataFrame) -> List[str]:
              "method's (ties count half); * p < 0.05, two-sided sign test, Holm-corrected.", "",
              "| | " + " | ".join(methods) + " |", "|:--|" + "--:|" * len(methods)]
     for a in methods:
-        cells = ["–" if a == b else f"{win.loc[a, b]:.1f}" + ("*" if p.loc[a, b] < 0.05 else "") for b in methods]
+        cells = ["–" if a == b or not np.isfinite(win.loc[a, b]) else
+                 f"{win.loc[a, b]:.1f}" + ("*" if p.loc[a, b] < 0.05 else "") for b in methods]
         lines.append(f"| {a} | " + " | ".join(cells) + " |")
     return lines + [""]
+
+
+def _rank(value: float) -> str:
+    return f"{value:.2f}" if np.isfinite(value) else "–"
 
 
 def _rank_section(table: pd.DataFrame) -> List[str]:
@@ -319,8 +354,9 @@ def _rank_section(table: pd.DataFrame) -> List[str]:
     backbones = [c for c in ranks.columns if c != "mean rank"]
     lines = ["## Mean rank across backbones", "",
              "Rank of each method per backbone and table column (1 = best, ties averaged), averaged over the "
-             "columns and then over the backbones.", "",
+             "columns and then over the backbones; a cell undefined on most images, and a method whose maps are "
+             "constant or not finite on most images, are not ranked (–).", "",
              "| Method | mean rank | " + " | ".join(backbones) + " |", "|:--|--:|" + "--:|" * len(backbones)]
     for method, row in ranks.iterrows():
-        lines.append(f"| {method} | {row['mean rank']:.2f} | " + " | ".join(f"{row[b]:.2f}" for b in backbones) + " |")
+        lines.append(f"| {method} | " + " | ".join(_rank(row[c]) for c in ["mean rank", *backbones]) + " |")
     return lines

@@ -60,6 +60,7 @@ from torch import Tensor, nn
 from torch.utils.data import DistributedSampler
 
 from benchmark.explainers import create_explainer, default_explainers, resolve_explainer
+from benchmark.explainers.base import check_maps, map_status
 from benchmark.metrics import MetricInputs, create_metric
 from datamodules.shards import current_shard
 
@@ -196,16 +197,21 @@ class ExplainerModule(pl.LightningModule):
             start = time.perf_counter()
             with self._section(f"explainer/{name}"):
                 maps = explainer(images, targets, indices=indices)
+            check_maps(name, maps, images)
             raw_max = explainer.last_raw_max
             if maps.is_cuda:
                 torch.cuda.synchronize(maps.device)
             seconds = (time.perf_counter() - start) / len(images)
+            status = map_status(maps)
             metrics = {key.split("/")[1]: m for key, m in self.metrics.items() if key.split("/")[0] == name}
             per_sample: Dict[str, List[Any]] = {}
             if metrics:
                 with self._section(f"metrics/{name}"):
                     self._update_metrics(list(metrics.values()), explainer, batch, images, targets, indices,
                                          (maps, raw_max), probs, target_probability)
+                if status.count("not_finite"):  # undefined for every metric, whatever its formula makes of NaN
+                    for metric in metrics.values():
+                        metric.invalidate_last(torch.tensor([s == "not_finite" for s in status]))
                 # each update stored one row per sample, in batch order: the per-sample values of this batch
                 per_sample = {metric: m.values[-1].cpu().tolist() for metric, m in metrics.items()}
             kept = [self.keep_maps if isinstance(self.keep_maps, bool) else row[0] in self.keep_maps
@@ -213,7 +219,8 @@ class ExplainerModule(pl.LightningModule):
             maps = maps.cpu() if any(kept) else None
             for i, (index, target, pred, prob, tprob) in enumerate(columns):
                 records.append({"index": index, "method": name, "target_layer": explainer.target_layer,
-                                "layout": layouts[name], "target": target, "prediction": pred, "probability": prob,
+                                "layout": layouts[name], "map_status": status[i], "target": target,
+                                "prediction": pred, "probability": prob,
                                 "target_probability": tprob, "seconds": seconds,
                                 "metric_values": {metric: rows[i] for metric, rows in per_sample.items()},
                                 "saliency": maps[i] if kept[i] else None})

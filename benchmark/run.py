@@ -41,6 +41,7 @@ from benchmark.module import ExplainerModule
 from benchmark.run_config import RunConfig, _data_kwargs, dataset_subset, fingerprint, validate
 from benchmark.run_folder import (
     check_backbone,
+    discard_unused,
     finished_shards,
     folder_lock,
     prepare,
@@ -104,12 +105,18 @@ def run_benchmark(config: RunConfig, trainer: Optional[Mapping[str, Any]] = None
             datamodule.setup("predict")
             subset = dataset_subset(datamodule)
             fp = {**fingerprint(config, subset), "precision": _precision(trainer)}
+            fresh = not (out / "run.json").exists() or config.overwrite
             prepare(out, config.as_dict(), fp, command, config.overwrite, rank_zero)
         except (ValueError, TypeError, KeyError, FileNotFoundError) as err:
             raise _refusal(err)
         methods = [resolve_explainer(spec) for spec in config.explainers]
-        with StopOnSignal() as stop:
-            _run_all(config, trainer, out, methods, subset["n"], stop)
+        try:
+            with StopOnSignal() as stop:
+                _run_all(config, trainer, out, methods, subset["n"], stop)
+        except BaseException as err:
+            if rank_zero and fresh and getattr(err, "cam_bench_refusal", False):
+                discard_unused(out)  # e.g. --weights default with an empty cache: leave no half-started folder
+            raise
         if rank_zero:
             from benchmark.leaderboard import render_runs
 
@@ -131,7 +138,8 @@ def _run_backbone(config: RunConfig, trainer_args: Dict[str, Any], out: Path, ba
                   size: int, stop: StopOnSignal) -> None:
     """One ``Trainer.predict`` over the shards of ``size`` samples not yet on disk for ``backbone``."""
     try:
-        model, prep = create_backbone(backbone, weights=config.weights, num_classes=config.num_classes)
+        model, prep = create_backbone(backbone, weights=config.weights, num_classes=config.num_classes,
+                                      seed=config.seed)
     except (ValueError, FileNotFoundError) as err:  # e.g. --weights default with nothing in the local cache
         raise _refusal(err)
     weights = weights_hash(model)
@@ -170,4 +178,4 @@ def _run_backbone(config: RunConfig, trainer_args: Dict[str, Any], out: Path, ba
         if rank_zero_only.rank == 0:
             record_backbone(out, backbone, {"preprocessing": asdict(prep), "weights": config.weights,
                                             "num_classes": config.num_classes, "layers": module.layers,
-                                            "weights_sha256": weights}, time.perf_counter() - start, todo)
+                                            "weights_sha256": weights}, time.perf_counter() - start, done)

@@ -34,8 +34,9 @@ from torch import nn
 
 from benchmark.versions import environment
 
-__all__ = ["FolderLocked", "LOCK_NAME", "SettingsDiffer", "atomic_write", "check_backbone", "finished_shards",
-           "fingerprint_diff", "folder_lock", "prepare", "record_backbone", "safe_name", "weights_hash", "write_json"]
+__all__ = ["FolderLocked", "LOCK_NAME", "SettingsDiffer", "atomic_write", "check_backbone", "discard_unused",
+           "finished_shards", "fingerprint_diff", "folder_lock", "prepare", "record_backbone", "safe_name",
+           "weights_hash", "write_json"]
 
 log = logging.getLogger("cam_bench.run")
 
@@ -127,6 +128,7 @@ def folder_lock(out: Path) -> Iterator[None]:
     Raises:
         FolderLocked: a live process holds it (the message names host, PID and start time).
     """
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     path = out / LOCK_NAME
     start = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
@@ -156,6 +158,18 @@ def folder_lock(out: Path) -> Iterator[None]:
         yield
     finally:
         path.unlink(missing_ok=True)
+        if created and not any(out.iterdir()):  # a refused run leaves no empty folder behind
+            out.rmdir()
+
+
+def discard_unused(out: Path) -> None:
+    """Remove the ``run.json`` and ``config.yaml`` that :func:`prepare` wrote for a run refused before it
+    computed anything (e.g. weights not found), so a new folder is left as it was; a folder holding any
+    per-sample file is left alone."""
+    if any((out / "per_sample").rglob("*.parquet")):
+        return
+    for name in ("run.json", "config.yaml"):
+        (out / name).unlink(missing_ok=True)
 
 
 def _run_backbones(meta: Mapping[str, Any]) -> List[str]:
@@ -204,6 +218,21 @@ def fingerprint_diff(a: Mapping[str, Any], b: Mapping[str, Any], values: bool = 
     return out
 
 
+def _warn_versions(out: Path, meta: Mapping[str, Any]) -> None:
+    """Warn when resuming with package versions other than those of the results on disk (each attempt's
+    versions are recorded in its provenance entry, and the leaderboard header lists every distinct one)."""
+    now = environment()["versions"]
+    before: Dict[str, set] = {}
+    for entry in meta.get("provenance") or [{"versions": meta.get("versions", {})}]:
+        for name, version in (entry.get("versions") or {}).items():
+            before.setdefault(name, set()).add(version)
+    changed = [f"{name} {' / '.join(sorted(before[name]))} -> {now[name]}" for name in sorted(now)
+               if name in before and before[name] != {now[name]}]
+    if changed:
+        log.warning("resuming %s with other package versions than its results so far (%s); the new shards "
+                    "record theirs and the leaderboard lists every provenance", out, "; ".join(changed))
+
+
 def prepare(out: Path, config: Mapping[str, Any], fp: Mapping[str, Any], command: str, overwrite: bool,
             rank_zero: bool) -> Dict[str, Any]:
     """Check (or start) the run directory; rank 0 writes ``run.json`` and ``config.yaml``.
@@ -221,6 +250,8 @@ def prepare(out: Path, config: Mapping[str, Any], fp: Mapping[str, Any], command
         if diff:
             raise SettingsDiffer(f"{str(out)!r} holds a run with different settings ({'; '.join(diff)}); resuming "
                                  "would mix them. Use another --out, or --overwrite true to start afresh.")
+        if rank_zero:
+            _warn_versions(out, meta)
     elif any((out / "per_sample").glob("*")):
         raise SettingsDiffer(f"{str(out / 'per_sample')!r} has results but no run.json; use another --out or "
                              "--overwrite true.")
@@ -258,13 +289,15 @@ def check_backbone(out: Path, backbone: str, layers: Mapping[str, Mapping[str, s
 
 
 def record_backbone(out: Path, backbone: str, entry: Mapping[str, Any], seconds: float,
-                    todo: Mapping[str, int]) -> None:
-    """Rank 0: record a backbone's settings, timing and this attempt's provenance in ``run.json``."""
+                    before: Mapping[str, Set[int]]) -> None:
+    """Rank 0: record a backbone's settings and timing in ``run.json``, and the provenance (versions, commit,
+    date) of the shards this attempt wrote: those on disk now that were not in ``before`` (method -> shard ids)."""
     meta = json.loads((out / "run.json").read_text())
     record = meta["backbones"].setdefault(backbone, {"seconds": []})
     record.update(entry)
-    record["seconds"].append({"seconds": round(seconds, 3), "shards": dict(todo)})
-    if todo:
-        env = environment()
-        meta.setdefault("provenance", []).append({**env, "backbone": backbone, "shards": dict(todo)})
+    computed = {m: sorted(finished_shards(out, backbone, m) - set(ids)) for m, ids in before.items()}
+    computed = {m: ids for m, ids in computed.items() if ids}
+    record["seconds"].append({"seconds": round(seconds, 3), "shards": {m: len(ids) for m, ids in computed.items()}})
+    if computed:
+        meta.setdefault("provenance", []).append({**environment(), "backbone": backbone, "shards": computed})
     write_json(out / "run.json", meta)

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from benchmark.metrics.base import PerSampleMetric
 
-__all__ = ["bootstrap_ci", "mean_ranks", "win_matrix"]
+__all__ = ["bootstrap_ci", "degenerate_maps", "mean_ranks", "rankable", "win_matrix"]
 
 #: at most this many resampled values are held at once (the draws come in row chunks)
 _CHUNK_ELEMENTS = 1 << 20
@@ -246,3 +246,40 @@ def mean_ranks(table: pd.DataFrame, higher_is_better: Mapping[str, bool]) -> pd.
         out.loc[ranks.index, backbone] = ranks.mean(axis=1)
     out["mean rank"] = out[backbones].mean(axis=1)
     return out.sort_values("mean rank", kind="stable")
+
+
+def degenerate_maps(frame: pd.DataFrame) -> Dict[str, Dict[str, int]]:
+    """Per method, how many of its maps were ``constant`` or ``not_finite`` (the per-sample ``map_status``;
+    absent in runs written before it existed).
+
+    Example:
+        >>> frame = pd.DataFrame({"method": ["a", "a", "b"], "map_status": ["constant", "ok", "not_finite"]})
+        >>> degenerate_maps(frame)
+        {'a': {'constant': 1, 'n': 2}, 'b': {'not_finite': 1, 'n': 1}}
+    """
+    if "map_status" not in frame.columns:
+        return {}
+    out: Dict[str, Dict[str, int]] = {}
+    for method, group in frame.groupby("method", sort=False):
+        counts = group["map_status"].value_counts()
+        bad = {k: int(counts[k]) for k in ("constant", "not_finite") if k in counts}
+        if bad:
+            out[str(method)] = {**bad, "n": len(group)}
+    return out
+
+
+def rankable(results: pd.DataFrame, frame: pd.DataFrame) -> pd.Series:
+    """``results``' values, NaN where they must not be ranked or bolded: a metric undefined on most of the
+    method's images (``n_invalid > n / 2``), and every metric of a method whose maps are constant or not
+    finite on most images (a constant map's Complexity 0 would otherwise win).
+
+    Example:
+        >>> results = pd.DataFrame({"method": ["a", "a", "b"], "metric": ["x", "y", "x"],
+        ...                         "value": [1.0, 2.0, 3.0], "n": [4, 4, 4], "n_invalid": [0, 3, 0]})
+        >>> frame = pd.DataFrame({"method": ["b"] * 4, "map_status": ["constant"] * 3 + ["ok"]})
+        >>> rankable(results, frame).tolist()
+        [1.0, nan, nan]
+    """
+    bad = {m for m, c in degenerate_maps(frame).items() if 2 * (c.get("constant", 0) + c.get("not_finite", 0)) > c["n"]}
+    keep = (2 * results["n_invalid"] <= results["n"]) & ~results["method"].isin(bad)
+    return results["value"].astype(float).where(keep)

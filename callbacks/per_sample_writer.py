@@ -8,7 +8,8 @@ has to be gathered in memory, and a re-run skips what is on disk
 (:func:`benchmark.run_folder.finished_shards`). The
 batch's data report (``counts``, ``skipped``) goes to ``<backbone>/_data/<shard>.json``.
 One row per (dataset index, backbone, method): ``dataset, backbone, method, index, target,
-prediction, probability, target_probability, seconds`` and one column per metric: the value the
+prediction, probability, target_probability, seconds, target_layer, layout, map_status`` (``ok``,
+``constant`` or ``not_finite``: :func:`benchmark.explainers.base.map_status`) and one column per metric: the value the
 metric stored for that sample (``double``), or its vector of values (``list<double>``) for metrics
 that store several per sample; NaN = undefined.
 :func:`benchmark.results.read_per_sample` joins the files of all ranks, sorted by dataset index.
@@ -32,7 +33,7 @@ __all__ = ["PER_SAMPLE_COLUMNS", "PerSampleWriter", "records_to_frame"]
 
 #: The fixed columns of a per-sample row (metric columns follow).
 PER_SAMPLE_COLUMNS = ("dataset", "backbone", "method", "index", "target", "prediction", "probability",
-                      "target_probability", "seconds", "target_layer", "layout")
+                      "target_probability", "seconds", "target_layer", "layout", "map_status")
 
 
 def records_to_frame(records: Sequence[Dict[str, Any]], dataset: str, backbone: str) -> pd.DataFrame:

@@ -57,6 +57,22 @@ def test_checkpoint_errors(tmp_path):
         create_backbone("resnet18", weights="IMAGENET9K")
 
 
+@pytest.mark.parametrize("name, content", [("truncated.pth", None), ("garbage.pt", b"not a checkpoint" * 4),
+                                           ("pickled.pt", "object"), ("broken.safetensors", b"\x00" * 16)])
+def test_an_unreadable_checkpoint_names_the_file_and_suggests_no_unsafe_load(tmp_path, name, content):
+    path = tmp_path / name
+    if content is None:  # a real checkpoint cut short (an interrupted download)
+        torch.save(create_backbone("resnet18").model.state_dict(), path)
+        path.write_bytes(path.read_bytes()[:4096])
+    elif content == "object":  # pickled Python objects besides tensors: loading them would run code
+        torch.save({"fc.weight": torch.zeros(2), "optimizer": torch.optim.SGD}, path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ValueError, match="cannot be read as a state dict of tensors") as err:
+        create_backbone("resnet18", weights=str(path))
+    assert repr(str(path)) in str(err.value) and "weights_only" not in str(err.value)
+
+
 def test_torchvision_default_weights_from_hub_cache_only(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     with pytest.raises(FileNotFoundError, match=r"resnet18-f37072fd\.pth"):
@@ -111,3 +127,6 @@ def test_random_init_is_seeded_by_the_name_and_leaves_the_callers_rng():
         assert torch.equal(a, b), name
     other = create_backbone("torchvision/resnet18").model
     assert not torch.equal(other.conv1.weight, first.conv1.weight)
+    seeded = create_backbone("timm/resnet18", seed=1).model  # `cam-bench run --seed 1`
+    assert not torch.equal(seeded.conv1.weight, first.conv1.weight)
+    assert torch.equal(create_backbone("timm/resnet18", seed=1).model.conv1.weight, seeded.conv1.weight)

@@ -59,6 +59,7 @@ def test_provenance_and_completeness_in_the_header(tiny_run):
     meta = json.loads((tiny_run / "run.json").read_text())
     assert [p["backbone"] for p in meta["provenance"]] == ["synthetic/res_cnn"]
     assert {"versions", "git_commit", "date", "shards"} <= set(meta["provenance"][0])
+    assert meta["provenance"][0]["shards"] == {"gradcam": [0, 1], "center": [0, 1]}  # the shards it wrote
     board = (tiny_run / "leaderboard.md").read_text()
     assert "| Completeness | complete: 4 of 4 samples for every backbone and method |" in board
     assert "| Precision, batch size | 32-true, 2 |" in board
@@ -106,6 +107,35 @@ def test_overwrite_removes_only_what_the_run_wrote(tiny_run, tmp_path, capsys):
     assert main([*TINY, "--out", str(out), "--overwrite", "true"]) == 0
     assert (out / "logs" / "notes.txt").read_text() == "mine" and (out / "figures" / "my_plot.png").is_file()
     assert len(json.loads((out / "run.json").read_text())["provenance"]) == 1  # the old run's record is gone
+
+
+def test_a_resume_with_other_package_versions_warns_and_records_them(tiny_run, tmp_path, caplog):
+    out = tmp_path / "copy"
+    subprocess.run(["cp", "-r", str(tiny_run), str(out)], check=True)
+    meta = json.loads((out / "run.json").read_text())
+    meta["provenance"][0]["versions"]["torch"] = "1.0.0"
+    (out / "run.json").write_text(json.dumps(meta))
+    (out / "per_sample" / "synthetic--res_cnn" / "center" / "shard_0000001.parquet").unlink()
+    assert main([*TINY, "--out", str(out)]) == 0
+    assert "other package versions than its results so far (torch 1.0.0 -> " in caplog.text
+    provenance = json.loads((out / "run.json").read_text())["provenance"]
+    assert provenance[0]["versions"]["torch"] == "1.0.0"  # never rewritten
+    assert provenance[1]["shards"] == {"center": [1]} and provenance[1]["versions"]["torch"] != "1.0.0"
+    board = (out / "leaderboard.md").read_text()
+    assert "torch 1.0.0" in board and f"torch {provenance[1]['versions']['torch']}" in board
+
+
+def test_a_refused_backbone_leaves_a_new_folder_as_it_was(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_cache"))
+    out = tmp_path / "new"
+    args = [*TINY, "--backbones", "[torchvision/resnet18]", "--weights", "default", "--out", str(out)]
+    assert console(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cam-bench: error: ") and "resnet18-f37072fd.pth" in err and "Traceback" not in err
+    assert not out.exists()
+    (out / "mine").mkdir(parents=True)  # an existing folder keeps what it held, and only that
+    assert console(args) == 2
+    assert sorted(p.name for p in out.iterdir()) == ["mine"]
 
 
 def test_a_name_escaping_runs_is_refused(tmp_path, capsys, monkeypatch):

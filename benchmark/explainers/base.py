@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, ClassVar, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +34,7 @@ from benchmark._utils import eval_mode
 from benchmark.explainers.layers import resolve_layer
 from benchmark.explainers.layouts import Layout
 
-__all__ = ["BaseExplainer", "CAMInputs", "normalize_maps"]
+__all__ = ["BaseExplainer", "CAMInputs", "check_maps", "map_status", "normalize_maps"]
 
 
 def normalize_maps(maps: Tensor, size: Tuple[int, int]) -> Tensor:
@@ -69,6 +69,39 @@ def normalize_maps(maps: Tensor, size: Tuple[int, int]) -> Tensor:
     out[constant] = 0.0
     out[~finite] = float("nan")
     return out.view(-1, *size)
+
+
+def map_status(maps: Tensor) -> List[str]:
+    """Per map: ``"not_finite"`` (a NaN/inf value: every metric of the sample is undefined), ``"constant"``
+    (all zero after :func:`normalize_maps`: it ranks nothing) or ``"ok"``; counted in the leaderboard.
+
+    Example:
+        >>> map_status(torch.tensor([[[0.0, 1.0]], [[0.0, 0.0]], [[float("nan"), 0.0]]]))
+        ['ok', 'constant', 'not_finite']
+    """
+    flat = maps.detach().flatten(1)
+    not_finite = ~torch.isfinite(flat).all(dim=1)
+    constant = flat.amax(dim=1) == flat.amin(dim=1)
+    return ["not_finite" if bad else "constant" if const else "ok"
+            for bad, const in zip(not_finite.tolist(), constant.tolist())]
+
+
+def check_maps(method: str, maps: Any, images: Tensor) -> None:
+    """Refuse maps that are not one ``(H, W)`` map per image, naming the method (a user explainer's bug).
+
+    Example:
+        >>> check_maps("mycam", torch.zeros(2, 4, 4), torch.zeros(2, 3, 8, 8))
+        Traceback (most recent call last):
+        ...
+        ValueError: Explainer 'mycam' returned maps of shape (2, 4, 4); expected (B, H, W) = (2, 8, 8), one map per \
+image at the input's size (BaseExplainer.__call__ upsamples and normalises raw maps).
+    """
+    expected = (images.shape[0], *images.shape[-2:])
+    if not isinstance(maps, Tensor) or tuple(maps.shape) != tuple(expected):
+        shape = tuple(maps.shape) if isinstance(maps, Tensor) else type(maps).__name__
+        raise ValueError(f"Explainer {method!r} returned maps of shape {shape}; expected (B, H, W) = {expected}, one "
+                         "map per image at the input's size (BaseExplainer.__call__ upsamples and normalises raw "
+                         "maps).")
 
 
 @dataclass

@@ -86,6 +86,24 @@ class PerSampleMetric(Metric):
         self.indices.append(torch.as_tensor(indices, device=values.device).long().reshape(batch))
         self.values.append(values.double())
 
+    def invalidate_last(self, mask: Tensor) -> None:
+        """Mark the ``mask`` rows of the last :meth:`store` undefined (NaN, counted in ``n_invalid``): the
+        module's policy for a sample whose map is not finite, whatever the metric's formula makes of it.
+
+        Example:
+            >>> from benchmark.metrics import create_metric
+            >>> metric = create_metric("complexity")
+            >>> metric.store(torch.tensor([1.0, 2.0]), torch.tensor([0, 1]))
+            >>> metric.invalidate_last(torch.tensor([False, True]))
+            >>> metric.values[-1].tolist(), int(metric.n_invalid)
+            ([1.0, nan], 1)
+        """
+        last = self.values[-1]
+        mask = mask.to(last.device).reshape(len(last))
+        already = torch.isnan(last.reshape(len(last), -1)).any(dim=1)
+        self.n_invalid += (mask & ~already).sum().to(self.n_invalid.device)
+        self.values[-1] = last.masked_fill(mask.view(-1, *([1] * (last.ndim - 1))), float("nan"))
+
     def sorted_values(self) -> Tuple[Tensor, Tensor]:
         """All (indices, values) so far, sorted by dataset index; duplicates raise ValueError."""
         indices = torch.cat(self.indices) if isinstance(self.indices, list) else self.indices
