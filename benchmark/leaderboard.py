@@ -27,7 +27,7 @@ import pandas as pd
 
 from benchmark.figures import mean_curves, saliency_grid
 from benchmark.results import read_per_sample, reduce_per_sample, write_results_csv
-from benchmark.run_folder import fingerprint_diff, safe_name
+from benchmark.run_folder import fingerprint_diff, incomplete, run_gaps, safe_name
 from benchmark.stats import degenerate_maps, mean_ranks, rankable, win_matrix
 
 __all__ = ["COLUMNS", "IncompleteRuns", "incomplete", "load_runs", "render_runs", "run_gaps"]
@@ -152,7 +152,7 @@ def _header(metas: List[Dict[str, Any]], frame: pd.DataFrame, missing: Mapping[T
              f"Mean over images ± half the 95 % bootstrap interval ({config['bootstrap']} resamples, seed "
              f"{config['seed']}; exact bounds in results.csv). **Bold**: best. ↓ lower / ↑ higher is better.", "",
              "| | |", "|:--|:--|",
-             f"| Dataset | {fp['data']}, split {split}, N = {fp['subset'].get('n')} (ids sha256 "
+             f"| Dataset | {fp['data']}, split {split}, N = {_n(fp['subset'].get('n'), frame)} (ids sha256 "
              f"{str(fp['subset'].get('ids_sha256'))[:12]}) |",
              f"| Data arguments | {', '.join(f'{k}={v}' for k, v in fp['data_args'].items()) or 'defaults'} |",
              f"| Target | {fp['target']}; maps of the top-{fp['top_k']} classes for top-k metrics |",
@@ -170,33 +170,20 @@ def _header(metas: List[Dict[str, Any]], frame: pd.DataFrame, missing: Mapping[T
     return lines
 
 
-def incomplete(frame: pd.DataFrame, n: Optional[int], backbones: Sequence[str] = ()) -> Dict[Tuple[str, str], int]:
-    """``(backbone, method) -> rows on disk`` for each pair with fewer than the run's ``n`` samples; a
-    backbone of ``backbones`` without any row is ``(backbone, "every method") -> 0``.
-
-    Example:
-        >>> frame = pd.DataFrame({"backbone": ["a", "a", "a"], "method": ["x", "x", "y"]})
-        >>> incomplete(frame, 2, backbones=["a", "b"])
-        {('a', 'y'): 1, ('b', 'every method'): 0}
-    """
-    if n is None:
-        return {}
-    counts = frame.groupby(["backbone", "method"], sort=True).size()
-    out = {key: int(rows) for key, rows in counts.items() if rows < n}
-    out.update({(b, "every method"): 0 for b in backbones if b not in set(frame["backbone"])})
-    return out
-
-
-def run_gaps(metas: List[Dict[str, Any]], frame: pd.DataFrame) -> Dict[Tuple[str, str], int]:
-    """:func:`incomplete` for runs: the samples of the fingerprint, the backbones of the configs."""
-    backbones = list(dict.fromkeys(b for m in metas for b in m.get("config", {}).get("backbones", [])))
-    return incomplete(frame, metas[0]["fingerprint"]["subset"].get("n"), backbones)
+def _n(n: Optional[int], frame: pd.DataFrame) -> str:
+    """The run's sample count; for a stream without row counts, the rows counted (none is known up front)."""
+    if n is not None:
+        return str(n)
+    rows = int(frame.groupby(["backbone", "method"]).size().max()) if len(frame) else 0
+    return f"{rows} (counted: the stream has no row count)"
 
 
 def _completeness(missing: Mapping[Tuple[str, str], int], n: Optional[int]) -> str:
     if not missing:
-        return f"complete: {n} of {n} samples for every backbone and method"
-    pairs = "; ".join(f"{b} / {m}: {rows} of {n}" for (b, m), rows in missing.items())
+        return (f"complete: {n} of {n} samples for every backbone and method" if n is not None else
+                "complete: every backbone's stream was read to the end")
+    total = "?" if n is None else n
+    pairs = "; ".join(f"{b} / {m}: {rows} of {total}" for (b, m), rows in missing.items())
     return f"**incomplete** (a partial run: rerun the same command to finish it): {pairs}"
 
 
@@ -229,8 +216,9 @@ def _backbone_section(dataset: str, backbone: str, results: pd.DataFrame, frame:
     if meta.get("layers"):
         lines[-1:-1] = ["", _layers_line(meta["layers"])]
     if short:
-        lines[-1:-1] = ["", f"**Incomplete: {min(short.values())} of {metas[0]['fingerprint']['subset'].get('n')} "
-                        f"samples** for {', '.join(short)}; these rows are not final."]
+        n = metas[0]["fingerprint"]["subset"].get("n")
+        lines[-1:-1] = ["", f"**Incomplete: {min(short.values())} of {'?' if n is None else n} samples** for "
+                        f"{', '.join(short)}; these rows are not final."]
     defined = set(results.loc[results["value"].notna(), "metric"])  # e.g. no difficult items: no column
     columns = [c for c in COLUMNS if c[0] in defined]
     methods = list(dict.fromkeys(results["method"]))

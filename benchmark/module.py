@@ -186,7 +186,7 @@ class ExplainerModule(pl.LightningModule):
         columns = _as_lists(indices, targets, prediction, probability, target_probability)
         records: List[Dict[str, Any]] = []
         trainer = self._trainer
-        done = self.done.get(current_shard(trainer, batch_idx, dataloader_idx), frozenset())
+        done = self.done.get(current_shard(trainer, batch_idx, dataloader_idx, batch), frozenset())
         layouts = {name: layer["layout"] for name, layer in self.layers.items()}
         for name, explainer in self.explainers.items():
             if name in done:

@@ -40,7 +40,9 @@ from benchmark.explainers import resolve_explainer
 from benchmark.module import ExplainerModule
 from benchmark.run_config import RunConfig, _data_kwargs, dataset_subset, fingerprint, validate
 from benchmark.run_folder import (
+    backbone_complete,
     check_backbone,
+    discard_unsharded,
     discard_unused,
     finished_shards,
     folder_lock,
@@ -124,18 +126,24 @@ def run_benchmark(config: RunConfig, trainer: Optional[Mapping[str, Any]] = None
     return out
 
 
-def _run_all(config: RunConfig, trainer: Dict[str, Any], out: Path, methods, size: int, stop: StopOnSignal) -> None:
-    total = num_shards(size, config.batch_size)
+def _run_all(config: RunConfig, trainer: Dict[str, Any], out: Path, methods, size: Optional[int],
+             stop: StopOnSignal) -> None:
     for backbone in config.backbones:
         stop.check()
-        if all(len(finished_shards(out, backbone, m)) >= total for m in methods):
-            log.info("%s: all %d shards of %d methods on disk; nothing to recompute", backbone, total, len(methods))
+        if size is None:  # a stream without row counts: no fixed shards, so no resume within a backbone
+            if backbone_complete(out, backbone):
+                log.info("%s: finished by an earlier attempt; nothing to recompute", backbone)
+                continue
+            discard_unsharded(out, backbone)
+        elif all(len(finished_shards(out, backbone, m)) >= num_shards(size, config.batch_size) for m in methods):
+            log.info("%s: all %d shards of %d methods on disk; nothing to recompute", backbone,
+                     num_shards(size, config.batch_size), len(methods))
             continue
         _run_backbone(config, trainer, out, backbone, methods, size, stop)
 
 
 def _run_backbone(config: RunConfig, trainer_args: Dict[str, Any], out: Path, backbone: str, methods,
-                  size: int, stop: StopOnSignal) -> None:
+                  size: Optional[int], stop: StopOnSignal) -> None:
     """One ``Trainer.predict`` over the shards of ``size`` samples not yet on disk for ``backbone``."""
     try:
         model, prep = create_backbone(backbone, weights=config.weights, num_classes=config.num_classes,
@@ -147,8 +155,8 @@ def _run_backbone(config: RunConfig, trainer_args: Dict[str, Any], out: Path, ba
     datamodule.setup("predict")
     dataset = datamodule.dataset
     keep = [dataset.global_index(i) if hasattr(dataset, "global_index") else i
-            for i in range(min(config.figures, size))]
-    total = num_shards(size, config.batch_size)
+            for i in range(config.figures if size is None else min(config.figures, size))]
+    total = 0 if size is None else num_shards(size, config.batch_size)
     module = ExplainerModule(model, {spec: config.explainer_args.get(spec, {}) for spec in config.explainers},
                              target=config.target, keep_maps=keep, input_size=prep.input_size,
                              metrics={m: config.metric_args.get(m, {}) for m in config.metrics}, top_k=config.top_k,
@@ -161,21 +169,26 @@ def _run_backbone(config: RunConfig, trainer_args: Dict[str, Any], out: Path, ba
     skip = {s for s, finished in module.done.items() if len(finished) == len(methods)}
     datamodule.use_shards(skip=skip, limit=config.limit)
     todo = {m: total - len(done[m]) for m in methods if total - len(done[m])}
-    log.info("%s: %d of %d shards finished for every method; computing %s", backbone, len(skip), total,
-             ", ".join(f"{m} {n} shard{'s' * (n != 1)}" for m, n in todo.items()))
+    if size is None:
+        log.info("%s: computing every method over the whole stream (no row counts: no shards)", backbone)
+    else:
+        log.info("%s: %d of %d shards finished for every method; computing %s", backbone, len(skip), total,
+                 ", ".join(f"{m} {n} shard{'s' * (n != 1)}" for m, n in todo.items()))
     args = {"accelerator": "cpu", "devices": 1, **trainer_args, **_OWN_TRAINER_ARGS, "default_root_dir": str(out)}
     if args.get("logger") in (None, True):
         args["logger"] = CSVLogger(str(out / "logs"), name=safe_name(backbone))  # version_<k> per attempt
     args["callbacks"] = [PerSampleWriter(out, config.data, backbone, prep.mean, prep.std), stop,  # stop after writing
                          *([BenchmarkProgressBar(backbone)] if args.get("enable_progress_bar") is not False else [])]
-    start = time.perf_counter()
+    start, complete = time.perf_counter(), False
     try:
         with warnings.catch_warnings():  # the shard sampler returns every index by construction (tested)
             warnings.filterwarnings("ignore", message=".*custom batch sampler `ShardBatchSampler`",
                                     category=UserWarning)
             pl.Trainer(**args).predict(module, datamodule=datamodule, return_predictions=False)
+        complete = True
     finally:  # also when interrupted: the shards on disk keep their settings, weights and provenance
         if rank_zero_only.rank == 0:
             record_backbone(out, backbone, {"preprocessing": asdict(prep), "weights": config.weights,
                                             "num_classes": config.num_classes, "layers": module.layers,
-                                            "weights_sha256": weights}, time.perf_counter() - start, done)
+                                            "weights_sha256": weights, "complete": complete},
+                            time.perf_counter() - start, done)

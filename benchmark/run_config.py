@@ -258,6 +258,8 @@ def dataset_subset(datamodule: Any) -> Dict[str, Any]:
         >>> dataset_subset(dm)["n"]
         3
     """
+    if hasattr(datamodule, "subset_fingerprint"):  # a stream: its source and row count, not every id
+        return datamodule.subset_fingerprint()
     dataset = datamodule.dataset
     size = datamodule.used_size() if hasattr(datamodule, "used_size") else len(dataset)
     ids = [str(dataset.sample_id(i)) if hasattr(dataset, "sample_id") else str(i) for i in range(size)]

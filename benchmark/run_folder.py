@@ -1,4 +1,4 @@
-"""The run folder's one owner: lock, fingerprint, overwrite, shard inventory, provenance, atomic writes.
+"""The run folder's one owner: lock, fingerprint, overwrite, shard inventory, completeness, provenance, atomic writes.
 
 Every guarantee about a run directory lives here, used by the run (:mod:`benchmark.run`), the
 Parquet writer (:mod:`callbacks.per_sample_writer`) and the leaderboard (:mod:`benchmark.leaderboard`):
@@ -12,7 +12,9 @@ Parquet writer (:mod:`callbacks.per_sample_writer`) and the leaderboard (:mod:`b
 * **overwrite removes only what a run wrote**, and only in a folder holding a ``run.json``;
 * **provenance stays with the rows**: each attempt that computes shards appends its versions, commit and
   date to ``run.json["provenance"]``; nothing rewrites an earlier entry;
-* **atomic files**: :func:`atomic_write` writes a uniquely named temporary file and renames it.
+* **atomic files**: :func:`atomic_write` writes a uniquely named temporary file and renames it;
+* **completeness**: :func:`finished_shards` (what a resume skips) and :func:`run_gaps` (what a leaderboard
+  marks incomplete) read the same files.
 """
 from __future__ import annotations
 
@@ -27,16 +29,18 @@ import shutil
 import socket
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Set, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
+import pandas as pd
 import torch
 from torch import nn
 
 from benchmark.versions import environment
 
-__all__ = ["FolderLocked", "LOCK_NAME", "SettingsDiffer", "atomic_write", "check_backbone", "discard_unused",
-           "finished_shards", "fingerprint_diff", "folder_lock", "prepare", "record_backbone", "safe_name",
-           "weights_hash", "write_json"]
+__all__ = ["FolderLocked", "LOCK_NAME", "SettingsDiffer", "atomic_write", "backbone_complete", "check_backbone",
+           "discard_unsharded", "discard_unused", "finished_shards", "fingerprint_diff", "folder_lock", "incomplete",
+           "num_shards", "prepare", "record_backbone", "run_gaps", "safe_name", "shard_rows", "weights_hash",
+           "write_json"]
 
 log = logging.getLogger("cam_bench.run")
 
@@ -81,6 +85,27 @@ def write_json(path: Path, data: Mapping[str, Any]) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
+def num_shards(size: int, batch_size: int) -> int:
+    """Number of shards of ``size`` samples.
+
+    Example:
+        >>> num_shards(10, 4), num_shards(8, 4), num_shards(0, 4)
+        (3, 2, 0)
+    """
+    return -(-int(size) // int(batch_size))
+
+
+def shard_rows(shard: int, batch_size: int, size: int) -> range:
+    """The dataset positions (global rows of a stream) of ``shard``: ``[shard * batch_size, (shard + 1) *
+    batch_size)``, the last shard shorter -- on any number of processes, so results do not depend on them.
+
+    Example:
+        >>> list(shard_rows(2, 4, 10))
+        [8, 9]
+    """
+    return range(shard * batch_size, min((shard + 1) * batch_size, size))
+
+
 def finished_shards(output_dir: Union[str, os.PathLike], backbone: str, method: str) -> Set[int]:
     """Shard ids whose per-sample file for (``backbone``, ``method``) is on disk (what a resume skips).
 
@@ -91,6 +116,25 @@ def finished_shards(output_dir: Union[str, os.PathLike], backbone: str, method: 
     """
     folder = Path(output_dir) / "per_sample" / safe_name(backbone) / safe_name(method)
     return {int(p.stem.split("_")[1]) for p in folder.glob("shard_*.parquet")}
+
+
+def backbone_complete(out: Path, backbone: str) -> bool:
+    """Whether an attempt finished ``backbone``'s predict loop (recorded by :func:`record_backbone`): the
+    completeness of a stream without row counts, which has no shards to count."""
+    path = out / "run.json"
+    return path.is_file() and bool(json.loads(path.read_text())["backbones"].get(backbone, {}).get("complete"))
+
+
+def discard_unsharded(out: Path, backbone: str) -> None:
+    """Remove the per-rank files an interrupted attempt wrote for ``backbone`` without shards (a stream without
+    row counts cannot resume within a backbone: it is recomputed, and its old rows must not be counted twice)."""
+    folder = out / "per_sample" / safe_name(backbone)
+    stale = sorted(folder.glob("*/rank*_batch_*.parquet")) + sorted(folder.glob("_data/rank*_batch_*.json"))
+    if stale:
+        log.warning("%s: removing %d per-sample files of an interrupted attempt (no shards to resume from)", backbone,
+                    len(stale))
+    for path in stale:
+        path.unlink()
 
 
 def weights_hash(model: nn.Module) -> str:
@@ -297,7 +341,42 @@ def record_backbone(out: Path, backbone: str, entry: Mapping[str, Any], seconds:
     record.update(entry)
     computed = {m: sorted(finished_shards(out, backbone, m) - set(ids)) for m, ids in before.items()}
     computed = {m: ids for m, ids in computed.items() if ids}
-    record["seconds"].append({"seconds": round(seconds, 3), "shards": {m: len(ids) for m, ids in computed.items()}})
+    for method in before:  # a stream without row counts writes per-rank files, no shards
+        if method not in computed and any((out / "per_sample" / safe_name(backbone) / safe_name(method))
+                                          .glob("rank*_batch_*.parquet")):
+            computed[method] = "all rows (a stream without shards)"
+    record["seconds"].append({"seconds": round(seconds, 3),
+                              "shards": {m: len(ids) if isinstance(ids, list) else ids for m, ids in computed.items()}})
     if computed:
         meta.setdefault("provenance", []).append({**environment(), "backbone": backbone, "shards": computed})
     write_json(out / "run.json", meta)
+
+
+def incomplete(frame: pd.DataFrame, n: Optional[int], backbones: Sequence[str] = ()) -> Dict[Tuple[str, str], int]:
+    """``(backbone, method) -> rows on disk`` for each pair with fewer than the run's ``n`` samples; a
+    backbone of ``backbones`` without any row is ``(backbone, "every method") -> 0``.
+
+    Example:
+        >>> frame = pd.DataFrame({"backbone": ["a", "a", "a"], "method": ["x", "x", "y"]})
+        >>> incomplete(frame, 2, backbones=["a", "b"])
+        {('a', 'y'): 1, ('b', 'every method'): 0}
+    """
+    if n is None:
+        return {}
+    counts = frame.groupby(["backbone", "method"], sort=True).size()
+    out = {key: int(rows) for key, rows in counts.items() if rows < n}
+    out.update({(b, "every method"): 0 for b in backbones if b not in set(frame["backbone"])})
+    return out
+
+
+def run_gaps(metas: List[Dict[str, Any]], frame: pd.DataFrame) -> Dict[Tuple[str, str], int]:
+    """:func:`incomplete` for runs: the samples of the fingerprint, the backbones of the configs. A stream
+    without row counts (``n`` unknown) is complete per backbone when an attempt finished its predict loop
+    (``run.json`` records it); otherwise ``(backbone, "every method") -> rows on disk``."""
+    backbones = list(dict.fromkeys(b for m in metas for b in m.get("config", {}).get("backbones", [])))
+    n = metas[0]["fingerprint"]["subset"].get("n")
+    if n is not None:
+        return incomplete(frame, n, backbones)
+    finished = {b for m in metas for b, rec in m.get("backbones", {}).items() if rec.get("complete")}
+    rows = frame.groupby("backbone").size() if len(frame) else {}
+    return {(b, "every method"): int(rows.get(b, 0)) for b in backbones if b not in finished}

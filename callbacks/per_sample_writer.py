@@ -82,7 +82,7 @@ class PerSampleWriter(BasePredictionWriter):
     def write_on_batch_end(self, trainer, pl_module, prediction: Sequence[Dict[str, Any]], batch_indices,
                            batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         root = self.output_dir / "per_sample" / safe_name(self.backbone)
-        shard = current_shard(trainer, batch_idx, dataloader_idx)
+        shard = current_shard(trainer, batch_idx, dataloader_idx, batch)
         name = f"shard_{shard:07d}" if shard is not None else \
             f"rank{trainer.global_rank}_batch_{dataloader_idx}_{batch_idx:07d}"
         if isinstance(batch, dict):  # the data report first: a shard counts as done only once its methods are written

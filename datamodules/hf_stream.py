@@ -34,16 +34,16 @@ else ``f"{split}_{index:08d}"``; a missed lookup retries it without its extensio
 from __future__ import annotations
 
 import glob
+import hashlib
 import io
 import itertools
+import json
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import datasets
-import pyarrow.parquet as pq
 import torch
 from datasets.distributed import split_dataset_by_node
 from datasets.utils.file_utils import xopen
@@ -56,6 +56,9 @@ from datamodules.errors import AnnotationError
 from datamodules.imagenet_annotations import ImageNetAnnotations, PathLike, check_annotation_paths, is_annotation_path
 from datamodules.images import CorruptImageError, to_rgb
 from datamodules.sample import collate_samples, make_sample, skipped_sample
+from datamodules.stream_shards import INDEX as _INDEX
+from datamodules.stream_shards import StreamShards, parquet_shard_sizes
+from datamodules.stream_shards import stream_rows as _generate
 
 __all__ = ["HFStream", "HFStreamDataModule", "check_local_files", "decode_image", "parquet_shard_sizes"]
 
@@ -64,9 +67,6 @@ log = logging.getLogger(__name__)
 Annotations = Union[Mapping[str, Any], Callable[[str], Any], str, os.PathLike, None]
 DataFiles = Union[str, Sequence[str], Mapping[str, Union[str, Sequence[str]]], None]
 PreprocessingLike = Union[Preprocessing, Mapping[str, Any], str, None]
-
-_INDEX = "__cam_bench_index__"
-_READ_BATCH = 32  # rows read from the source at a time
 
 
 def _is_remote(path: str) -> bool:
@@ -109,49 +109,6 @@ def check_local_files(path: str, data_files: DataFiles = None, data_dir: Optiona
                                         "data_files=<existing file, list or glob>, e.g. 'data/val-*.parquet'.")
     if not local_dir and data_files is None and data_dir is None:
         raise FileNotFoundError(f"path={path!r} needs data_files=[...] or data_dir=... naming the local files.")
-
-
-def parquet_shard_sizes(stream: datasets.IterableDataset) -> Optional[List[int]]:
-    """Rows per shard of a freshly loaded streamed Parquet dataset (footers only), else ``None``.
-
-    ``None`` when the stream is not plain Parquet files read whole and unfiltered in file order
-    (another format, ``filters``, ``on_bad_files``, row-group sub-shards). Reads the private
-    ``_ex_iterable`` of ``datasets`` 5.x, checked and with this safe fallback.
-    """
-    source = stream._ex_iterable
-    fn = getattr(source, "generate_tables_fn", None)
-    config = getattr(getattr(fn, "__self__", None), "config", None)
-    kwargs = getattr(source, "kwargs", {})
-    files, row_groups = kwargs.get("files"), kwargs.get("row_groups_list")
-    if (type(config).__name__ != "ParquetConfig" or getattr(config, "filters", None) is not None
-            or getattr(config, "on_bad_files", "error") != "error" or not isinstance(files, list)
-            or len(files) != stream.num_shards or any(group is not None for group in row_groups or [])):
-        return None
-
-    def rows(file: str) -> int:
-        with xopen(file, "rb") as handle:
-            return pq.ParquetFile(handle).metadata.num_rows
-
-    with ThreadPoolExecutor(max_workers=max(1, min(16, len(files)))) as pool:
-        return list(pool.map(rows, files))
-
-
-def _generate(specs: Sequence[Tuple[Optional[int], int, Optional[int]]], base: datasets.IterableDataset,
-              limit: Optional[int]) -> Iterator[Dict[str, Any]]:
-    """Rows of the ``base`` shards in ``specs`` (``(shard or None for all, offset, rows)``), tagged with their index."""
-    for shard, offset, size in specs:
-        part = base if shard is None else base.shard(num_shards=base.num_shards, index=shard)
-        row, stop = 0, None if limit is None else limit - offset
-        # `.iter` (unlike `iter(part)`) does not re-shard by DataLoader worker: this runs inside one
-        for batch in part.iter(batch_size=_READ_BATCH):
-            for values in zip(*batch.values()):
-                if stop is not None and row >= stop:
-                    return
-                yield {**dict(zip(batch, values)), _INDEX: offset + row}
-                row += 1
-        if size is not None and row != size:
-            raise RuntimeError(f"Shard {shard} of the stream has {row} rows but its Parquet footer says {size}; "
-                               "the global sample indices would be wrong.")
 
 
 def decode_image(value: Any, sample_id: str = "<image>") -> Image.Image:
@@ -265,12 +222,17 @@ class HFStream(IterableDataset):
         raw = datasets.load_dataset(path, name=name, split=split, data_files=data_files, data_dir=data_dir,
                                     revision=revision, streaming=True)
         sizes = parquet_shard_sizes(raw)  # before select/cast, which wrap the Parquet source
+        files = [str(f) for f in getattr(raw._ex_iterable, "kwargs", {}).get("files") or []]
         columns = [c for c in dict.fromkeys((image_column, label_column, id_column)) if c is not None]
         if raw.column_names is not None:
             self._check_columns(raw.column_names)
             raw = raw.select_columns(columns)
         if isinstance((raw.features or {}).get(image_column), datasets.Image):
             raw = raw.cast_column(image_column, datasets.Image(decode=False))
+        #: the source rows (selected columns, images undecoded) and the rows per Parquet file (None: no footers)
+        self.base, self.sizes = raw, sizes
+        self.source = {"path": path, "name": name, "split": split, "revision": revision, "files": files,
+                       "rows": sizes, "limit": self.limit}
         specs: List[Tuple[Optional[int], int, Optional[int]]] = [(None, 0, None)]
         if sizes is not None:
             offsets = [0, *itertools.accumulate(sizes)][:-1]
@@ -380,7 +342,30 @@ class HFStreamDataModule(CamDataModule):
                         preprocessing=self.preprocessing, limit=hp.limit, on_error=self.on_error, rank=rank,
                         world_size=world_size)
 
+    def used_size(self) -> Optional[int]:
+        """Rows the predict loop covers: the footers' count (after ``limit`` and ``use_shards(limit=...)``),
+        ``None`` for a source without footers."""
+        if self.dataset is None:
+            self.setup("predict")
+        n, limit = self.dataset.num_examples, (self._shards or {}).get("limit")
+        return n if n is None or limit is None else min(n, limit)
+
+    def subset_fingerprint(self) -> Dict[str, Any]:
+        """``{"n", "ids_sha256"}`` for the run's fingerprint: the row count and a hash of the source (path, name,
+        split, revision, files and their row counts, limit) -- reading every id would mean reading the stream."""
+        text = json.dumps({**self.dataset.source, "used": self.used_size()}, sort_keys=True, default=str)
+        return {"n": self.used_size(), "ids_sha256": hashlib.sha256(text.encode()).hexdigest()}
+
     def predict_dataloader(self) -> DataLoader:
+        if self._shards is not None and self.dataset.sizes is not None:  # resumable, N-process identical
+            trainer = self.trainer
+            rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+            shards = StreamShards(self.dataset, self.used_size(), self.batch_size, rank, world, self._shards["skip"])
+            return DataLoader(shards, num_workers=min(self.num_workers, len(shards.shards)), **shards.loader_kwargs())
+        if self._shards is not None:
+            log.warning("%s has no Parquet footers (row counts): this run cannot resume or split into fixed shards; "
+                        "an interrupted backbone is recomputed from the start. Use Parquet files (any hub dataset "
+                        "has a copy at revision='refs/convert/parquet') to resume.", self.hparams.path)
         workers = min(self.num_workers, self.dataset.num_shards)
         if workers < self.num_workers:
             log.warning("Using %d DataLoader workers instead of %d: this rank reads %d shard(s) of the stream, and a "

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
+
+from datamodules.base import CamDataModule
 
 __all__ = ["RandomImages", "RandomImagesDataModule"]
 
@@ -46,8 +47,16 @@ class RandomImages(Dataset):
         return {"image": image, "label": label, "index": index, "id": f"random_{index:08d}"}
 
 
-class RandomImagesDataModule(pl.LightningDataModule):
-    """Predict-only datamodule over :class:`RandomImages`.
+class RandomImagesDataModule(CamDataModule):
+    """Predict-only datamodule over :class:`RandomImages` (fixed shards in ``cam-bench run``, like every map-style
+    datamodule: resumable, identical on 1 or N processes).
+
+    Args:
+        size, num_classes, seed: see :class:`RandomImages`.
+        image_size: side of the images; default: the crop size of ``preprocessing`` (the backbone's input in a
+            run; 224 without one). The noise is already in the normalised space: nothing else of
+            ``preprocessing`` applies.
+        preprocessing, batch_size, num_workers: see :class:`~datamodules.base.CamDataModule`.
 
     Example:
         >>> dm = RandomImagesDataModule(size=5, image_size=8, num_classes=3, batch_size=2)
@@ -56,16 +65,12 @@ class RandomImagesDataModule(pl.LightningDataModule):
         [[0, 1], [2, 3], [4]]
     """
 
-    def __init__(self, size: int = 16, image_size: int = 224, num_classes: int = 1000, seed: int = 0,
-                 batch_size: int = 8, num_workers: int = 0) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        self.dataset: Optional[RandomImages] = None
+    def __init__(self, size: int = 16, image_size: Optional[int] = None, num_classes: int = 1000, seed: int = 0,
+                 preprocessing: Any = None, batch_size: int = 8, num_workers: int = 0) -> None:
+        super().__init__(preprocessing, batch_size, num_workers)
+        self.save_hyperparameters(ignore=["preprocessing"])
 
-    def setup(self, stage: Optional[str] = None) -> None:
+    def build_dataset(self) -> RandomImages:
         hp = self.hparams
-        self.dataset = RandomImages(hp.size, hp.image_size, hp.num_classes, hp.seed)
-
-    def predict_dataloader(self) -> DataLoader:
-        return DataLoader(self.dataset, batch_size=self.hparams.batch_size, shuffle=False,
-                          num_workers=self.hparams.num_workers)
+        side = hp.image_size if hp.image_size is not None else self.preprocessing.input_size[-1]
+        return RandomImages(hp.size, side, hp.num_classes, hp.seed)

@@ -1,30 +1,23 @@
 """Fixed-composition batches ("shards") shared out to the ranks: the unit of resume and of N-process identity.
 
 Shard ``s`` is always the dataset positions ``[s * batch_size, (s + 1) * batch_size)`` (the last one
-shorter), whatever the number of processes; rank ``r`` of ``world`` runs the shards ``s = r, r + world,
-...``. Because every shard is computed with the same batch on any rank, every per-sample value is
-bitwise the same on 1 or N processes (a batch's composition changes convolution rounding at ~1e-7),
-and a re-run can skip the shards whose results are on disk. Lightning's own distributed sampler
-would deal positions ``r::world`` and so change the batches; the run therefore uses
-``Trainer(use_distributed_sampler=False)`` with this batch sampler (:meth:`CamDataModule.use_shards`).
+shorter; :func:`benchmark.run_folder.shard_rows`), whatever the number of processes; rank ``r`` of
+``world`` runs the shards ``s = r, r + world, ...``. Because every shard is computed with the same batch
+on any rank, every per-sample value is bitwise the same on 1 or N processes (a batch's composition
+changes convolution rounding at ~1e-7), and a re-run can skip the shards whose results are on disk.
+Lightning's own distributed sampler would deal positions ``r::world`` and so change the batches; the run
+therefore uses ``Trainer(use_distributed_sampler=False)`` with this batch sampler
+(:meth:`CamDataModule.use_shards`).
 """
 from __future__ import annotations
 
-from typing import Collection, Iterator, List, Optional
+from typing import Any, Collection, Iterator, List, Mapping, Optional
 
 from torch.utils.data import Sampler
 
+from benchmark.run_folder import num_shards, shard_rows  # the folder's owner defines what a shard holds
+
 __all__ = ["ShardBatchSampler", "current_shard", "num_shards"]
-
-
-def num_shards(size: int, batch_size: int) -> int:
-    """Number of shards of ``size`` samples.
-
-    Example:
-        >>> num_shards(10, 4), num_shards(8, 4), num_shards(0, 4)
-        (3, 2, 0)
-    """
-    return -(-int(size) // int(batch_size))
 
 
 class ShardBatchSampler(Sampler[List[int]]):
@@ -57,19 +50,22 @@ class ShardBatchSampler(Sampler[List[int]]):
 
     def __iter__(self) -> Iterator[List[int]]:
         for shard in self.shards:
-            yield list(range(shard * self.batch_size, min((shard + 1) * self.batch_size, self.size)))
+            yield list(shard_rows(shard, self.batch_size, self.size))
 
     def __len__(self) -> int:
         return len(self.shards)
 
 
-def current_shard(trainer, batch_idx: int, dataloader_idx: int = 0) -> Optional[int]:
-    """The shard id of predict batch ``batch_idx``, or ``None`` when the loader does not use shards.
+def current_shard(trainer, batch_idx: int, dataloader_idx: int = 0, batch: Any = None) -> Optional[int]:
+    """The shard id of predict batch ``batch_idx``, or ``None`` when the loader does not use shards: the
+    batch's own ``"shard"`` (streams, :mod:`datamodules.stream_shards`), else the shard sampler's.
 
     Example:
-        >>> current_shard(None, 0) is None
-        True
+        >>> current_shard(None, 0) is None, current_shard(None, 0, batch={"shard": 7})
+        (True, 7)
     """
+    if isinstance(batch, Mapping) and "shard" in batch:
+        return int(batch["shard"])
     loaders = getattr(trainer, "predict_dataloaders", None)
     if loaders is None:
         return None

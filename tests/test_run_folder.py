@@ -138,6 +138,16 @@ def test_a_refused_backbone_leaves_a_new_folder_as_it_was(tmp_path, capsys, monk
     assert sorted(p.name for p in out.iterdir()) == ["mine"]
 
 
+def test_random_data_runs_in_fixed_shards(tmp_path):
+    out = tmp_path / "random"
+    args = ["run", "--data", "random", "--data_args", "{size: 5, num_classes: 10}", "--backbones", "[resnet18]",
+            "--num_classes", "10", "--explainers", "[center]", "--metrics", "[complexity]", "--batch_size", "2",
+            "--bootstrap", "10", "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"]
+    assert main([*args, "--out", str(out)]) == 0
+    assert len(list((out / "per_sample" / "resnet18" / "center").glob("shard_*.parquet"))) == 3
+    assert "complete: 5 of 5 samples" in (out / "leaderboard.md").read_text()
+
+
 def test_a_name_escaping_runs_is_refused(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert console([*TINY, "--name", "../../x"]) == 2
