@@ -105,8 +105,13 @@ class ExplainerModule(pl.LightningModule):
     def __init__(self, model: nn.Module, explainers: "Config" = None, target: str = "label",
                  keep_maps: Union[bool, Collection[int]] = True, target_layer: Optional[str] = None,
                  input_size: Sequence[int] = (3, 224, 224), metrics: Config = None, top_k: int = 5,
-                 layout: Optional[str] = None) -> None:
+                 layout: Optional[str] = None, reduce: bool = True) -> None:
         super().__init__()
+        #: reduce the metrics into :attr:`results` at the end of predict (a collective call under DDP). The run
+        #: passes False: it renders from the per-sample files, and a rank left without a shard to compute
+        #: (a resume, or fewer shards than processes) skips the epoch-end hooks, so no collective may live there
+        self.reduce = bool(reduce)
+        self.allow_zero_length_dataloader_with_multiple_devices = not self.reduce
         if target not in _TARGETS:
             raise ValueError(f"Expected `target` to be one of {_TARGETS}, but got {target!r}.")
         config = _as_config(default_explainers() if explainers is None else explainers, "explainers")
@@ -298,8 +303,10 @@ class ExplainerModule(pl.LightningModule):
             self._logged_batches += 1
 
     def on_predict_epoch_end(self) -> None:
-        """Reduce every metric (across processes, in dataset-index order) into :attr:`results`."""
+        """Reduce every metric (across processes, in dataset-index order) into :attr:`results` (``reduce``)."""
         self.results = []
+        if not self.reduce:
+            return
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         parts = [(dict(self._counts), self._skipped)]
         if distributed:

@@ -40,12 +40,17 @@ from benchmark.explainers import resolve_explainer
 from benchmark.module import ExplainerModule
 from benchmark.run_config import RunConfig, _data_kwargs, dataset_subset, fingerprint, validate
 from benchmark.run_folder import (
+    READY_NAME,
+    SettingsDiffer,
+    announce_ready,
+    await_ready,
     backbone_complete,
     check_backbone,
     discard_unsharded,
     discard_unused,
     finished_shards,
     folder_lock,
+    launch_token,
     prepare,
     record_backbone,
     safe_name,
@@ -100,6 +105,12 @@ def run_benchmark(config: RunConfig, trainer: Optional[Mapping[str, Any]] = None
     config, trainer = config.resolved(), dict(trainer or {})
     rank_zero = rank_zero_only.rank == 0
     out = config.out_dir
+    token = launch_token()  # torchrun / srun start every rank at once: the others wait for rank 0's folder
+    if token and not rank_zero:
+        try:
+            await_ready(out, token)
+        except SettingsDiffer as err:
+            raise _refusal(err)
     with folder_lock(out) if rank_zero else contextlib.nullcontext():
         try:
             datamodule = validate(config)
@@ -110,7 +121,11 @@ def run_benchmark(config: RunConfig, trainer: Optional[Mapping[str, Any]] = None
             fresh = not (out / "run.json").exists() or config.overwrite
             prepare(out, config.as_dict(), fp, command, config.overwrite, rank_zero)
         except (ValueError, TypeError, KeyError, FileNotFoundError) as err:
+            if token and rank_zero:
+                announce_ready(out, token, f"{type(err).__name__}: {err}")
             raise _refusal(err)
+        if token and rank_zero:
+            announce_ready(out, token)
         methods = [resolve_explainer(spec) for spec in config.explainers]
         try:
             with StopOnSignal() as stop:
@@ -123,6 +138,7 @@ def run_benchmark(config: RunConfig, trainer: Optional[Mapping[str, Any]] = None
             from benchmark.leaderboard import render_runs
 
             render_runs([out], out / "leaderboard.md", methods=methods, backbones=config.backbones)
+            (out / READY_NAME).unlink(missing_ok=True)  # every rank read it long ago: predict needed them all
     return out
 
 
@@ -160,8 +176,9 @@ def _run_backbone(config: RunConfig, trainer_args: Dict[str, Any], out: Path, ba
     module = ExplainerModule(model, {spec: config.explainer_args.get(spec, {}) for spec in config.explainers},
                              target=config.target, keep_maps=keep, input_size=prep.input_size,
                              metrics={m: config.metric_args.get(m, {}) for m in config.metrics}, top_k=config.top_k,
-                             target_layer=config.target_layer.get(backbone), layout=config.layout.get(backbone))
-    check_backbone(out, backbone, module.layers, weights)  # SettingsDiffer: a refusal for the CLI
+                             target_layer=config.target_layer.get(backbone), layout=config.layout.get(backbone),
+                             reduce=False)
+    check_backbone(out, backbone, module.layers, weights, asdict(prep))  # SettingsDiffer: a refusal for the CLI
     _barrier()  # every rank sees the same files: none is written between the two barriers
     done = {m: finished_shards(out, backbone, m) for m in methods}
     _barrier()
@@ -185,6 +202,7 @@ def _run_backbone(config: RunConfig, trainer_args: Dict[str, Any], out: Path, ba
             warnings.filterwarnings("ignore", message=".*custom batch sampler `ShardBatchSampler`",
                                     category=UserWarning)
             pl.Trainer(**args).predict(module, datamodule=datamodule, return_predictions=False)
+        _barrier()  # every rank's last shard is on disk before rank 0 records, renders or reads the next inventory
         complete = True
     finally:  # also when interrupted: the shards on disk keep their settings, weights and provenance
         if rank_zero_only.rank == 0:

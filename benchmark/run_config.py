@@ -237,7 +237,21 @@ def validate(config: RunConfig) -> Any:
             create_metric(name)
     data = create_datamodule(config.data, **_data_kwargs(config))
     data.prepare_data()
+    _check_annotations(config, data)
     return data
+
+
+def _check_annotations(config: RunConfig, data: Any) -> None:
+    """Refuse metrics that need boxes or masks the data do not carry (before any model is built)."""
+    provided = data.provides() if hasattr(data, "provides") else frozenset()
+    for need in ("boxes", "masks"):
+        names = [m for m in config.metrics if need in METRICS[m].needs]
+        if names and need not in provided:
+            keep = [m for m in config.metrics if need not in METRICS[m].needs]
+            hint = " or give the stream annotations (--data_args.annotations <LOC_val_solution.csv or XML folder>)" \
+                if config.data == "hf" and need == "boxes" else ""
+            raise ValueError(f"Metrics {names} need {need}, which the {config.data!r} data do not provide; pass "
+                             f"--metrics \"[{', '.join(keep)}]\"{hint}.")
 
 
 def _data_kwargs(config: RunConfig, preprocessing: Any = None) -> Dict[str, Any]:

@@ -27,6 +27,7 @@ import os
 import re
 import shutil
 import socket
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Union
@@ -37,14 +38,15 @@ from torch import nn
 
 from benchmark.versions import environment
 
-__all__ = ["FolderLocked", "LOCK_NAME", "SettingsDiffer", "atomic_write", "backbone_complete", "check_backbone",
-           "discard_unsharded", "discard_unused", "finished_shards", "fingerprint_diff", "folder_lock", "incomplete",
-           "num_shards", "prepare", "record_backbone", "run_gaps", "safe_name", "shard_rows", "weights_hash",
-           "write_json"]
+__all__ = ["FolderLocked", "LOCK_NAME", "READY_NAME", "SettingsDiffer", "announce_ready", "atomic_write",
+           "await_ready", "backbone_complete", "check_backbone", "discard_unsharded", "discard_unused",
+           "finished_shards", "fingerprint_diff", "folder_lock", "incomplete", "launch_token", "num_shards", "prepare",
+           "record_backbone", "run_gaps", "safe_name", "shard_rows", "weights_hash", "write_json"]
 
 log = logging.getLogger("cam_bench.run")
 
 LOCK_NAME = ".cam-bench.lock"
+READY_NAME = ".cam-bench.ready"
 
 
 class FolderLocked(RuntimeError):
@@ -216,6 +218,52 @@ def discard_unused(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
 
 
+def launch_token() -> Optional[str]:
+    """An id shared by the processes of one launch that starts every rank at once (torchrun / torch elastic,
+    SLURM ``srun`` with several tasks), else ``None`` (one process, or Lightning's own launcher, which starts
+    the other ranks only once rank 0 is inside ``Trainer.predict``, after :func:`prepare`).
+
+    Example:
+        >>> launch_token() is None or launch_token().startswith(("torchrun:", "slurm:"))
+        True
+    """
+    env = os.environ
+    if "TORCHELASTIC_RUN_ID" in env and int(env.get("WORLD_SIZE", "1")) > 1:
+        return (f"torchrun:{env['TORCHELASTIC_RUN_ID']}:{env.get('TORCHELASTIC_RESTART_COUNT', '0')}:"
+                f"{env.get('MASTER_ADDR', '')}:{env.get('MASTER_PORT', '')}")
+    if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_STEP_ID" in env:
+        return f"slurm:{env.get('SLURM_JOB_ID')}.{env['SLURM_STEP_ID']}:{env.get('SLURM_RESTART_COUNT', '0')}"
+    return None
+
+
+def announce_ready(out: Path, token: str, error: Optional[str] = None) -> None:
+    """Rank 0: the folder is prepared for launch ``token`` (or refused with ``error``): the other ranks may read."""
+    write_json(out / READY_NAME, {"token": token, "error": error})
+
+
+def await_ready(out: Path, token: str, timeout: float = 1800.0, poll: float = 0.2) -> None:
+    """Ranks > 0 of an external launch: wait until rank 0 has checked and written the folder for this launch
+    (its lock, overwrite and ``run.json`` come first), so no rank reads ``run.json`` or the shards before.
+
+    Raises:
+        SettingsDiffer: rank 0 refused the run (its message).
+        TimeoutError: rank 0 did not get there within ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            ready = json.loads((out / READY_NAME).read_text())
+        except (OSError, ValueError):
+            ready = {}
+        if ready.get("token") == token:
+            if ready.get("error"):
+                raise SettingsDiffer(f"rank 0 refused the run: {ready['error']}")
+            return
+        time.sleep(poll)
+    raise TimeoutError(f"rank 0 did not prepare {str(out)!r} within {timeout:.0f} s (launch {token}); is the folder "
+                       "on a file system every node shares?")
+
+
 def _run_backbones(meta: Mapping[str, Any]) -> List[str]:
     return sorted(set(meta.get("backbones", {})) | set(meta.get("config", {}).get("backbones", [])))
 
@@ -224,7 +272,7 @@ def _overwrite(out: Path) -> None:
     """Remove what the run recorded in ``out/run.json`` wrote; refuse a folder that holds no run."""
     meta_path = out / "run.json"
     if not meta_path.is_file():
-        if out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir()):
+        if out.is_dir() and any(p.name not in (LOCK_NAME, READY_NAME) for p in out.iterdir()):
             raise SettingsDiffer(f"--overwrite refused: {str(out)!r} is not empty and holds no run.json, so it was not "
                                  "written by cam-bench run; choose another --out.")
         return
@@ -312,13 +360,20 @@ def prepare(out: Path, config: Mapping[str, Any], fp: Mapping[str, Any], command
     return meta
 
 
-def check_backbone(out: Path, backbone: str, layers: Mapping[str, Mapping[str, str]], weights: str) -> None:
-    """Refuse to add to results of ``backbone`` computed at other target layers or with other weights.
+def check_backbone(out: Path, backbone: str, layers: Mapping[str, Mapping[str, str]], weights: str,
+                   preprocessing: Mapping[str, Any]) -> None:
+    """Refuse to add to results of ``backbone`` computed at other target layers, with other weights or with
+    other preprocessing.
 
     Raises:
-        SettingsDiffer: naming each differing method layer, or both weight hashes.
+        SettingsDiffer: naming each differing method layer or preprocessing field, or both weight hashes.
     """
     recorded = json.loads((out / "run.json").read_text())["backbones"].get(backbone, {})
+    now = json.loads(json.dumps(dict(preprocessing)))  # tuples as the JSON lists recorded
+    prep = fingerprint_diff(recorded.get("preprocessing", now), now, values=True)
+    if prep:
+        raise SettingsDiffer(f"{str(out)!r} holds results of {backbone} computed with other preprocessing "
+                             f"({'; '.join(prep)}); resuming would mix them. Use another --out, or --overwrite true.")
     old_layers = recorded.get("layers", {})
     diff = [f"{m}: {dict(old_layers[m])} -> {dict(layers[m])}" for m in sorted(set(old_layers) & set(layers))
             if dict(old_layers[m]) != dict(layers[m])]

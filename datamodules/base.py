@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Collection, Dict, Mapping, Optional, Union
+from typing import Any, ClassVar, Collection, Dict, FrozenSet, Mapping, Optional, Union
 
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset, IterableDataset
@@ -145,6 +145,14 @@ class CamDataModule(pl.LightningDataModule):
             self.setup("predict")
         limit = (self._shards or {}).get("limit")
         return len(self.dataset) if limit is None else min(len(self.dataset), limit)
+
+    #: annotations every sample carries beyond image and label (``"boxes"``, ``"masks"``)
+    PROVIDES: ClassVar[FrozenSet[str]] = frozenset()
+
+    def provides(self) -> FrozenSet[str]:
+        """Annotations the samples carry (default :attr:`PROVIDES`): checked against the metrics' needs before
+        any model is built."""
+        return self.PROVIDES
 
     def check_files(self) -> None:
         """Raise ``FileNotFoundError`` (showing the expected layout) when inputs are missing."""

@@ -364,6 +364,8 @@ class ChestXray14DataModule(CamDataModule):
         Expected NIH ChestX-ray14 laid out like ...
     """
 
+    PROVIDES = frozenset({"boxes"})
+
     def __init__(self, root: PathLike, images_dir: Optional[PathLike] = None,
                  classes: Optional[Sequence[str]] = None, limit: Optional[int] = None, preprocessing: Prep = None,
                  batch_size: int = 32, num_workers: int = 0, on_error: str = "raise") -> None:

@@ -41,7 +41,7 @@ import json
 import logging
 import os
 from functools import partial
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, FrozenSet, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import datasets
 import torch
@@ -326,6 +326,9 @@ class HFStreamDataModule(CamDataModule):
         # a path is a fine hyperparameter; a full box table (mapping or callable) does not belong there
         self.save_hyperparameters(ignore=[] if self._annotations_is_path else ["annotations"])
         self.annotations = annotations
+
+    def provides(self) -> FrozenSet[str]:
+        return frozenset({"boxes"}) if self.annotations is not None else frozenset()
 
     def check_files(self) -> None:
         hp = self.hparams

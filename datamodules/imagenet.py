@@ -254,6 +254,8 @@ class ImageNetValDataModule(CamDataModule):
         2510
     """
 
+    PROVIDES = frozenset({"boxes"})
+
     def __init__(self, root: PathLike, annotations: OptPath = None, synset_mapping: OptPath = None,
                  layout: str = "auto", limit: Optional[int] = None, subset_size: Optional[int] = None,
                  subset_seed: int = 0, ids: Ids = None, box_convention: str = "inclusive", preprocessing: Prep = None,

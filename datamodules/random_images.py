@@ -56,7 +56,8 @@ class RandomImagesDataModule(CamDataModule):
         image_size: side of the images; default: the crop size of ``preprocessing`` (the backbone's input in a
             run; 224 without one). The noise is already in the normalised space: nothing else of
             ``preprocessing`` applies.
-        preprocessing, batch_size, num_workers: see :class:`~datamodules.base.CamDataModule`.
+        preprocessing, batch_size, num_workers, on_error: see :class:`~datamodules.base.CamDataModule`
+            (generated images are never unreadable: ``on_error`` has nothing to act on).
 
     Example:
         >>> dm = RandomImagesDataModule(size=5, image_size=8, num_classes=3, batch_size=2)
@@ -66,8 +67,8 @@ class RandomImagesDataModule(CamDataModule):
     """
 
     def __init__(self, size: int = 16, image_size: Optional[int] = None, num_classes: int = 1000, seed: int = 0,
-                 preprocessing: Any = None, batch_size: int = 8, num_workers: int = 0) -> None:
-        super().__init__(preprocessing, batch_size, num_workers)
+                 preprocessing: Any = None, batch_size: int = 8, num_workers: int = 0, on_error: str = "raise") -> None:
+        super().__init__(preprocessing, batch_size, num_workers, on_error)
         self.save_hyperparameters(ignore=["preprocessing"])
 
     def build_dataset(self) -> RandomImages:

@@ -2,11 +2,11 @@
 
 Shard ``s`` is always the dataset positions ``[s * batch_size, (s + 1) * batch_size)`` (the last one
 shorter; :func:`benchmark.run_folder.shard_rows`), whatever the number of processes; rank ``r`` of
-``world`` runs the shards ``s = r, r + world, ...``. Because every shard is computed with the same batch
-on any rank, every per-sample value is bitwise the same on 1 or N processes (a batch's composition
-changes convolution rounding at ~1e-7), and a re-run can skip the shards whose results are on disk.
-Lightning's own distributed sampler would deal positions ``r::world`` and so change the batches; the run
-therefore uses ``Trainer(use_distributed_sampler=False)`` with this batch sampler
+``world`` runs every ``world``-th unfinished shard, starting at its ``r``-th. Because every shard is
+computed with the same batch on any rank, every per-sample value is bitwise the same on 1 or N processes
+(a batch's composition changes convolution rounding at ~1e-7), and a re-run can skip the shards whose
+results are on disk. Lightning's own distributed sampler would deal positions ``r::world`` and so change
+the batches; the run therefore uses ``Trainer(use_distributed_sampler=False)`` with this batch sampler
 (:meth:`CamDataModule.use_shards`).
 """
 from __future__ import annotations
@@ -34,8 +34,8 @@ class ShardBatchSampler(Sampler[List[int]]):
         >>> sampler = ShardBatchSampler(10, 4, rank=1, world_size=2)
         >>> list(sampler), sampler.shards
         ([[4, 5, 6, 7]], [1])
-        >>> list(ShardBatchSampler(10, 4, rank=0, world_size=2, skip={0}))
-        [[8, 9]]
+        >>> [list(ShardBatchSampler(10, 4, rank=r, world_size=2, skip={0})) for r in (0, 1)]  # a resume
+        [[[4, 5, 6, 7]], [[8, 9]]]
     """
 
     def __init__(self, size: int, batch_size: int, rank: int = 0, world_size: int = 1,
@@ -45,8 +45,9 @@ class ShardBatchSampler(Sampler[List[int]]):
                              f"batch_size={batch_size}, rank={rank}, world_size={world_size}.")
         self.size, self.batch_size = int(size), int(batch_size)
         skip = set(skip or ())
-        #: the shard id of each batch this rank yields, in order (``batch_idx`` -> shard)
-        self.shards = [s for s in range(rank, num_shards(size, batch_size), world_size) if s not in skip]
+        #: the shard id of each batch this rank yields, in order (``batch_idx`` -> shard): the unfinished shards
+        #: dealt round-robin, so a resume stays balanced (a rank may get none: fewer shards than processes)
+        self.shards = [s for s in range(num_shards(size, batch_size)) if s not in skip][rank::world_size]
 
     def __iter__(self) -> Iterator[List[int]]:
         for shard in self.shards:

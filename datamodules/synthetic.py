@@ -92,6 +92,8 @@ class SyntheticShapesDataModule(CamDataModule):
         [([0, 1], 2), ([2], 1)]
     """
 
+    PROVIDES = frozenset({"boxes", "masks"})
+
     def __init__(self, size: int = 256, split: str = "val", image_size: int = 128, seed: int = 0,
                  num_classes: int = len(CLASSES), multi_instance: bool = False,
                  preprocessing: Union[Preprocessing, Mapping[str, Any], str, None] = None,

@@ -351,6 +351,8 @@ class VOC2007DataModule(CamDataModule):
         Expected PASCAL VOC2007 laid out like ...
     """
 
+    PROVIDES = frozenset({"boxes"})
+
     def __init__(self, root: PathLike, split: str = "test", include_difficult: bool = False,
                  difficult_subset: Optional[PathLike] = None, multi_instance: bool = False,
                  limit: Optional[int] = None, preprocessing: Union[Preprocessing, Mapping[str, Any], str, None] = None,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from benchmark.cli import console, main
-from benchmark.run_folder import LOCK_NAME
+from benchmark.run_folder import LOCK_NAME, READY_NAME, SettingsDiffer, announce_ready, await_ready, launch_token
 
 TINY = ["run", "--data_args", "{size: 4}", "--batch_size", "2", "--backbones", "[synthetic/res_cnn]",
         "--explainers", "[gradcam, center]", "--metrics", "[average_drop, complexity]", "--bootstrap", "20",
@@ -53,6 +53,33 @@ def test_other_weights_on_resume_are_refused(tiny_run, tmp_path, capsys):
         shard.unlink()
     assert console([*TINY, "--out", str(out)]) == 2
     assert "computed with other weights" in capsys.readouterr().err
+
+
+def test_other_preprocessing_on_resume_is_refused(tiny_run, tmp_path, capsys):
+    out = tmp_path / "copy"
+    subprocess.run(["cp", "-r", str(tiny_run), str(out)], check=True)
+    meta = json.loads((out / "run.json").read_text())
+    crop = meta["backbones"]["synthetic/res_cnn"]["preprocessing"]["crop_size"]
+    meta["backbones"]["synthetic/res_cnn"]["preprocessing"]["crop_size"] = 64  # e.g. a changed default
+    (out / "run.json").write_text(json.dumps(meta))
+    (out / "per_sample" / "synthetic--res_cnn" / "center" / "shard_0000001.parquet").unlink()
+    assert console([*TINY, "--out", str(out)]) == 2
+    assert f"computed with other preprocessing (crop_size: 64 -> {crop})" in capsys.readouterr().err
+
+
+def test_box_metrics_on_data_without_boxes_are_refused_before_any_model(tmp_path, capsys, monkeypatch):
+    import benchmark.run as run
+
+    monkeypatch.setattr(run, "create_backbone", lambda *a, **k: pytest.fail("a model was built"))
+    out = tmp_path / "random"
+    args = ["run", "--data", "random", "--data_args", "{size: 4, num_classes: 10}", "--backbones", "[resnet18]",
+            "--num_classes", "10", "--explainers", "[center]", "--metrics", "[complexity, pointing_game, max_box_acc]",
+            "--out", str(out)]
+    assert console(args) == 2
+    err = capsys.readouterr().err
+    assert "Metrics ['pointing_game', 'max_box_acc'] need boxes, which the 'random' data do not provide; pass " \
+           "--metrics \"[complexity]\"" in err
+    assert not out.exists()
 
 
 def test_provenance_and_completeness_in_the_header(tiny_run):
@@ -136,6 +163,28 @@ def test_a_refused_backbone_leaves_a_new_folder_as_it_was(tmp_path, capsys, monk
     (out / "mine").mkdir(parents=True)  # an existing folder keeps what it held, and only that
     assert console(args) == 2
     assert sorted(p.name for p in out.iterdir()) == ["mine"]
+
+
+def test_ranks_of_an_external_launch_wait_for_rank_zeros_folder(tmp_path, monkeypatch):
+    """torchrun / srun start every rank at once: ranks > 0 read run.json only once rank 0 announced it for
+    this launch (an older launch's announcement does not count), and share rank 0's refusal."""
+    for name in ("TORCHELASTIC_RUN_ID", "SLURM_NTASKS", "SLURM_STEP_ID"):
+        monkeypatch.delenv(name, raising=False)
+    assert launch_token() is None  # one process, or Lightning's launcher (it starts the others after prepare)
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job7")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    token = launch_token()
+    assert token.startswith("torchrun:job7:") and token.endswith(":29500")
+    announce_ready(tmp_path, "torchrun:an-older-launch")
+    with pytest.raises(TimeoutError, match="did not prepare"):
+        await_ready(tmp_path, token, timeout=0.5, poll=0.05)
+    announce_ready(tmp_path, token)
+    await_ready(tmp_path, token, timeout=0.5)
+    announce_ready(tmp_path, token, "SettingsDiffer: batch_size: 2 -> 4")
+    with pytest.raises(SettingsDiffer, match="rank 0 refused the run: SettingsDiffer: batch_size: 2 -> 4"):
+        await_ready(tmp_path, token, timeout=0.5)
+    assert (tmp_path / READY_NAME).is_file()
 
 
 def test_random_data_runs_in_fixed_shards(tmp_path):

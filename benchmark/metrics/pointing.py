@@ -76,6 +76,7 @@ class PointingGame(PerSampleMetric):
     """
 
     higher_is_better = True
+    needs = frozenset({"boxes"})  # the target class's boxes (or masks): checked before any model is built
 
     def __init__(self, tolerance: float = 15, nan_policy: str = "omit", **kwargs) -> None:
         super().__init__(nan_policy=nan_policy, **kwargs)
@@ -211,6 +212,7 @@ class EnergyPointingGame(PerSampleMetric):
     """
 
     higher_is_better = True
+    needs = frozenset({"boxes"})  # the target class's boxes (or masks): checked before any model is built
 
     def __init__(self, nan_policy: str = "omit", **kwargs) -> None:
         super().__init__(nan_policy=nan_policy, **kwargs)
