@@ -40,57 +40,18 @@ import difflib
 import math
 import os
 import zlib
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, NamedTuple, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import timm
 import torch
 import torchvision
-from torch import nn
-from torchvision.transforms import v2
+
+from benchmark.checkpoints import is_checkpoint_path as _is_path
+from benchmark.checkpoints import load_checkpoint
+from benchmark.preprocessing import Backbone, Preprocessing, mnist_preprocessing, synthetic_preprocessing
 
 __all__ = ["Backbone", "Preprocessing", "create_backbone", "list_backbones", "load_checkpoint"]
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """What a backbone expects: resize the shorter side, centre-crop, normalise.
-
-    Example:
-        >>> p = Preprocessing((3, 224, 224), 256, 224, (0.5,) * 3, (0.5,) * 3, "bilinear")
-        >>> p.transform()(torch.zeros(3, 300, 400, dtype=torch.uint8)).shape
-        torch.Size([3, 224, 224])
-    """
-
-    input_size: Tuple[int, int, int]  #: (C, H, W) fed to the model
-    resize_size: int  #: shorter side after resizing
-    crop_size: int  #: side of the centre crop
-    mean: Tuple[float, ...]  #: per-channel mean subtracted after scaling to [0, 1]
-    std: Tuple[float, ...]  #: per-channel std divided by
-    interpolation: str  #: "bilinear", "bicubic" or "nearest"
-
-    def transform(self) -> v2.Compose:
-        """torchvision transform: PIL image or uint8 tensor -> normalised float tensor."""
-        mode = v2.InterpolationMode(self.interpolation)
-        return v2.Compose([
-            v2.ToImage(),
-            v2.Resize(self.resize_size, interpolation=mode, antialias=True),
-            v2.CenterCrop(self.crop_size),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(list(self.mean), list(self.std)),
-        ])
-
-    def to_dict(self) -> Dict[str, Any]:
-        """Plain dict, for result headers."""
-        return asdict(self)
-
-
-class Backbone(NamedTuple):
-    """``model, preprocessing = create_backbone(...)``."""
-
-    model: nn.Module
-    preprocessing: Preprocessing
 
 
 def list_backbones(source: str = "torchvision") -> list:
@@ -146,15 +107,6 @@ def _split_name(name: str) -> Tuple[str, str]:
     raise KeyError(f"Unknown backbone {name!r}: not a torchvision or timm model. Close matches: {close}.")
 
 
-_CHECKPOINT_SUFFIXES = {".pth", ".pt", ".ckpt", ".bin", ".safetensors"}
-
-
-def _is_path(weights: Optional[str]) -> bool:
-    """A weights string naming a file (existing or not) rather than a pretrained tag."""
-    return weights is not None and (os.sep in weights or Path(weights).suffix in _CHECKPOINT_SUFFIXES
-                                    or Path(weights).is_file())
-
-
 def _hub_checkpoint(filename: str, url: str) -> Path:
     path = Path(torch.hub.get_dir()) / "checkpoints" / filename
     if not path.is_file():
@@ -163,55 +115,6 @@ def _hub_checkpoint(filename: str, url: str) -> Path:
             f"machine with network access and place it there (or set TORCH_HOME), or pass "
             f"`weights='/path/to/checkpoint'`.")
     return path
-
-
-def _read_checkpoint(path: Path) -> Dict[str, torch.Tensor]:
-    """The state dict in a checkpoint file, unwrapped (see the module docstring for formats)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint {str(path)!r} does not exist; pass an existing file path.")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 -- torch/safetensors raise UnpicklingError, RuntimeError, EOFError, ...
-        raise ValueError(f"Checkpoint {str(path)!r} cannot be read as a state dict of tensors "
-                         f"({type(err).__name__}): it is truncated or corrupt, or holds pickled "
-                         "Python objects besides tensors (refused: loading those runs code). Re-save it with "
-                         "torch.save(model.state_dict(), path) or as .safetensors.") from None
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    for prefix in ("module.", "model."):
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
-    return state
-
-
-def load_checkpoint(model: nn.Module, path: Union[str, os.PathLike]) -> nn.Module:
-    """Load a local checkpoint into ``model`` (strict), see the module docstring for formats.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: the file cannot be read (corrupt, truncated, pickled objects), or the keys do not match
-            the model (missing / unexpected keys are listed).
-    """
-    path = Path(path)
-    state = _read_checkpoint(path)
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-                  if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    if missing or unexpected or mismatched:
-        raise ValueError(
-            f"Checkpoint {str(path)!r} does not match {type(model).__name__}: missing keys {missing[:8]}, "
-            f"unexpected keys {unexpected[:8]}, shape mismatches {mismatched[:8]} "
-            "(a different architecture, or pass `num_classes`?).")
-    model.load_state_dict(state)
-    return model
 
 
 def _torchvision(name: str, weights: Optional[str], num_classes: Optional[int]) -> Backbone:
@@ -278,7 +181,6 @@ def _timm(name: str, weights: Optional[str], num_classes: Optional[int]) -> Back
 def _synthetic(name: str, weights: Optional[str], num_classes: Optional[int]) -> Backbone:
     from benchmark.synthetic import shipped_checkpoint
     from benchmark.synthetic.models import build_synthetic_model
-    from datamodules.synthetic import synthetic_preprocessing
 
     model = build_synthetic_model(name, 8 if num_classes is None else num_classes)
     if weights is None or weights == "default":
@@ -294,7 +196,6 @@ def _synthetic(name: str, weights: Optional[str], num_classes: Optional[int]) ->
 
 def _digits(name: str, weights: Optional[str], num_classes: Optional[int]) -> Backbone:
     from benchmark.digits.models import build_digits_model
-    from datamodules.mnist import mnist_preprocessing
 
     model = build_digits_model(name, 10 if num_classes is None else num_classes)
     if _is_path(weights):

@@ -52,7 +52,9 @@ from transformers import (
     AutoModelForImageClassification,
 )
 
-from benchmark.backbones import Backbone, Preprocessing, _is_path, _read_checkpoint
+from benchmark.checkpoints import is_checkpoint_path as _is_path
+from benchmark.checkpoints import read_checkpoint as _read_checkpoint
+from benchmark.preprocessing import Backbone, Preprocessing
 
 __all__ = ["HFClassifier", "create_hf_backbone", "hf_preprocessing", "resolve_hf_source"]
 

@@ -11,8 +11,8 @@ from typing import Any, ClassVar, Collection, Dict, FrozenSet, Mapping, Optional
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from benchmark.backbones import Preprocessing
 from benchmark.metrics.functional._common import check_choice  # one check_choice for metrics and data
+from benchmark.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, imagenet_preprocessing
 from datamodules.errors import AnnotationError
 from datamodules.images import CorruptImageError
 from datamodules.sample import collate_samples, skipped_sample
@@ -23,9 +23,6 @@ __all__ = ["AnnotationError", "CamDataModule", "CamDataset", "ON_ERROR", "as_pat
 
 #: ``on_error`` policies: raise on the first unreadable sample, or skip (log, count, list) it.
 ON_ERROR = ("raise", "skip")
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def as_path(value: Any, name: str) -> Path:
@@ -43,11 +40,6 @@ def check_positive_int(value: Any, name: str, allow_zero: bool = False) -> int:
     if value < (0 if allow_zero else 1):
         raise ValueError(f"Expected `{name}` to be an int {bound}, but got {value!r}.")
     return value
-
-
-def imagenet_preprocessing(resize_size: int = 256, crop_size: int = 224) -> Preprocessing:
-    """The default: resize the shorter side to 256, centre-crop 224, ImageNet mean/std, bilinear."""
-    return Preprocessing((3, crop_size, crop_size), resize_size, crop_size, IMAGENET_MEAN, IMAGENET_STD, "bilinear")
 
 
 def as_preprocessing(value: Union[Preprocessing, Mapping[str, Any], str, None]) -> Preprocessing:

@@ -17,7 +17,7 @@ from typing import Dict, Tuple
 import torch
 from torch import Tensor
 
-from benchmark.backbones import Preprocessing
+from benchmark.preprocessing import Preprocessing
 
 __all__ = ["BOX_COUNTS", "resized_size", "transform_boxes"]
 

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from benchmark.backbones import Preprocessing
+from benchmark.preprocessing import MNIST_MEAN, MNIST_STD, Preprocessing, mnist_preprocessing
 from datamodules.arrays import SPLITS, ArrayDataModule, ArrayImages, check_array_args
 from datamodules.base import (
     AnnotationError,
@@ -42,8 +42,6 @@ from datamodules.base import (
 
 __all__ = ["MNIST", "MNISTDataModule", "MNIST_MEAN", "MNIST_STD", "mnist_files", "mnist_preprocessing", "read_mnist"]
 
-MNIST_MEAN = (0.1307,)
-MNIST_STD = (0.3081,)
 _PREFIX = {"test": "t10k", "train": "train"}
 IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049  # 0x0803: uint8, 3 dims; 0x0801: uint8, 1 dim
 
@@ -59,16 +57,6 @@ Fetch it on a machine with network access (torchvision.datasets.MNIST(root, down
 
 PathLike = Union[str, os.PathLike]
 Prep = Union[Preprocessing, Mapping[str, Any], str, None]
-
-
-def mnist_preprocessing() -> Preprocessing:
-    """The MNIST default: 1 channel, 28 x 28 (no resize or crop), MNIST mean/std.
-
-    Example:
-        >>> mnist_preprocessing().input_size, mnist_preprocessing().mean
-        ((1, 28, 28), (0.1307,))
-    """
-    return Preprocessing((1, 28, 28), 28, 28, MNIST_MEAN, MNIST_STD, "bilinear")
 
 
 def _existing(path: Path) -> Optional[Path]:

@@ -13,17 +13,12 @@ from typing import Any, Dict, Mapping, Optional, Union
 import torch
 from PIL import Image
 
-from benchmark.backbones import Preprocessing
+from benchmark.preprocessing import Preprocessing, synthetic_preprocessing
 from datamodules.base import CamDataModule, CamDataset, check_choice, check_positive_int
 from datamodules.sample import make_sample
 from datamodules.shapes import CLASSES, SPLITS, render_scene
 
 __all__ = ["SyntheticShapes", "SyntheticShapesDataModule", "synthetic_preprocessing"]
-
-
-def synthetic_preprocessing(image_size: int = 128) -> Preprocessing:
-    """The shipped models' preprocessing: no resize or crop at ``image_size``, mean = std = 0.5."""
-    return Preprocessing((3, image_size, image_size), image_size, image_size, (0.5,) * 3, (0.5,) * 3, "bilinear")
 
 
 class SyntheticShapes(CamDataset):

@@ -12,9 +12,9 @@ from benchmark.explainers import create_explainer, list_explainers
 from benchmark.explainers.fastpath import InferenceCopy
 from benchmark.explainers.registry import _REGISTRY
 from benchmark.metrics import create_metric, list_metrics
-from benchmark.perf import harness, timing
-from benchmark.perf.floors import Cost, explainer_cost, metric_cost
-from benchmark.perf.peers import PEERS, peer_calls, peer_metric, reshape_transform
+from perf import harness, timing
+from perf.floors import Cost, explainer_cost, metric_cost
+from perf.peers import PEERS, peer_calls, peer_metric, reshape_transform
 
 
 @pytest.mark.parametrize("name", list_explainers())
@@ -113,7 +113,7 @@ def test_harness_smoke_run_writes_the_results_file(tmp_path):
                   "average_drop", "average_increase", "deletion", "complexity", "--options-backbones", "--out",
                   str(out)])
     text = out.read_text()
-    for part in ("- command: `python -m benchmark.perf.harness --backbones resnet18", "- machine: ", "## Targets",
+    for part in ("- command: `python -m perf.harness --backbones resnet18", "- machine: ", "## Targets",
                  "gradient CAMs, worst ours / plain forward", "## resnet18", "### Explainers", "### Metrics",
                  "| scorecam ", "1 F(1) + 512 F(32)", "| average_drop+average_increase ", "| deletion ",
                  "ours / grad-cam", "ours / torch-cam", "peak MiB ours"):
@@ -174,7 +174,7 @@ def test_harness_smoke_run_on_a_vit_with_both_peers(tmp_path, monkeypatch):
 
 
 def test_rows_keep_the_rounds_and_the_ratio_cells_show_their_range():
-    from benchmark.perf.measure import Bench
+    from perf.measure import Bench
 
     model = _tiny_vit()
     ours = create_explainer("gradcam", model, input_size=(3, 32, 32))
@@ -184,14 +184,14 @@ def test_rows_keep_the_rounds_and_the_ratio_cells_show_their_range():
     assert {len(v) for v in row.rounds.values()} == {3} and set(row.rounds) == {"ours", "forward", *PEERS}
     low, high = row.spread("forward")
     assert low <= row.ours / row.forward <= high
-    from benchmark.perf.report import _table_rows
+    from perf.report import _table_rows
 
     cell = _table_rows([row])[0][6]
     assert cell.startswith(f"{row.ours / row.forward:.3g}") and (low == high or "[" in cell)
 
 
 def test_attribution_speed_script_writes_its_table(tmp_path):
-    from benchmark.perf import attributions
+    from perf import attributions
 
     out = tmp_path / "speed_attributions.md"
     attributions.main(["--size", "32", "--repeats", "1", "--pause", "0", "--occlusion-stride", "15", "--methods",

@@ -22,8 +22,8 @@ import torch
 from benchmark.explainers import create_explainer
 from benchmark.explainers.fastpath import InferenceCopy
 from benchmark.metrics.insertion_deletion import Deletion, Insertion
-from benchmark.perf.measure import Bench
-from benchmark.perf.timing import median_time
+from perf.measure import Bench
+from perf.timing import median_time
 
 __all__ = ["OptionRow", "measure_options"]
 

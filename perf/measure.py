@@ -1,7 +1,7 @@
 """Measurements of the speed harness: the floor units, and one row per explainer / metric.
 
-Every row times our implementation, the floor units it needs (:mod:`benchmark.perf.floors`)
-and the peers' implementations in one :func:`~benchmark.perf.timing.median_time` call, so they
+Every row times our implementation, the floor units it needs (:mod:`perf.floors`)
+and the peers' implementations in one :func:`~perf.timing.median_time` call, so they
 are measured side by side, alternated, on the same inputs; peak memory comes from the last round.
 Each row keeps the per-round times of ours, the plain forward and the peers, so the spread of a
 ratio is read within rounds (:meth:`Row.spread`).
@@ -18,9 +18,9 @@ from benchmark.explainers import create_explainer
 from benchmark.explainers.layouts import Layout
 from benchmark.explainers.tail import split_at_layer
 from benchmark.module import ExplainerModule
-from benchmark.perf.floors import Cost, explainer_cost, metric_cost
-from benchmark.perf.peers import PEER_METRICS, peer_calls, peer_metric
-from benchmark.perf.timing import median_time
+from perf.floors import Cost, explainer_cost, metric_cost
+from perf.peers import PEER_METRICS, peer_calls, peer_metric
+from perf.timing import median_time
 
 __all__ = ["Bench", "Row"]
 
@@ -91,7 +91,7 @@ class Bench:
         return out[0]
 
     def unit(self, unit: str, batch: int) -> Callable[[], object]:
-        """A call that runs one floor unit on ``batch`` images (see :mod:`benchmark.perf.floors`)."""
+        """A call that runs one floor unit on ``batch`` images (see :mod:`perf.floors`)."""
         images = self._images[:batch] if batch <= 64 else self._images[:1].repeat(batch, 1, 1, 1)
         targets = self._targets[:1].repeat(batch) if batch > 64 else self._targets[:batch]
         if unit == "forward":

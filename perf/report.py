@@ -4,11 +4,11 @@ from __future__ import annotations
 import argparse
 from typing import Dict, List, Optional, Sequence
 
-from benchmark.perf.floors import GRADIENT_CAMS
-from benchmark.perf.measure import Row
-from benchmark.perf.options import OptionRow
-from benchmark.perf.peers import PEERS
-from benchmark.perf.timing import run_header
+from perf.floors import GRADIENT_CAMS
+from perf.measure import Row
+from perf.options import OptionRow
+from perf.peers import PEERS
+from perf.timing import run_header
 
 __all__ = ["render", "targets"]
 

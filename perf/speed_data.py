@@ -1,6 +1,6 @@
 """Data-loading benchmark: memory stays flat while streaming, and the loader outpaces the model.
 
-``python -m benchmark.speed_data`` measures, on this machine, and writes ``leaderboards/speed_data.md``:
+``python -m perf.speed_data`` measures, on this machine, and writes ``leaderboards/speed_data.md``:
 
 1. Memory -- the process RSS after streaming 1,000 and after 20,000 SyntheticShapes images
    through the datamodule's loader (in-process, ``num_workers=0``, so every allocation counts).
@@ -23,10 +23,10 @@ import torch
 from PIL import Image
 from tabulate import tabulate
 
-from benchmark.perf.timing import median_time, run_header
 from datamodules.imagenet import ImageNetValDataModule
 from datamodules.shapes import render_scene
 from datamodules.synthetic import SyntheticShapesDataModule
+from perf.timing import median_time, run_header
 
 __all__ = ["main", "rss_mb", "write_mini_imagenet"]
 
@@ -93,7 +93,7 @@ def forward_rate(batch_size: int, repeats: int = 5) -> float:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmark.speed_data", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m perf.speed_data", description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=20_000, help="images streamed for the memory check")
     parser.add_argument("--checkpoint", type=int, default=1_000, help="RSS reference point")
     parser.add_argument("--jpegs", type=int, default=256, help="mini ImageNet size")
@@ -122,7 +122,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     text = "\n".join([
         "# Data loading: memory and throughput",
         "",
-        *run_header(" ".join(["python -m benchmark.speed_data", *(argv if argv is not None else sys.argv[1:])]),
+        *run_header(" ".join(["python -m perf.speed_data", *(argv if argv is not None else sys.argv[1:])]),
                     time.perf_counter() - start),
         f"- mini ImageNet: {args.jpegs} JPEGs of 500x375 (quality 90), Kaggle CSV boxes, default preprocessing "
         f"(resize 256, crop 224); batch {args.batch_size}; loader rates are the best of 2 passes after a warm-up",

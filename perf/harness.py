@@ -1,6 +1,6 @@
 """The speed harness: every explainer and metric against its forward-pass floor and the peers.
 
-Run ``python -m benchmark.perf.harness`` (needs the test extra for the peers:
+Run ``python -m perf.harness`` (needs the test extra for the peers:
 ``pip install -e ".[test]"``); it writes ``leaderboards/speed.md``. For each backbone (random
 init, eval mode, 224 x 224 by default):
 
@@ -10,16 +10,16 @@ init, eval mode, 224 x 224 by default):
   (deletion / insertion on ``--perturb-images`` images); Average Drop + Increase beside
   grad-cam's DropInConfidence + IncreaseInConfidence (given the map) and torch-cam's
   ClassificationMetric (with its own Grad-CAM map);
-* the floor (:mod:`benchmark.perf.floors`), its units timed in the same alternated rounds, and
+* the floor (:mod:`perf.floors`), its units timed in the same alternated rounds, and
   efficiency = floor / measured; peak memory of the last round;
-* the options of :mod:`benchmark.perf.options` on ``--options-backbones``.
+* the options of :mod:`perf.options` on ``--options-backbones``.
 
 Transformers run the same way: their target layer's layout (e.g. ``tokens:1`` for timm ViT's
 ``blocks.11.norm1``) goes to the floor units and, as ``reshape_transform``, to the peers; the committed
 ViT table (``leaderboards/speed_transformers.md``) is ``--backbones vit_small_patch16_224 --batch-sizes 8
 --explainers gradcam --metrics --options-backbones --repeats 9 --out leaderboards/speed_transformers.md``.
 
-Timing (:func:`benchmark.perf.timing.median_time`): inputs are fixed tensors made before any
+Timing (:func:`perf.timing.median_time`): inputs are fixed tensors made before any
 timing; one warm-up call per function (the perturbation methods warm up on a 64 x 64 image);
 then alternated rounds (ours, units, peers, ours, ...) and medians. Process start-up, model
 building and warm-up are not in any figure.
@@ -37,9 +37,9 @@ import torch
 from benchmark.backbones import create_backbone
 from benchmark.explainers import create_explainer, default_explainers
 from benchmark.metrics import default_metrics
-from benchmark.perf.measure import Bench, Row
-from benchmark.perf.options import OptionRow, measure_options
-from benchmark.perf.report import render
+from perf.measure import Bench, Row
+from perf.options import OptionRow, measure_options
+from perf.report import render
 
 #: explainers and metrics whose cost grows with the channels / steps: run on ``--perturb-images`` only
 PERTURBATION_EXPLAINERS = ("ablationcam", "scorecam")
@@ -136,7 +136,7 @@ def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
 
 def main(argv: List[str] | None = None) -> None:
     args = parse_args(argv)
-    command = " ".join(["python -m benchmark.perf.harness", *(argv if argv is not None else sys.argv[1:])])
+    command = " ".join(["python -m perf.harness", *(argv if argv is not None else sys.argv[1:])])
     start = time.perf_counter()
     rows: List[Row] = []
     options: List[OptionRow] = []

@@ -1,10 +1,10 @@
 """Speed of the pixel-attribution explainers against their forward/backward floor.
 
-Run ``python -m benchmark.perf.attributions`` (written to ``leaderboards/speed_attributions.md``).
+Run ``python -m perf.attributions`` (written to ``leaderboards/speed_attributions.md``).
 For each backbone (random init, eval mode, ``--size`` square images) it times guided backprop,
 Guided Grad-CAM(++), Integrated Gradients, Gradient SHAP and occlusion with the harness's
-:class:`~benchmark.perf.measure.Bench`: the floor units in the same alternated rounds, efficiency =
-floor / ours (:mod:`benchmark.perf.floors`: ``I`` = forward + backward to the input; occlusion =
+:class:`~perf.measure.Bench`: the floor units in the same alternated rounds, efficiency =
+floor / ours (:mod:`perf.floors`: ``I`` = forward + backward to the input; occlusion =
 one clean forward + one forward per patch position, batched). Occlusion runs with the study's
 45 x 45 patch at ``--occlusion-stride`` (stride 1 is ``H * W`` forwards: 50,176 per 224 x 224 image,
 about 15 minutes per image for a ResNet-18 on 2 CPU cores; its efficiency does not depend on the
@@ -22,9 +22,9 @@ import torch
 
 from benchmark.backbones import create_backbone
 from benchmark.explainers import create_explainer
-from benchmark.perf.measure import Bench, Row
-from benchmark.perf.report import HEADERS, RATIO_NOTE, _table_rows
-from benchmark.perf.timing import run_header
+from perf.measure import Bench, Row
+from perf.report import HEADERS, RATIO_NOTE, _table_rows
+from perf.timing import run_header
 
 METHODS = ("guidedbackprop", "guidedgradcam", "guidedgradcampp", "integratedgradients", "gradientshap", "occlusion")
 
@@ -76,7 +76,7 @@ def main(argv: List[str] | None = None) -> None:
     parser.add_argument("--pause", type=float, default=0.1)
     parser.add_argument("--out", default="leaderboards/speed_attributions.md")
     args = parser.parse_args(argv)
-    command = " ".join(["python -m benchmark.perf.attributions", *(argv if argv is not None else sys.argv[1:])])
+    command = " ".join(["python -m perf.attributions", *(argv if argv is not None else sys.argv[1:])])
     start = time.perf_counter()
     rows = measure(args)
     text = render(rows, args, command, time.perf_counter() - start)

@@ -1,6 +1,6 @@
 """Where the default ``cam-bench run`` spends its time: data, forward, explainers, metrics, writing.
 
-Run ``python -m benchmark.speed_run``: it runs the offline default (``cam-bench run``) in a
+Run ``python -m perf.speed_run``: it runs the offline default (``cam-bench run``) in a
 subprocess with Lightning's ``SimpleProfiler`` (``--trainer.profiler simple``; ``ExplainerModule``
 opens one profiler section per explainer and per explainer's metrics) into a temporary directory,
 and writes ``leaderboards/speed_run.md``: per backbone the time in each part of the predict loop, and
@@ -19,7 +19,7 @@ from typing import Dict, List
 
 from tabulate import tabulate
 
-from benchmark.perf.timing import run_header
+from perf.timing import run_header
 
 PARTS = ("data", "forward", "explainers", "metrics", "writer")
 
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
         tops.append(f"- {backbone}: " + ", ".join(f"{a.replace('[cam-bench] ', '')} {s:.1f} s" for s, a in top))
     predict = sum(r["Total"] for r in reports)
     lines = ["# Where the default `cam-bench run` spends its time", "",
-             *run_header("python -m benchmark.speed_run", wall), "",
+             *run_header("python -m perf.speed_run", wall), "",
              f"Wall time {wall:.0f} s; predict loops {predict:.0f} s; the remaining {wall - predict:.0f} s are "
              "start-up (imports), validation, model loading and rendering (1000 bootstrap resamples per result, "
              "figures).", "",

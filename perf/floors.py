@@ -1,7 +1,7 @@
 """The forward/backward floor of every explainer and metric: what the protocol must compute.
 
 A :class:`Cost` is a list of ``(count per image, unit, batch size)`` terms. The units are timed
-on the backbone in the same run as the methods (:mod:`benchmark.perf.harness`):
+on the backbone in the same run as the methods (:mod:`perf.harness`):
 
 * ``forward``: the plain batched forward under ``torch.inference_mode``, per image;
 * ``grad``: one forward plus the backward from the target logits to the target layer
@@ -95,7 +95,7 @@ def explainer_cost(name: str, batch: int, channels: int, explainer: object, size
         "occlusion": lambda: _occlusion_cost(explainer.patch_size, explainer.stride, chunk, batch, size),
     }
     if name not in special:
-        raise KeyError(f"No floor is defined for explainer {name!r}; add it to benchmark/perf/floors.py.")
+        raise KeyError(f"No floor is defined for explainer {name!r}; add it to perf/floors.py.")
     return special[name]()
 
 
@@ -153,7 +153,7 @@ def metric_cost(name: str, batch: int, metric: object, size: Tuple[int, int], to
                                                 min(metric.chunk_size, metric.popsize)), (1, "explainer", 1))),
     }
     if name not in table:
-        raise KeyError(f"No floor is defined for metric {name!r}; add it to benchmark/perf/floors.py.")
+        raise KeyError(f"No floor is defined for metric {name!r}; add it to perf/floors.py.")
     return table[name]()
 
 
