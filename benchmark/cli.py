@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, List, Optional, Sequence
 
@@ -217,9 +218,25 @@ def _parser() -> Any:
     return parser
 
 
+class _LightningNoise(logging.Filter):
+    """Drop Lightning's advertisement and hardware lines that do not apply (TPU, HPU); keep everything else."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return not ("litlogger" in text or text.startswith(("TPU available", "HPU available", "IPU available")))
+
+
+def _quiet() -> None:
+    """Quiet by default: no Lightning advertisement, no third-party deprecation warning about its internals."""
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_LightningNoise())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``cam-bench`` console script."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    _quiet()
     cfg = _parser().parse_args(argv)
     args = cfg[cfg.command]
     if cfg.command == "train-synthetic":

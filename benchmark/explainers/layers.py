@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import difflib
 import logging
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -38,6 +38,16 @@ from benchmark.explainers.layouts import Layout, detect_layout, parse_layout, sp
 from benchmark.explainers.reshape import as_layout
 
 log = logging.getLogger(__name__)
+_LOGGED: set = set()
+
+
+def _info_once(message: str, *args: Any) -> None:
+    """Log at INFO the first time this process sees the message (every explainer of a backbone resolves the
+    same layer: one line, not one per explainer), at DEBUG after."""
+    text = message % args
+    log.log(logging.DEBUG if text in _LOGGED else logging.INFO, text)
+    _LOGGED.add(text)
+
 
 __all__ = ["PAPER_LAYERS", "TRANSFORMER_LAYERS", "candidate_layers", "resolve_layer", "resolve_target_layer"]
 
@@ -299,7 +309,7 @@ def resolve_layer(model: nn.Module, target_layer: Union[str, nn.Module, None] = 
         except Exception:  # noqa: BLE001 -- a model of fixed input size: no such evidence
             resized = None
     found = detect_layout(model, name, output, tuple(input_size[1:]), layout, module, resized)
-    log.info("Layout of %s.%s: %s", type(model).__name__, name, found)
+    _info_once("Layout of %s.%s: %s", type(model).__name__, name, found)
     return name, found
 
 
@@ -334,7 +344,7 @@ def resolve_target_layer(
         name, how = _default_layer(model)
         if name is None:
             name = _auto_layer(model, input_size)
-        log.info("Target layer of %s: %r (%s)", type(model).__name__, name, how)
+        _info_once("Target layer of %s: %r (%s)", type(model).__name__, name, how)
         return name
     if isinstance(target_layer, nn.Module):
         for name, module in modules.items():
