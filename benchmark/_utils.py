@@ -12,7 +12,7 @@ __all__ = ["check_choice", "check_positive_int", "eval_mode"]
 def check_choice(value: Any, name: str, choices: Sequence) -> Any:
     """Raise a ValueError listing ``choices`` when ``value`` is not one of them.
 
-    Example:
+    Examples:
         >>> check_choice("mean", "reduction", ("mean", "none"))
         'mean'
     """
@@ -24,7 +24,7 @@ def check_choice(value: Any, name: str, choices: Sequence) -> Any:
 def check_positive_int(value: Any, name: str) -> int:
     """``value`` if it is an int >= 1; a TypeError for another type, a ValueError for a smaller int.
 
-    Example:
+    Examples:
         >>> check_positive_int(3, "steps")
         3
     """
@@ -42,7 +42,7 @@ def eval_mode(model: object) -> Iterator[None]:
     ``model.train(flag)`` would overwrite a submodule whose mode was set apart, so each flag is
     restored individually. Anything that is not an ``nn.Module`` (a plain callable) is left alone.
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Linear(2, 2), nn.Dropout()).train()
         >>> net[1].eval()  # doctest: +ELLIPSIS
         Dropout(...)

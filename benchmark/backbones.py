@@ -59,7 +59,7 @@ def list_backbones(source: str = "torchvision") -> list:
 
     ``"hf"`` has no registry (any local directory or cached repo id) and raises ``ValueError``.
 
-    Example:
+    Examples:
         >>> "resnet18" in list_backbones("torchvision")
         True
     """
@@ -234,7 +234,7 @@ def create_backbone(name: str, weights: Union[str, os.PathLike, None] = None,
     Returns:
         ``Backbone(model, preprocessing)``.
 
-    Example:
+    Examples:
         >>> model, prep = create_backbone("resnet18")
         >>> model.training, prep.crop_size, prep.resize_size, prep.interpolation
         (False, 224, 256, 'bilinear')

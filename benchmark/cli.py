@@ -37,7 +37,7 @@ __all__ = ["main", "summarize"]
 def summarize(records: Sequence[dict]) -> str:
     """Markdown table: per method its layer, image count, mean map value, seconds per image.
 
-    Example:
+    Examples:
         >>> import torch
         >>> rec = {"method": "fakecam", "target_layer": "input", "seconds": 0.5, "saliency": torch.ones(2, 2)}
         >>> print(summarize([rec, rec]))
@@ -110,7 +110,7 @@ def _demo(args: Any) -> int:
 def _explainers(value: str) -> Optional[List[str]]:
     """``"a,b"`` -> those; ``"+a,b"`` -> the default explainers plus those; ``""`` -> None (the defaults).
 
-    Example:
+    Examples:
         >>> _explainers("gradcam,my_cam.py:MyCAM")
         ['gradcam', 'my_cam.py:MyCAM']
         >>> _explainers("+my_cam.py:MyCAM")[-1], len(_explainers("+my_cam.py:MyCAM")) == len(default_explainers()) + 1

@@ -51,7 +51,7 @@ def _save(fig: Figure, path: PathLike) -> Path:
 def grid_size(n_rows: int, n_cols: int, title: bool = False) -> Tuple[int, int]:
     """Pixel size ``(width, height)`` of a :func:`saliency_grid` PNG with ``n_cols`` columns (image + methods).
 
-    Example:
+    Examples:
         >>> grid_size(2, 4), grid_size(2, 4, title=True)
         ((696, 360), (696, 388))
     """
@@ -72,7 +72,7 @@ def _load(path: Path) -> np.ndarray:
 def _column_title(method: str) -> Tuple[str, float]:
     """A method name and font size that fit one grid cell: shrunk down to 6.5 pt, then cut at the start.
 
-    Example:
+    Examples:
         >>> _column_title("gradcam"), _column_title("benchmark/explainers/custom_methods.py:MyFancyCAM")
         (('gradcam', 8.0), ('…rs/custom_methods.py:MyFancyCAM', 6.5))
     """
@@ -104,7 +104,7 @@ def saliency_grid(maps_dir: PathLike, methods: Sequence[str], indices: Sequence[
         ValueError: no method or no index; an image or map of the wrong shape.
         FileNotFoundError: an image or map is not on disk.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> folder = Path(tempfile.mkdtemp())
         >>> for name, array in [("images", np.zeros((8, 8, 3), np.uint8)), ("gradcam", np.ones((8, 8), np.float16))]:
@@ -172,7 +172,7 @@ def mean_curve_table(frame: pd.DataFrame, metric: str) -> Dict[str, np.ndarray]:
     Raises:
         ValueError: ``frame`` lacks the ``method`` or ``metric`` column; a method's curves differ in length.
 
-    Example:
+    Examples:
         >>> frame = pd.DataFrame({"method": ["a", "a", "a", "b"],
         ...                       "deletion": [[0.5, 1.0, 0.0], [0.3, 0.6, 0.0], [0.1, float("nan"), 0.0], 0.2]})
         >>> mean_curve_table(frame, "deletion")
@@ -220,7 +220,7 @@ def mean_curves(frame: pd.DataFrame, path: PathLike, metrics: Sequence[str] = ("
     Raises:
         ValueError: ``frame`` holds several datasets or backbones, or lacks the ``method`` column.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> frame = pd.DataFrame({"method": ["gradcam"], "deletion": [0.25]})
         >>> mean_curves(frame, Path(tempfile.mkdtemp()) / "curves.png") is None

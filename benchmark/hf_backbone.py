@@ -81,7 +81,7 @@ class HFClassifier(nn.Module):
         default_target_layer: dotted name of the last encoder block's first norm for the token models of
             the module table, ``None`` for the others (the explainers then auto-detect the layer).
 
-    Example:
+    Examples:
         >>> from transformers import ViTConfig, ViTForImageClassification
         >>> config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
         ...                    num_attention_heads=2, intermediate_size=64, num_labels=5)
@@ -137,7 +137,7 @@ def resolve_hf_source(spec: str) -> Path:
     Raises:
         FileNotFoundError: neither an existing directory nor a repo id in the local Hugging Face cache.
 
-    Example:
+    Examples:
         >>> try:
         ...     resolve_hf_source("./no/such/model")
         ... except FileNotFoundError as err:
@@ -176,7 +176,7 @@ def hf_preprocessing(processor: Any, num_channels: int = 3) -> Preprocessing:
     here (the same for square images). ``resample`` 0/2/3 (PIL) -> nearest/bilinear/bicubic; mean 0 and
     std 1 when ``do_normalize`` is false.
 
-    Example:
+    Examples:
         >>> from transformers import ConvNextImageProcessor, ViTImageProcessor
         >>> p = hf_preprocessing(ViTImageProcessor(size={"height": 32, "width": 32}))
         >>> p.input_size, p.resize_size, p.crop_size, p.mean, p.interpolation
@@ -252,7 +252,7 @@ def create_hf_backbone(spec: str, weights: Optional[str] = None, num_classes: Op
         FileNotFoundError: the directory, the cached repo or one of its files is missing (nothing is downloaded).
         ValueError: a bad ``weights`` / ``num_classes``, or pretrained weights without a classifier head.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
         >>> folder = tempfile.mkdtemp()

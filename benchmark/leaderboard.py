@@ -246,7 +246,7 @@ def _backbone_section(dataset: str, backbone: str, results: pd.DataFrame, frame:
 def _layers_line(layers: Mapping[str, Mapping[str, str]]) -> str:
     """``Target layers: `blocks.11.norm1` (tokens:1): gradcam, scorecam; none (input): fakecam``.
 
-    Example:
+    Examples:
         >>> _layers_line({"gradcam": {"target_layer": "norm", "layout": "nhwc"},
         ...               "fakecam": {"target_layer": "input", "layout": "-"}})
         'Target layers: `norm` (nhwc): gradcam; none (the input): fakecam.'

@@ -92,7 +92,7 @@ class ExplainerModule(pl.LightningModule):
     Resume: :attr:`done` maps a shard id (:mod:`datamodules.shards`) to the methods whose results
     for that shard are already on disk; ``predict_step`` runs only the other methods.
 
-    Example:
+    Examples:
         >>> from torchvision.models import resnet18
         >>> module = ExplainerModule(resnet18(num_classes=4), ["gradcam", "fakecam"])
         >>> batch = {"image": torch.randn(2, 3, 32, 32), "label": torch.tensor([0, 3]),
@@ -375,7 +375,7 @@ def merge_records(parts: Iterable[Iterable[Mapping[str, Any]]]) -> List[Dict[str
     Raises:
         ValueError: an (index, method) pair occurs twice -- a sampler duplicated samples.
 
-    Example:
+    Examples:
         >>> merge_records([[{"index": 2, "method": "a"}], [{"index": 1, "method": "a"}]])
         [{'index': 1, 'method': 'a'}, {'index': 2, 'method': 'a'}]
     """

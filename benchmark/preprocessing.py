@@ -25,7 +25,7 @@ MNIST_STD = (0.3081,)
 class Preprocessing:
     """What a backbone expects: resize the shorter side, centre-crop, normalise.
 
-    Example:
+    Examples:
         >>> p = Preprocessing((3, 224, 224), 256, 224, (0.5,) * 3, (0.5,) * 3, "bilinear")
         >>> p.transform()(torch.zeros(3, 300, 400, dtype=torch.uint8)).shape
         torch.Size([3, 224, 224])
@@ -64,7 +64,7 @@ class Backbone(NamedTuple):
 def imagenet_preprocessing(resize_size: int = 256, crop_size: int = 224) -> Preprocessing:
     """The ImageNet default: resize the shorter side to 256, centre-crop 224, ImageNet mean/std, bilinear.
 
-    Example:
+    Examples:
         >>> imagenet_preprocessing().input_size
         (3, 224, 224)
     """
@@ -74,7 +74,7 @@ def imagenet_preprocessing(resize_size: int = 256, crop_size: int = 224) -> Prep
 def synthetic_preprocessing(image_size: int = 128) -> Preprocessing:
     """The shipped SyntheticShapes models' preprocessing: no resize or crop at ``image_size``, mean = std = 0.5.
 
-    Example:
+    Examples:
         >>> synthetic_preprocessing().mean
         (0.5, 0.5, 0.5)
     """
@@ -84,7 +84,7 @@ def synthetic_preprocessing(image_size: int = 128) -> Preprocessing:
 def mnist_preprocessing() -> Preprocessing:
     """The MNIST default: 1 channel, 28 x 28 (no resize or crop), MNIST mean/std.
 
-    Example:
+    Examples:
         >>> mnist_preprocessing().input_size, mnist_preprocessing().mean
         ((1, 28, 28), (0.1307,))
     """

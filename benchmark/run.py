@@ -78,7 +78,7 @@ def _barrier() -> None:
 def _precision(trainer: Mapping[str, Any]) -> str:
     """Lightning's precision setting, aliases normalised (``32`` -> ``32-true``, ``bf16`` -> ``bf16-mixed``).
 
-    Example:
+    Examples:
         >>> _precision({}), _precision({"precision": 16}), _precision({"precision": "bf16-true"})
         ('32-true', '16-mixed', 'bf16-true')
     """

@@ -114,7 +114,7 @@ class RunConfig:
     def resolved(self) -> "RunConfig":
         """A copy with ``data_args`` and ``metric_args`` filled in (see the class docstring).
 
-        Example:
+        Examples:
             >>> RunConfig().resolved().metric_args["deletion"], RunConfig(data="imagenet").resolved().metric_args
             ({'steps': 16}, {})
             >>> RunConfig().resolved().data_args["size"], RunConfig(data="imagenet").resolved().data_args
@@ -135,7 +135,7 @@ class RunConfig:
 def maps_needed(metrics: List[str], metric_args: Mapping[str, Mapping[str, Any]]) -> int:
     """The most class maps any of ``metrics`` asks for (its ``top_k`` argument, else the class default).
 
-    Example:
+    Examples:
         >>> maps_needed(["localization_error", "complexity"], {}), maps_needed(["complexity"], {})
         (5, 1)
         >>> maps_needed(["localization_error"], {"localization_error": {"top_k": [1]}})
@@ -265,7 +265,7 @@ def _data_kwargs(config: RunConfig, preprocessing: Any = None) -> Dict[str, Any]
 def dataset_subset(datamodule: Any) -> Dict[str, Any]:
     """``{"n", "ids_sha256"}``: the number of samples used and a hash of their ids in order.
 
-    Example:
+    Examples:
         >>> from datamodules import create_datamodule
         >>> dm = create_datamodule("synthetic", size=3)
         >>> dm.setup("predict")
@@ -283,7 +283,7 @@ def dataset_subset(datamodule: Any) -> Dict[str, Any]:
 def effective_data_args(config: RunConfig) -> Dict[str, Any]:
     """The datamodule's arguments with its defaults filled in (loading-only arguments left out).
 
-    Example:
+    Examples:
         >>> effective_data_args(RunConfig(data_args={"size": 8}))["split"]
         'val'
     """
@@ -301,7 +301,7 @@ def effective_data_args(config: RunConfig) -> Dict[str, Any]:
 def fingerprint(config: RunConfig, subset: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """The settings that decide a run's numbers (compared on resume and on merge).
 
-    Example:
+    Examples:
         >>> sorted(fingerprint(RunConfig()))  # doctest: +NORMALIZE_WHITESPACE
         ['batch_size', 'data', 'data_args', 'explainer_args', 'layout', 'metric_args', 'num_classes', 'subset',
          'target', 'target_layer', 'top_k', 'weights']

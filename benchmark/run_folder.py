@@ -60,7 +60,7 @@ class SettingsDiffer(ValueError):
 def safe_name(name: str) -> str:
     """A backbone or method name as a folder name (``/`` and ``:`` become ``--``).
 
-    Example:
+    Examples:
         >>> safe_name("synthetic/res_cnn"), safe_name("my_cam.py:MyCAM")
         ('synthetic--res_cnn', 'my_cam.py--MyCAM')
     """
@@ -90,7 +90,7 @@ def write_json(path: Path, data: Mapping[str, Any]) -> None:
 def num_shards(size: int, batch_size: int) -> int:
     """Number of shards of ``size`` samples.
 
-    Example:
+    Examples:
         >>> num_shards(10, 4), num_shards(8, 4), num_shards(0, 4)
         (3, 2, 0)
     """
@@ -101,7 +101,7 @@ def shard_rows(shard: int, batch_size: int, size: int) -> range:
     """The dataset positions (global rows of a stream) of ``shard``: ``[shard * batch_size, (shard + 1) *
     batch_size)``, the last shard shorter -- on any number of processes, so results do not depend on them.
 
-    Example:
+    Examples:
         >>> list(shard_rows(2, 4, 10))
         [8, 9]
     """
@@ -111,7 +111,7 @@ def shard_rows(shard: int, batch_size: int, size: int) -> range:
 def finished_shards(output_dir: Union[str, os.PathLike], backbone: str, method: str) -> Set[int]:
     """Shard ids whose per-sample file for (``backbone``, ``method``) is on disk (what a resume skips).
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> finished_shards(tempfile.mkdtemp(), "synthetic/res_cnn", "gradcam")
         set()
@@ -142,7 +142,7 @@ def discard_unsharded(out: Path, backbone: str) -> None:
 def weights_hash(model: nn.Module) -> str:
     """SHA-256 of the model's state dict (names, dtypes, shapes and values), as hex.
 
-    Example:
+    Examples:
         >>> a, b = nn.Linear(2, 1), nn.Linear(2, 1)
         >>> same = weights_hash(a) == weights_hash(b)
         >>> _ = b.load_state_dict(a.state_dict())
@@ -223,7 +223,7 @@ def launch_token() -> Optional[str]:
     SLURM ``srun`` with several tasks), else ``None`` (one process, or Lightning's own launcher, which starts
     the other ranks only once rank 0 is inside ``Trainer.predict``, after :func:`prepare`).
 
-    Example:
+    Examples:
         >>> launch_token() is None or launch_token().startswith(("torchrun:", "slurm:"))
         True
     """
@@ -292,7 +292,7 @@ def fingerprint_diff(a: Mapping[str, Any], b: Mapping[str, Any], values: bool = 
     """The dotted fields where two fingerprints differ (with ``values``: ``field: a -> b``; a field an
     older run lacks reads as ``'<absent>'``).
 
-    Example:
+    Examples:
         >>> a = {"data": "voc", "metric_args": {"deletion": {"steps": 16}}}
         >>> b = {"data": "voc", "top_k": 5, "metric_args": {"deletion": {"steps": 224}}}
         >>> fingerprint_diff(a, b)
@@ -411,7 +411,7 @@ def incomplete(frame: pd.DataFrame, n: Optional[int], backbones: Sequence[str] =
     """``(backbone, method) -> rows on disk`` for each pair with fewer than the run's ``n`` samples; a
     backbone of ``backbones`` without any row is ``(backbone, "every method") -> 0``.
 
-    Example:
+    Examples:
         >>> frame = pd.DataFrame({"backbone": ["a", "a", "a"], "method": ["x", "x", "y"]})
         >>> incomplete(frame, 2, backbones=["a", "b"])
         {('a', 'y'): 1, ('b', 'every method'): 0}

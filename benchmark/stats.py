@@ -85,7 +85,7 @@ def bootstrap_ci(results_fn: Callable[[Tensor], Mapping[str, object]], values: T
     Returns:
         ``{name: (low, high)}`` for each key of ``results_fn``'s result; ``{}`` when ``N == 0``.
 
-    Example:
+    Examples:
         >>> from benchmark.metrics import create_metric
         >>> values = torch.tensor([2.0, 4.0, 4.0, 6.0], dtype=torch.float64)
         >>> bootstrap_ci(create_metric("complexity").results_from, values, n_boot=200)
@@ -155,7 +155,7 @@ def win_matrix(values: Mapping[str, np.ndarray], lower_is_better: bool = True) -
         ``(win, p)``: DataFrames indexed by method (rows = A, columns = B, in the order of
         ``values``), NaN on the diagonal.
 
-    Example:
+    Examples:
         >>> win, p = win_matrix({"a": np.array([1.0, 2.0, 3.0, 5.0]), "b": np.array([2.0, 2.0, 4.0, 4.0])})
         >>> win
               a     b
@@ -214,7 +214,7 @@ def mean_ranks(table: pd.DataFrame, higher_is_better: Mapping[str, bool]) -> pd.
         DataFrame indexed by method (first appearance in ``table``), one column per backbone (first
         appearance) and ``mean rank``, sorted by ``mean rank`` (stable, NaN last).
 
-    Example:
+    Examples:
         >>> table = pd.DataFrame({"backbone": ["r50", "r50", "vgg", "vgg"], "method": ["a", "b", "a", "b"],
         ...                       "drop": [10.0, 20.0, 30.0, 5.0], "game": [0.9, 0.8, 0.7, 0.7]})
         >>> mean_ranks(table, {"drop": False, "game": True})  # doctest: +NORMALIZE_WHITESPACE
@@ -252,7 +252,7 @@ def degenerate_maps(frame: pd.DataFrame) -> Dict[str, Dict[str, int]]:
     """Per method, how many of its maps were ``constant`` or ``not_finite`` (the per-sample ``map_status``;
     absent in runs written before it existed).
 
-    Example:
+    Examples:
         >>> frame = pd.DataFrame({"method": ["a", "a", "b"], "map_status": ["constant", "ok", "not_finite"]})
         >>> degenerate_maps(frame)
         {'a': {'constant': 1, 'n': 2}, 'b': {'not_finite': 1, 'n': 1}}
@@ -273,7 +273,7 @@ def rankable(results: pd.DataFrame, frame: pd.DataFrame) -> pd.Series:
     method's images (``n_invalid > n / 2``), and every metric of a method whose maps are constant or not
     finite on most images (a constant map's Complexity 0 would otherwise win).
 
-    Example:
+    Examples:
         >>> results = pd.DataFrame({"method": ["a", "a", "b"], "metric": ["x", "y", "x"],
         ...                         "value": [1.0, 2.0, 3.0], "n": [4, 4, 4], "n_invalid": [0, 3, 0]})
         >>> frame = pd.DataFrame({"method": ["b"] * 4, "map_status": ["constant"] * 3 + ["ok"]})

@@ -16,7 +16,7 @@ _PACKAGES = ("cam-bench", "torch", "torchvision", "pytorch-lightning", "torchmet
 def package_versions() -> Dict[str, str]:
     """Python and the versions of the packages that decide the numbers.
 
-    Example:
+    Examples:
         >>> sorted(package_versions())[:3]
         ['cam-bench', 'numpy', 'python']
     """
@@ -33,7 +33,7 @@ def git_commit(path: Optional[Path] = None) -> str:
     """The commit of the checkout holding the package (``+dirty`` with uncommitted changes outside
     ``leaderboards/``), or ``unknown``.
 
-    Example:
+    Examples:
         >>> isinstance(git_commit(), str)
         True
     """
@@ -53,7 +53,7 @@ def git_commit(path: Optional[Path] = None) -> str:
 def environment() -> Dict[str, Any]:
     """``{"versions", "git_commit", "date"}`` (UTC, ISO 8601, to the second).
 
-    Example:
+    Examples:
         >>> sorted(environment())
         ['date', 'git_commit', 'versions']
     """

@@ -39,7 +39,7 @@ PER_SAMPLE_COLUMNS = ("dataset", "backbone", "method", "index", "target", "predi
 def records_to_frame(records: Sequence[Dict[str, Any]], dataset: str, backbone: str) -> pd.DataFrame:
     """Module records (see :mod:`benchmark.module`) as per-sample rows.
 
-    Example:
+    Examples:
         >>> rec = {"index": 3, "method": "gradcam", "target": 1, "prediction": 1, "probability": 0.9,
         ...        "target_probability": 0.9, "seconds": 0.01,
         ...        "metric_values": {"complexity": 12.5, "pointing_game": [1.0, 3.0, 0.0]}}
@@ -67,7 +67,7 @@ class PerSampleWriter(BasePredictionWriter):
             ``ExplainerModule(keep_maps=...)``) are saved with their de-normalised image under
             ``<output_dir>/maps/<backbone>/`` for the leaderboard figures.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> PerSampleWriter(tempfile.mkdtemp(), "synthetic", "synthetic/res_cnn").interval.on_batch
         True

@@ -17,7 +17,7 @@ class BenchmarkProgressBar(TQDMProgressBar):
     Args:
         backbone: shown in the bar's description.
 
-    Example:
+    Examples:
         >>> BenchmarkProgressBar("synthetic/res_cnn").predict_description
         'Predicting synthetic/res_cnn'
     """

@@ -26,7 +26,7 @@ class SaliencyWriter(BasePredictionWriter):
     Args:
         output_dir: directory created if needed; one sub-directory per global rank.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> writer = SaliencyWriter(tempfile.mkdtemp())
         >>> writer.interval.on_batch

@@ -32,7 +32,7 @@ class RunInterrupted(Exception):
 class StopOnSignal(Callback):
     """Record SIGTERM / SIGUSR1 / SIGINT while installed; raise :class:`RunInterrupted` at the next batch end.
 
-    Example:
+    Examples:
         >>> stop = StopOnSignal()
         >>> with stop:
         ...     signal.raise_signal(signal.SIGUSR1)

@@ -40,7 +40,7 @@ class ArrayImages(CamDataset):
         on_error: ``"raise"`` or ``"skip"`` (nothing to skip once the arrays are read).
         limit: keep only the first ``limit`` images (``None``: all).
 
-    Example:
+    Examples:
         >>> import torch
         >>> prep = Preprocessing((1, 2, 2), 2, 2, (0.0,), (1.0,), "bilinear")
         >>> ds = ArrayImages(torch.full((3, 2, 2), 255, dtype=torch.uint8), torch.tensor([4, 5, 6]), "abc", prep)

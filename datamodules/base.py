@@ -45,7 +45,7 @@ def check_positive_int(value: Any, name: str, allow_zero: bool = False) -> int:
 def as_preprocessing(value: Union[Preprocessing, Mapping[str, Any], str, None]) -> Preprocessing:
     """``None`` (ImageNet default), a :class:`Preprocessing`, its dict, or a backbone name.
 
-    Example:
+    Examples:
         >>> as_preprocessing(None).crop_size
         224
         >>> as_preprocessing({"resize_size": 128, "crop_size": 112, "mean": [0.5] * 3, "std": [0.5] * 3}).input_size

@@ -27,7 +27,7 @@ BOX_COUNTS = ("boxes_invalid", "boxes_clipped", "boxes_dropped")
 def resized_size(height: int, width: int, size: int) -> Tuple[int, int]:
     """``(H, W)`` after resizing the shorter side to ``size`` (torchvision ``Resize(int)`` rule).
 
-    Example:
+    Examples:
         >>> resized_size(375, 500, 256)
         (256, 341)
     """
@@ -65,7 +65,7 @@ def transform_boxes(boxes: Tensor, image_size: Tuple[int, int],
         ``(boxes, keep, counts)``: the kept boxes (float32, in the crop's pixels), the indices of the
         input boxes kept (to select their labels / flags), and the counts named in :data:`BOX_COUNTS`.
 
-    Example:
+    Examples:
         >>> prep = Preprocessing((3, 224, 224), 256, 224, (0.5,) * 3, (0.5,) * 3, "bilinear")
         >>> boxes = torch.tensor([[100., 50., 300., 250.], [0., 0., 20., 20.], [5., 5., 5., 9.]])
         >>> out, keep, counts = transform_boxes(boxes, (400, 600), prep)

@@ -98,7 +98,7 @@ class BoxRow(NamedTuple):
 def chestxray_preprocessing(size: int = 224) -> Preprocessing:
     """Resize the whole X-ray to ``size x size`` (no crop effect on square images), ImageNet mean/std, bilinear.
 
-    Example:
+    Examples:
         >>> chestxray_preprocessing()
         Preprocessing(input_size=(3, 224, 224), resize_size=224, crop_size=224, mean=(0.485, 0.456, 0.406), \
 std=(0.229, 0.224, 0.225), interpolation='bilinear')
@@ -110,7 +110,7 @@ std=(0.229, 0.224, 0.225), interpolation='bilinear')
 def check_classes(classes: Optional[Sequence[str]]) -> Tuple[str, ...]:
     """``classes`` as a tuple of unique names (``None``: :data:`CHESTXRAY14_CLASSES`).
 
-    Example:
+    Examples:
         >>> check_classes(None)[:3], check_classes(["Mass", "Nodule"])
         (('Atelectasis', 'Cardiomegaly', 'Effusion'), ('Mass', 'Nodule'))
         >>> check_classes(["Mass", "Mass"])
@@ -155,7 +155,7 @@ def read_bbox_list(source: Source, classes: Optional[Sequence[str]] = None, name
     A bad row is kept with its ``error`` (see the module docstring); a wrong header or an empty Image Index
     raises :class:`AnnotationError` naming the file and line.
 
-    Example:
+    Examples:
         >>> text = ("Image Index,Finding Label,Bbox [x,y,w,h],,,\\n"
         ...         "00013118_008.png,Atelectasis,225.0,547.0,86.5,79.0,,,\\n"
         ...         "00014716_007.png,Infiltrate,10,20,30,0,,,\\n")
@@ -194,7 +194,7 @@ def read_data_entry(source: Source, images: Optional[Collection[str]] = None, na
                     ) -> Dict[str, Tuple[int, str]]:
     """Image -> ``(line, Finding Labels as written)`` of ``Data_Entry_2017.csv`` (only ``images`` when given).
 
-    Example:
+    Examples:
         >>> text = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
         ...         "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y],\\n"
         ...         "00000001_000.png,Cardiomegaly|Emphysema,1,1,58,M,PA,2894,2729,0.143,0.143,\\n")
@@ -264,7 +264,7 @@ class ChestXray14(CamDataset):
         preprocessing: default :func:`chestxray_preprocessing`; see :func:`~datamodules.base.as_preprocessing`.
         on_error: ``"raise"`` or ``"skip"``.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from PIL import Image
         >>> data = Path(tempfile.mkdtemp())
@@ -353,7 +353,7 @@ class ChestXray14DataModule(CamDataModule):
         preprocessing: default :func:`chestxray_preprocessing` (224 x 224, the whole image).
         batch_size, num_workers, on_error: see :class:`~datamodules.base.CamDataModule`.
 
-    Example:
+    Examples:
         >>> dm = ChestXray14DataModule("/nonexistent/chestxray14", limit=4)
         >>> dm.preprocessing.resize_size, dm.preprocessing.crop_size
         (224, 224)

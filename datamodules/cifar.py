@@ -71,7 +71,7 @@ _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy.core.numeric", "_
 def cifar10_preprocessing() -> Preprocessing:
     """The CIFAR-10 default: 3 channels, 32 x 32 (no resize or crop), CIFAR-10 mean/std.
 
-    Example:
+    Examples:
         >>> cifar10_preprocessing().input_size, cifar10_preprocessing().std
         ((3, 32, 32), (0.247, 0.2435, 0.2616))
     """
@@ -161,7 +161,7 @@ def read_cifar10(root: PathLike, split: str = "test") -> Tuple[Tensor, Tensor]:
         FileNotFoundError: missing files (the message shows the layout).
         AnnotationError: a malformed pickle (named in the message).
 
-    Example:
+    Examples:
         >>> import pickle, tempfile
         >>> folder = Path(tempfile.mkdtemp())
         >>> _ = (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"cat", b"dog"]}))
@@ -193,7 +193,7 @@ class CIFAR10(ArrayImages):
         images, labels: uint8 ``(N, 3, 32, 32)`` and int64 ``(N,)``.
         classes: the ``label_names`` of ``batches.meta`` (``"airplane"``, ...).
 
-    Example:
+    Examples:
         >>> import pickle, tempfile
         >>> folder = Path(tempfile.mkdtemp()) / "cifar-10-batches-py"; folder.mkdir()
         >>> _ = (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"cat", b"dog"]}))
@@ -226,7 +226,7 @@ class CIFAR10DataModule(ArrayDataModule):
     """Predict datamodule over :class:`CIFAR10`: its arguments, plus ``batch_size`` and ``num_workers``
     (see :class:`~datamodules.base.CamDataModule`); they are saved as hyperparameters.
 
-    Example:
+    Examples:
         >>> dm = CIFAR10DataModule("/data", limit=100, batch_size=16)
         >>> dm.hparams.split, dm.preprocessing.input_size
         ('test', (3, 32, 32))

@@ -79,7 +79,7 @@ def check_local_files(path: str, data_files: DataFiles = None, data_dir: Optiona
     ``data_files``/``data_dir`` are local only for a packaged builder (``"parquet"``,
     ``"imagefolder"``, ...) or a local ``path``; for a hub dataset they name files in the repo.
 
-    Example:
+    Examples:
         >>> check_local_files("parquet", data_files="/no/such/dir/*.parquet")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
@@ -117,7 +117,7 @@ def decode_image(value: Any, sample_id: str = "<image>") -> Image.Image:
     Raises:
         CorruptImageError: the data cannot be read or decoded (the message names ``sample_id``).
 
-    Example:
+    Examples:
         >>> data = io.BytesIO()
         >>> Image.new("LA", (3, 2)).save(data, "PNG")
         >>> decode_image({"bytes": data.getvalue(), "path": "a.png"}).mode
@@ -184,7 +184,7 @@ class HFStream(IterableDataset):
         on_error: ``"raise"`` or ``"skip"`` unreadable images and malformed annotations.
         rank, world_size: this process's part of the stream (``split_dataset_by_node``).
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> folder = tempfile.TemporaryDirectory()
         >>> png = io.BytesIO()
@@ -305,7 +305,7 @@ class HFStreamDataModule(CamDataModule):
 
     ``setup`` takes the rank and world size from the attached trainer (rank 0 of 1 without one).
 
-    Example:
+    Examples:
         >>> dm = HFStreamDataModule("imagefolder", data_dir="/no/such/folder")
         >>> dm.prepare_data()  # doctest: +ELLIPSIS
         Traceback (most recent call last):

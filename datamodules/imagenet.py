@@ -163,7 +163,7 @@ class ImageNetVal(CamDataset):
     Attributes:
         box_table: the :class:`~datamodules.imagenet_annotations.ImageNetAnnotations` of ``annotations``.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from PIL import Image
         >>> data = Path(tempfile.mkdtemp())
@@ -249,7 +249,7 @@ class ImageNetValDataModule(CamDataModule):
     """Predict datamodule over :class:`ImageNetVal`: its arguments, plus ``batch_size`` and ``num_workers``
     (see :class:`~datamodules.base.CamDataModule`); they are saved as hyperparameters.
 
-    Example:
+    Examples:
         >>> ImageNetValDataModule("/data/imagenet/val", subset_size=2510, batch_size=16).hparams.subset_size
         2510
     """

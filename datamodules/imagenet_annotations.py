@@ -70,7 +70,7 @@ def read_synset_mapping(path: PathLike) -> Tuple[List[str], List[str]]:
 def parse_prediction_string(text: str, where: str) -> Tuple[List[str], np.ndarray]:
     """Split a Kaggle ``PredictionString`` into synsets and ``(N, 4)`` float64 boxes.
 
-    Example:
+    Examples:
         >>> synsets, boxes = parse_prediction_string("n01751748 111 108 441 339 n01751748 0 5 20 30 ", "x")
         >>> synsets, boxes.tolist()
         (['n01751748', 'n01751748'], [[111.0, 108.0, 441.0, 339.0], [0.0, 5.0, 20.0, 30.0]])
@@ -155,7 +155,7 @@ def is_annotation_path(annotations: object, synset_mapping: object = None) -> bo
     """Whether an ``annotations`` argument is a path (CSV or XML directory), checking that ``synset_mapping``
     comes with a path and only with one (no file is read).
 
-    Example:
+    Examples:
         >>> is_annotation_path("LOC_val_solution.csv", "LOC_synset_mapping.txt"), is_annotation_path({}, None)
         (True, False)
         >>> is_annotation_path("LOC_val_solution.csv")  # doctest: +ELLIPSIS
@@ -185,7 +185,7 @@ class ImageNetAnnotations(Mapping):
         synset_mapping: ``LOC_synset_mapping.txt``; its order gives the class indices (``classes``).
         box_convention: ``"inclusive"`` (``xmax``/``ymax`` are the last pixel: add 1) or ``"edges"``.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> data = Path(tempfile.mkdtemp())
         >>> _ = (data / "LOC_synset_mapping.txt").write_text("n01440764 tench\\nn01443537 goldfish\\n")

@@ -1,6 +1,6 @@
 """Reading images from disk: any PIL-readable file to an 8-bit RGB ``PIL.Image``.
 
-Policy (documented in the README, "Bad input"):
+Policy (documented in the manual, docs/datamodules.md "Bad input"):
 
 * CMYK, grayscale (``L``/``1``), palette (``P``), ``LA``/``RGBA`` -> RGB with PIL's conversion; the alpha
   channel is dropped, the colour channels are kept as stored (the torchvision/timm ImageNet
@@ -30,7 +30,7 @@ class CorruptImageError(ValueError):
 def to_rgb(image: Image.Image) -> Image.Image:
     """Convert any PIL mode to 8-bit RGB (see the module docstring for the rules).
 
-    Example:
+    Examples:
         >>> gray16 = Image.fromarray(np.array([[0, 32896, 65535]], dtype=np.uint16))
         >>> np.asarray(to_rgb(gray16))[0, :, 0].tolist()
         [0, 128, 255]

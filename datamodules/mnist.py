@@ -118,7 +118,7 @@ def read_mnist(root: PathLike, split: str = "test") -> Tuple[Tensor, Tensor]:
         FileNotFoundError: missing files (the message shows the layout).
         AnnotationError: a malformed IDX file (named in the message).
 
-    Example:
+    Examples:
         >>> import struct, tempfile
         >>> raw = Path(tempfile.mkdtemp())
         >>> _ = (raw / "t10k-images-idx3-ubyte").write_bytes(struct.pack(">4i", 2051, 2, 28, 28) + bytes(range(256)) * 6
@@ -153,7 +153,7 @@ class MNIST(ArrayImages):
         images, labels: uint8 ``(N, 28, 28)`` and int64 ``(N,)`` of :func:`read_mnist`.
         classes: ``["0", ..., "9"]``.
 
-    Example:
+    Examples:
         >>> import struct, tempfile
         >>> raw = Path(tempfile.mkdtemp())
         >>> _ = (raw / "t10k-images-idx3-ubyte").write_bytes(struct.pack(">4i", 2051, 3, 28, 28) + bytes(3 * 784))
@@ -182,7 +182,7 @@ class MNISTDataModule(ArrayDataModule):
     """Predict datamodule over :class:`MNIST`: its arguments, plus ``batch_size`` and ``num_workers``
     (see :class:`~datamodules.base.CamDataModule`); they are saved as hyperparameters.
 
-    Example:
+    Examples:
         >>> dm = MNISTDataModule("/data", split="train", limit=100, batch_size=16)
         >>> dm.hparams.split, dm.preprocessing.input_size
         ('train', (1, 28, 28))

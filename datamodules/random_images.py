@@ -20,7 +20,7 @@ __all__ = ["RandomImages", "RandomImagesDataModule"]
 class RandomImages(Dataset):
     """``size`` seeded noise images of ``image_size`` with labels in ``[0, num_classes)``.
 
-    Example:
+    Examples:
         >>> data = RandomImages(size=4, image_size=8, num_classes=3, seed=1)
         >>> sample = data[2]
         >>> sample["image"].shape, sample["index"], sample["id"]
@@ -59,7 +59,7 @@ class RandomImagesDataModule(CamDataModule):
         preprocessing, batch_size, num_workers, on_error: see :class:`~datamodules.base.CamDataModule`
             (generated images are never unreadable: ``on_error`` has nothing to act on).
 
-    Example:
+    Examples:
         >>> dm = RandomImagesDataModule(size=5, image_size=8, num_classes=3, batch_size=2)
         >>> dm.setup("predict")
         >>> [batch["index"].tolist() for batch in dm.predict_dataloader()]

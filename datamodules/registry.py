@@ -49,7 +49,7 @@ _DESCRIPTIONS = {
 def list_datamodules() -> List[str]:
     """Registered datamodule names.
 
-    Example:
+    Examples:
         >>> list_datamodules()
         ['chestxray14', 'cifar10', 'hf', 'imagenet', 'mnist', 'random', 'synthetic', 'voc2007']
     """
@@ -67,7 +67,7 @@ def _lookup(name: str) -> Type[pl.LightningDataModule]:
 def describe_datamodule(name: str) -> str:
     """One-line description of ``name``.
 
-    Example:
+    Examples:
         >>> describe_datamodule("voc2007")
         'PASCAL VOC2007: one item per (image, class present), for the pointing game'
     """
@@ -78,7 +78,7 @@ def describe_datamodule(name: str) -> str:
 def create_datamodule(name: str, **kwargs: Any) -> pl.LightningDataModule:
     """Build datamodule ``name`` with its keyword arguments (checked against its signature).
 
-    Example:
+    Examples:
         >>> dm = create_datamodule("synthetic", size=4, image_size=32)
         >>> type(dm).__name__
         'SyntheticShapesDataModule'

@@ -55,7 +55,7 @@ def make_sample(image: Image.Image, prep: Preprocessing, transform, *, label: in
         masks: ``(N, H, W)`` bool instance masks in original pixels, one per box.
         difficult_item: the item's "difficult subset" flag (``None``: not part of the contract here).
 
-    Example:
+    Examples:
         >>> prep = Preprocessing((3, 4, 4), 4, 4, (0.5,) * 3, (0.5,) * 3, "bilinear")
         >>> s = make_sample(Image.new("RGB", (8, 4)), prep, prep.transform(), label=1, index=7, sample_id="a.jpg",
         ...                 boxes=torch.tensor([[0., 0., 4., 4.], [6., 0., 8., 2.]]), box_labels=[1, 2])
@@ -106,7 +106,7 @@ def collate_samples(samples: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     number), ``counts`` are summed, and unreadable samples are listed under ``skipped`` (a batch
     of only skipped samples has no ``image``).
 
-    Example:
+    Examples:
         >>> a = {"image": torch.zeros(3, 2, 2), "label": 1, "index": 4, "id": "a", "counts": {"boxes_clipped": 1}}
         >>> b = {"skipped": True, "index": 5, "id": "b", "error": "CorruptImageError: bad"}
         >>> batch = collate_samples([a, b])

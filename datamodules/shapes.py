@@ -180,7 +180,7 @@ def render_scene(seed: int, split: str, index: int, size: int = 128, num_classes
         num_classes: number of classes used (the first ``num_classes`` of :data:`CLASSES`).
         multi_instance: draw 2 or 3 instances (the multi-instance split) instead of 1 to 3.
 
-    Example:
+    Examples:
         >>> scene = render_scene(0, "val", 3, size=64)
         >>> scene.image.shape, scene.image.dtype, scene.masks.shape[1:], len(scene.boxes) == len(scene.masks)
         ((64, 64, 3), dtype('uint8'), (64, 64), True)

@@ -30,7 +30,7 @@ class ShardBatchSampler(Sampler[List[int]]):
         world_size: number of processes.
         skip: shard ids already finished (resume).
 
-    Example:
+    Examples:
         >>> sampler = ShardBatchSampler(10, 4, rank=1, world_size=2)
         >>> list(sampler), sampler.shards
         ([[4, 5, 6, 7]], [1])
@@ -61,7 +61,7 @@ def current_shard(trainer, batch_idx: int, dataloader_idx: int = 0, batch: Any =
     """The shard id of predict batch ``batch_idx``, or ``None`` when the loader does not use shards: the
     batch's own ``"shard"`` (streams, :mod:`datamodules.stream_shards`), else the shard sampler's.
 
-    Example:
+    Examples:
         >>> current_shard(None, 0) is None, current_shard(None, 0, batch={"shard": 7})
         (True, 7)
     """

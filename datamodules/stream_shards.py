@@ -78,7 +78,7 @@ def rows_in(base: datasets.IterableDataset, sizes: Sequence[int], ranges: Sequen
     """``(global index, row)`` for the rows of ``base`` in ``ranges`` (ascending ``[start, stop)`` positions),
     reading only the Parquet shards (files) that hold them, each only up to the last row needed.
 
-    Example:
+    Examples:
         >>> base = datasets.Dataset.from_dict({"x": list(range(7))}).to_iterable_dataset(num_shards=3)
         >>> sizes = [3, 2, 2]  # rows per shard
         >>> [(i, row["x"]) for i, row in rows_in(base, sizes, [(1, 2), (5, 7)])]
@@ -102,7 +102,7 @@ def rows_in(base: datasets.IterableDataset, sizes: Sequence[int], ranges: Sequen
 def blocks(items: Sequence[int], parts: int) -> List[List[int]]:
     """``items`` cut into ``parts`` contiguous blocks whose lengths differ by at most one (earlier ones longer).
 
-    Example:
+    Examples:
         >>> blocks([0, 1, 2, 3, 4], 3), blocks([7], 2)
         ([[0, 1], [2, 3], [4]], [[7], []])
     """

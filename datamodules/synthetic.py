@@ -35,7 +35,7 @@ class SyntheticShapes(CamDataset):
         annotations: include ``boxes``/``box_labels``/``masks`` (training does without).
         on_error: the policy for samples that fail to load (see :class:`~datamodules.base.CamDataset`).
 
-    Example:
+    Examples:
         >>> data = SyntheticShapes(size=4, split="val", image_size=64)
         >>> s = data[1]
         >>> s["image"].shape, s["index"], s["id"], s["masks"].shape[1:], bool((s["box_labels"] == s["label"]).all())
@@ -80,7 +80,7 @@ class SyntheticShapesDataModule(CamDataModule):
             models'); give a backbone's preprocessing to benchmark other models on these scenes.
         batch_size, num_workers, on_error: see :class:`~datamodules.base.CamDataModule`.
 
-    Example:
+    Examples:
         >>> dm = SyntheticShapesDataModule(size=3, image_size=32, batch_size=2)
         >>> dm.setup("predict")
         >>> [(b["index"].tolist(), len(b["boxes"])) for b in dm.predict_dataloader()]

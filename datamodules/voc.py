@@ -131,7 +131,7 @@ def parse_annotation(source: Union[PathLike, IO], name: Optional[str] = None) ->
         AnnotationError: malformed XML, a missing or non-numeric field, an unknown class (the
             message names the file, the object and the element).
 
-    Example:
+    Examples:
         >>> import io
         >>> xml = ("<annotation><object><name>chair</name><difficult>1</difficult><bndbox><xmin>263</xmin>"
         ...        "<ymin>211</ymin><xmax>324</xmax><ymax>339</ymax></bndbox></object></annotation>")
@@ -172,7 +172,7 @@ def parse_annotation(source: Union[PathLike, IO], name: Optional[str] = None) ->
 def read_difficult_subset(source: Union[PathLike, IO]) -> Dict[str, Optional[Tuple[bool, ...]]]:
     """Read a TorchRay-style difficult-subset file: image id -> 20 class flags (``None``: all classes).
 
-    Example:
+    Examples:
         >>> import io
         >>> subset = read_difficult_subset(io.StringIO("000001\\t" + "\\t".join("1" if c == 14 else "0"
         ...                                             for c in range(20)) + "\\n000004\\n"))
@@ -342,7 +342,7 @@ class VOC2007DataModule(CamDataModule):
         root, split, include_difficult, difficult_subset, multi_instance, limit: see :class:`VOC2007`.
         preprocessing, batch_size, num_workers, on_error: see :class:`~datamodules.base.CamDataModule`.
 
-    Example:
+    Examples:
         >>> dm = VOC2007DataModule("/nonexistent/VOCdevkit", limit=4)
         >>> dm.prepare_data()  # doctest: +ELLIPSIS
         Traceback (most recent call last):

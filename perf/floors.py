@@ -34,7 +34,7 @@ FREE_EXPLAINERS = ("center", "fakecam")
 class Cost:
     """Passes per image: ``terms`` = ``((count, unit, batch size), ...)``.
 
-    Example:
+    Examples:
         >>> cost = Cost(((1, "forward", 8), (512, "forward", 32)))
         >>> cost.describe()
         '1 F(8) + 512 F(32)'
@@ -65,7 +65,7 @@ def explainer_cost(name: str, batch: int, channels: int, explainer: object, size
     ``channels`` is the target layer's channel count; ``explainer`` the instance (its ``chunk_size``,
     ``n_samples``, ``steps`` and occlusion geometry are read); ``size`` the image's (H, W).
 
-    Example:
+    Examples:
         >>> class Score: chunk_size = 32
         >>> explainer_cost("scorecam", 4, 512, Score()).describe()
         '1 F(4) + 512 F(32)'
@@ -120,7 +120,7 @@ def metric_cost(name: str, batch: int, metric: object, size: Tuple[int, int], to
     sensitivity counts its budget's upper bound, ``popsize * (maxiter + 1)`` forwards, for every image
     (the attack stops at the first successful generation, and only the first ``n_images`` are attacked).
 
-    Example:
+    Examples:
         >>> class Curve: steps, pixels_per_step, chunk_size = None, None, 64
         >>> metric_cost("deletion", 4, Curve(), (224, 224)).describe()
         '224 F(64)'

@@ -46,7 +46,7 @@ class Row:
         """Lowest and highest ours / ``other`` (``"forward"`` or a peer) over the rounds, each ratio taken within
         one round; ``None`` without per-round times.
 
-        Example:
+        Examples:
             >>> row = Row("m", 8, "gradcam", None, None, 1.25, 0.75, rounds={"ours": [1.0, 1.5], "forward": [1.0, 0.5]})
             >>> row.spread("forward")
             (1.0, 3.0)

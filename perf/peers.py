@@ -53,7 +53,7 @@ def reshape_transform(layout: Optional[Layout], image_hw) -> Optional[Callable[[
     """The peers' ``reshape_transform`` for a layer of ``layout`` on ``image_hw`` images: ``None`` for NCHW, else
     the ``(B, C, h, w)`` view (for ``tokens:1`` on 224 x 224: ``t[:, 1:].reshape(B, 14, 14, C).permute(0, 3, 1, 2)``).
 
-    Example:
+    Examples:
         >>> reshape_transform(Layout("tokens", prefix=1), (32, 32))(torch.zeros(2, 1 + 16, 5)).shape
         torch.Size([2, 5, 4, 4])
     """

@@ -30,7 +30,7 @@ def _spread_cell(value: Optional[float], spread: Optional[tuple]) -> Optional[st
     """``median [min–max]`` of a ratio (the range over rounds, each ratio within one round); the median alone
     when there is no range.
 
-    Example:
+    Examples:
         >>> _spread_cell(1.04, (0.98, 1.1)), _spread_cell(1.04, (1.04, 1.04)), _spread_cell(None, None)
         ('1.04 [0.98–1.1]', '1.04', None)
     """

@@ -27,7 +27,7 @@ PARTS = ("data", "forward", "explainers", "metrics", "writer")
 def parse_simple_profiler(text: str) -> List[Dict[str, float]]:
     """Total seconds per action of each ``SimpleProfiler`` report in ``text`` (one per Trainer).
 
-    Example:
+    Examples:
         >>> report = "|  Action  |  Mean duration (s)  |  Num calls  |  Total time (s)  |  Percentage %  |\\n"
         >>> report += "|  Total  |  -  |  3  |  2.0  |  100 %  |\\n"
         >>> report += "|  [cam-bench] forward  |  0.5  |  2  |  1.0  |  50  |\\n"

@@ -37,7 +37,7 @@ def median_time(fns: Dict[str, Callable[[], object]], repeats: int, sync: Callab
         warmup: name -> a cheaper call that does the same first-call work (lazy copies, kernel
             selection), used instead of a full call of that function before the timed rounds.
 
-    Example:
+    Examples:
         >>> calls = []
         >>> t = median_time({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=2)
         >>> calls, sorted(t)
@@ -112,7 +112,7 @@ def peak_memory_mib(fn: Callable[[], object], device: torch.device | str = "cpu"
     the process's peak resident set, which also counts allocator and library workspaces. ``None``
     when the platform offers neither.
 
-    Example:
+    Examples:
         >>> mib = peak_memory_mib(lambda: torch.ones(64, 1024, 1024))  # 256 MiB of float32
         >>> mib is None or 200 < mib < 400
         True

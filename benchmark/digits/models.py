@@ -25,7 +25,7 @@ __all__ = ["DIGITS_MODELS", "MnistCNN", "build_digits_model"]
 class MnistCNN(nn.Module):
     """Two 3x3 convolutions (``features``), then max-pool, dropout and two linear layers (``classifier``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> model = MnistCNN().eval()
         >>> model(torch.zeros(2, 1, 28, 28)).shape, model.features(torch.zeros(1, 1, 28, 28)).shape
@@ -53,7 +53,7 @@ DIGITS_MODELS: Dict[str, Callable[[int], nn.Module]] = {"mnist_cnn": MnistCNN}
 def build_digits_model(name: str, num_classes: int = 10) -> nn.Module:
     """Random-init model ``name`` (one of :data:`DIGITS_MODELS`).
 
-    Example:
+    Examples:
         >>> type(build_digits_model("mnist_cnn")).__name__
         'MnistCNN'
         >>> build_digits_model("lenet")

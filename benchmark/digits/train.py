@@ -35,7 +35,7 @@ DEFAULTS: Dict[str, Any] = dict(epochs=2, batch_size=64, lr=1.0, gamma=0.7, seed
 def normalise(images: Tensor) -> Tensor:
     """uint8 ``(N, 28, 28)`` -> float ``(N, 1, 28, 28)``: ``(x / 255 - 0.1307) / 0.3081``, as the datamodule.
 
-    Example:
+    Examples:
         >>> normalise(torch.tensor([[[0, 255]]], dtype=torch.uint8)).flatten().tolist()
         [-0.4242129623889923, 2.821486711502075]
     """
@@ -46,7 +46,7 @@ def normalise(images: Tensor) -> Tensor:
 def evaluate(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 1000) -> float:
     """Top-1 accuracy of ``model`` (put in eval mode) on uint8 ``images`` ``(N, 28, 28)``.
 
-    Example:
+    Examples:
         >>> from benchmark.digits.models import MnistCNN
         >>> evaluate(MnistCNN(), torch.zeros(4, 28, 28, dtype=torch.uint8), torch.tensor([0, 1, 2, 3])) in (0, 0.25)
         True

@@ -26,7 +26,7 @@ from benchmark.explainers.tail import LayerSplit, split_at_layer
 class AblationCAM(BaseExplainer):
     """Ablation-CAM: channel weights = relative drop of the class logit when the channel is zeroed.
 
-    Example:
+    Examples:
         >>> from torchvision.models import resnet18
         >>> explainer = AblationCAM(resnet18(num_classes=10), chunk_size=128)
         >>> explainer(torch.randn(1, 3, 32, 32)).shape

@@ -115,7 +115,7 @@ class AttentionRollout(AttentionExplainer):
         model, target_layer, input_size: as :class:`AttentionExplainer`.
         head_fusion: ``"mean"`` (the paper), ``"max"`` or ``"min"`` over heads.
 
-    Example:
+    Examples:
         >>> from timm.models.vision_transformer import VisionTransformer
         >>> vit = VisionTransformer(img_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2, num_classes=5)
         >>> explainer = AttentionRollout(vit, input_size=(3, 32, 32))

@@ -39,7 +39,7 @@ REDUCTIONS = ("abs_sum", "sum", "abs_max", "mean")
 def reduce_channels(attributions: Tensor, rule: str) -> Tensor:
     """``(B, C, H, W)`` attributions -> ``(B, H, W)`` maps by ``rule`` (see the module docstring).
 
-    Example:
+    Examples:
         >>> a = torch.tensor([[[[1.0]], [[-3.0]]]])
         >>> [reduce_channels(a, r).item() for r in REDUCTIONS]
         [4.0, -2.0, 3.0, -1.0]

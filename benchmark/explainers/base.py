@@ -51,7 +51,7 @@ def normalize_maps(maps: Tensor, size: Tuple[int, int]) -> Tensor:
     Returns:
         ``(B, H, W)`` float32 maps in ``[0, 1]``.
 
-    Example:
+    Examples:
         >>> normalize_maps(torch.tensor([[[-1.0, 2.0], [4.0, 6.0]]]), (2, 2))
         tensor([[[0.0000, 0.3333],
                  [0.6667, 1.0000]]])
@@ -75,7 +75,7 @@ def map_status(maps: Tensor) -> List[str]:
     """Per map: ``"not_finite"`` (a NaN/inf value: every metric of the sample is undefined), ``"constant"``
     (all zero after :func:`normalize_maps`: it ranks nothing) or ``"ok"``; counted in the leaderboard.
 
-    Example:
+    Examples:
         >>> map_status(torch.tensor([[[0.0, 1.0]], [[0.0, 0.0]], [[float("nan"), 0.0]]]))
         ['ok', 'constant', 'not_finite']
     """
@@ -89,7 +89,7 @@ def map_status(maps: Tensor) -> List[str]:
 def check_maps(method: str, maps: Any, images: Tensor) -> None:
     """Refuse maps that are not one ``(H, W)`` map per image, naming the method (a user explainer's bug).
 
-    Example:
+    Examples:
         >>> check_maps("mycam", torch.zeros(2, 4, 4), torch.zeros(2, 3, 8, 8))
         Traceback (most recent call last):
         ...

@@ -18,7 +18,7 @@ from benchmark.explainers.registry import register_explainer
 class CenterCAM(BaseExplainer):
     """Centre: a centred Gaussian, sigma a fraction of the shorter side (sanity baseline).
 
-    Example:
+    Examples:
         >>> maps = CenterCAM(torch.nn.Identity(), sigma=0.5)(torch.zeros(1, 3, 3, 3))
         >>> maps[0, 1, 1].item(), round(maps[0, 0, 1].item(), 4)
         (1.0, 0.4447)

@@ -27,7 +27,7 @@ class CheferAttention(AttentionExplainer):
         target_layer: ignored (every block's attention is read); recorded as ``"blocks.*.attn"``.
         input_size: ``(C, H, W)``; ``C`` is checked against the images.
 
-    Example:
+    Examples:
         >>> from timm.models.vision_transformer import VisionTransformer
         >>> vit = VisionTransformer(img_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2, num_classes=5)
         >>> explainer = CheferAttention(vit, input_size=(3, 32, 32))

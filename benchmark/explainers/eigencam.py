@@ -17,7 +17,7 @@ from benchmark.explainers.registry import register_explainer
 class EigenCAM(BaseExplainer):
     """Eigen-CAM: activations projected on their first principal component (class-agnostic).
 
-    Example:
+    Examples:
         >>> from torchvision.models import resnet18
         >>> EigenCAM(resnet18(num_classes=10))(torch.randn(1, 3, 32, 32)).shape
         torch.Size([1, 32, 32])

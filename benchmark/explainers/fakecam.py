@@ -16,7 +16,7 @@ from benchmark.explainers.registry import register_explainer
 class FakeCAM(BaseExplainer):
     """Fake-CAM: 1/N everywhere but 0 at the top-left pixel (sanity baseline).
 
-    Example:
+    Examples:
         >>> import torch
         >>> FakeCAM(torch.nn.Identity())(torch.zeros(1, 3, 2, 3))
         tensor([[[0., 1., 1.],

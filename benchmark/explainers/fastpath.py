@@ -32,7 +32,7 @@ __all__ = ["InferenceCopy"]
 class InferenceCopy:
     """Lazily built, cached inference copy of ``model``.
 
-    Example:
+    Examples:
         >>> from torchvision.models import resnet18
         >>> model = resnet18(num_classes=4).eval()
         >>> fast = InferenceCopy(model)

@@ -12,7 +12,7 @@ from benchmark.explainers.registry import register_explainer
 class GradCAM(BaseExplainer):
     """Grad-CAM: channel weights = spatial mean of the class-score gradients.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchvision.models import resnet18
         >>> explainer = GradCAM(resnet18(num_classes=10).eval(), target_layer="layer4")

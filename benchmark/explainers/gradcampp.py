@@ -17,7 +17,7 @@ from benchmark.explainers.registry import register_explainer
 def gradcampp_weights(activations: Tensor, grad: Tensor, grad2: Tensor, grad3: Tensor) -> Tensor:
     """Eq. 19 channel weights from the gradient and its (possibly averaged) powers.
 
-    Example:
+    Examples:
         >>> import torch
         >>> a, g = torch.ones(1, 1, 1, 2), torch.tensor([[[[1.0, 0.0]]]])
         >>> gradcampp_weights(a, g, g ** 2, g ** 3)  # alpha = 1 / (2 + 2) at the first pixel
@@ -33,7 +33,7 @@ def gradcampp_weights(activations: Tensor, grad: Tensor, grad2: Tensor, grad3: T
 class GradCAMpp(BaseExplainer):
     """Grad-CAM++: pixel-weighted positive gradients, paper Eq. 19 exactly.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchvision.models import resnet18
         >>> explainer = GradCAMpp(resnet18(num_classes=10), target_layer="layer3")

@@ -24,7 +24,7 @@ from benchmark.explainers.registry import register_explainer
 class GradientSHAP(AttributionExplainer):
     """Gradient SHAP: expected gradients over random baselines and path points (captum, seeded per sample).
 
-    Example:
+    Examples:
         >>> linear = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2, 1, bias=False))
         >>> _ = linear[1].weight.data.copy_(torch.tensor([[3.0, -1.0]]))
         >>> shap = GradientSHAP(linear, input_size=(1, 1, 2), n_samples=3)

@@ -19,7 +19,7 @@ from benchmark.explainers.registry import register_explainer
 class GuidedBackprop(AttributionExplainer):
     """Guided Backpropagation: input gradients through ReLUs that pass positive signals only (captum).
 
-    Example:
+    Examples:
         >>> import torch
         >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2, 2), torch.nn.ReLU(), torch.nn.Linear(2, 1))
         >>> with torch.no_grad():

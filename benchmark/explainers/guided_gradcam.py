@@ -23,7 +23,7 @@ from benchmark.explainers.registry import register_explainer
 class GuidedGradCAM(AttributionExplainer):
     """Guided Grad-CAM: guided backpropagation times the upsampled Grad-CAM.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchvision.models import resnet18
         >>> explainer = GuidedGradCAM(resnet18(num_classes=4), target_layer="layer4", input_size=(3, 64, 64))
@@ -52,7 +52,7 @@ class GuidedGradCAM(AttributionExplainer):
 class GuidedGradCAMpp(GuidedGradCAM):
     """Guided Grad-CAM++: guided backpropagation times the upsampled Grad-CAM++ (Eq. 19).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchvision.models import resnet18
         >>> GuidedGradCAMpp(resnet18(num_classes=4), input_size=(3, 64, 64)).cam

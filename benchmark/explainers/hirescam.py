@@ -13,7 +13,7 @@ from benchmark.explainers.registry import register_explainer
 class HiResCAM(BaseExplainer):
     """HiResCAM: each activation weighted by its own gradient (no spatial averaging).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchvision.models import resnet18
         >>> HiResCAM(resnet18(num_classes=10))(torch.randn(1, 3, 64, 64)).shape

@@ -25,7 +25,7 @@ METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle")
 class IntegratedGradients(AttributionExplainer):
     """Integrated Gradients from a constant baseline (captum), path integral in ``steps`` points.
 
-    Example:
+    Examples:
         >>> import torch
         >>> linear = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2, 1, bias=False))
         >>> _ = linear[1].weight.data.copy_(torch.tensor([[3.0, -1.0]]))

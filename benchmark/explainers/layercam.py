@@ -12,7 +12,7 @@ from benchmark.explainers.registry import register_explainer
 class LayerCAM(BaseExplainer):
     """Layer-CAM: each activation weighted by its own positive gradient.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchvision.models import resnet18
         >>> LayerCAM(resnet18(num_classes=10), target_layer="layer2")(torch.randn(1, 3, 64, 64)).shape

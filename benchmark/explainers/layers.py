@@ -164,7 +164,7 @@ def candidate_layers(model: nn.Module, input_size: Sequence[int] = (3, 224, 224)
     Returns:
         The names in forward (completion) order, pooling / identity / dropout layers excluded.
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
         >>> candidate_layers(net, (3, 8, 8))
         ['0', '1']
@@ -289,7 +289,7 @@ def resolve_layer(model: nn.Module, target_layer: Union[str, nn.Module, None] = 
         KeyError / ValueError / TypeError: as :func:`resolve_target_layer`; ValueError also for a layer
             whose output is no grid in any layout, or reads two ways (the message names ``layout=``).
 
-    Example:
+    Examples:
         >>> from torchvision.models import swin_t
         >>> name, layout = resolve_layer(swin_t(num_classes=4))
         >>> name, str(layout)
@@ -334,7 +334,7 @@ def resolve_target_layer(
         ValueError: the module is not part of ``model``, or the model has no spatial layer.
         TypeError: ``target_layer`` is of another type.
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
         >>> resolve_target_layer(net, None, (3, 8, 8))
         '1'

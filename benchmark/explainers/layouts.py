@@ -47,7 +47,7 @@ def _fits(cells: int, size: int) -> Tuple[float, float]:
 def grid_fits(grid: Sequence[int], image_hw: Sequence[int]) -> bool:
     """Whether an ``h x w`` grid can come from an ``H x W`` image by one common stride.
 
-    Example:
+    Examples:
         >>> grid_fits((7, 7), (224, 224)), grid_fits((7, 768), (224, 224)), grid_fits((7, 6), (224, 170))
         (True, False, True)
     """
@@ -62,7 +62,7 @@ def grid_fits(grid: Sequence[int], image_hw: Sequence[int]) -> bool:
 def spatial_readings(shape: Sequence[int], image_hw: Sequence[int]) -> List[str]:
     """The layouts (``"nchw"``, ``"nhwc"``) under which a 4-D ``shape`` is a grid fitting the image.
 
-    Example:
+    Examples:
         >>> spatial_readings((2, 768, 7, 7), (224, 224)), spatial_readings((2, 7, 7, 768), (224, 224))
         (['nchw'], ['nhwc'])
         >>> spatial_readings((2, 7, 7, 7), (224, 224))
@@ -80,7 +80,7 @@ def spatial_readings(shape: Sequence[int], image_hw: Sequence[int]) -> List[str]
 class Layout:
     """How a layer stores its grid; converts its output to NCHW and back (see the module docstring).
 
-    Example:
+    Examples:
         >>> tokens = torch.arange(2 * 5 * 3.0).view(2, 5, 3)  # 1 class token + a 2 x 2 grid, 3 channels
         >>> layout = Layout("tokens", prefix=1)
         >>> nchw = layout.to_nchw(tokens, (32, 32))
@@ -156,7 +156,7 @@ def _solve_grid(tokens: int, image_hw: Sequence[int], patch: Optional[Tuple[int,
 def parse_layout(spec: Optional[str]) -> Optional[Layout]:
     """``"nchw"``, ``"nhwc"``, ``"tokens"``, ``"tokens:P"`` or ``"tokens:P:HxW"`` -> :class:`Layout`.
 
-    Example:
+    Examples:
         >>> parse_layout("tokens:2:14x14")
         Layout(kind='tokens', prefix=2, grid=(14, 14), patch=None)
         >>> parse_layout("tokens").prefix is None
@@ -183,7 +183,7 @@ def parse_layout(spec: Optional[str]) -> Optional[Layout]:
 def model_prefix_tokens(model: nn.Module) -> int:
     """Prefix tokens the model declares: timm/HF ``num_prefix_tokens``, torchvision ViT's class token, else 0.
 
-    Example:
+    Examples:
         >>> from torchvision.models import vit_b_16, resnet18
         >>> model_prefix_tokens(vit_b_16()), model_prefix_tokens(resnet18())
         (1, 0)
@@ -245,7 +245,7 @@ def detect_layout(model: nn.Module, layer: str, output: object, image_hw: Sequen
         ValueError: the output is not a grid in any layout, or fits two with nothing to tell them apart;
             the message names the layer, the shape and the ``layout=`` argument.
 
-    Example:
+    Examples:
         >>> from torchvision.models import swin_t
         >>> detect_layout(swin_t(), "norm", torch.zeros(1, 7, 7, 768), (224, 224))
         Layout(kind='nhwc', prefix=0, grid=None, patch=None)

@@ -41,7 +41,7 @@ class _Cropped(nn.Module):
 def occlusion_positions(height: int, width: int, patch_size: int, stride: int) -> int:
     """Occluded forwards per image: the patch positions on the half-patch-padded image.
 
-    Example:
+    Examples:
         >>> occlusion_positions(224, 224, 45, 1), occlusion_positions(224, 224, 45, 8)
         (50176, 784)
     """
@@ -67,7 +67,7 @@ def check_occlusion_args(patch_size: int, stride: int, fill: float, chunk_size: 
 class Occlusion(AttributionExplainer):
     """Occlusion: score drop when a patch around each pixel is filled (captum, batched patches).
 
-    Example:
+    Examples:
         >>> linear = nn.Sequential(nn.Flatten(), nn.Linear(3, 1, bias=False))
         >>> _ = linear[1].weight.data.fill_(1.0)
         >>> occ = Occlusion(linear, input_size=(1, 1, 3), patch_size=1)

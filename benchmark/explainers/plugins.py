@@ -55,7 +55,7 @@ def resolve_explainer(spec: str) -> str:
         AttributeError: the module has no such class (the message lists its explainer classes).
         KeyError: a plain name that is neither registered nor an entry point (lists the valid names).
 
-    Example:
+    Examples:
         >>> resolve_explainer("gradcam")
         'gradcam'
     """

@@ -18,7 +18,7 @@ from benchmark.explainers.registry import register_explainer
 class RandomCAM(BaseExplainer):
     """Random: seeded uniform noise on the target layer's grid (sanity baseline).
 
-    Example:
+    Examples:
         >>> from torchvision.models import resnet18
         >>> explainer = RandomCAM(resnet18(num_classes=10), seed=3)
         >>> x, idx = torch.randn(2, 3, 64, 64), torch.tensor([10, 11])

@@ -32,7 +32,7 @@ def register_explainer(cls: Optional[E] = None, *, name: Optional[str] = None) -
 
     The name is ``name``, else the class attribute ``name``, else the lower-cased class name.
 
-    Example:
+    Examples:
         >>> import torch
         >>> @register_explainer(name="doctest_ones")
         ... class Ones(BaseExplainer):
@@ -61,7 +61,7 @@ def register_explainer(cls: Optional[E] = None, *, name: Optional[str] = None) -
 def list_explainers() -> List[str]:
     """Sorted names of the registered explainers.
 
-    Example:
+    Examples:
         >>> from benchmark.explainers import list_explainers
         >>> list_explainers()[:3]
         ['ablationcam', 'attentionrollout', 'center']
@@ -74,7 +74,7 @@ def default_explainers() -> List[str]:
     baselines; the pixel-attribution methods (guided backprop, integrated gradients, occlusion, ...) run
     only when named.
 
-    Example:
+    Examples:
         >>> "gradcam" in default_explainers(), "occlusion" in default_explainers()
         (True, False)
     """
@@ -107,7 +107,7 @@ def create_explainer(name: str, model: nn.Module, **kwargs) -> BaseExplainer:
     Raises:
         KeyError: unknown name; the message lists close matches and every valid name.
 
-    Example:
+    Examples:
         >>> from torchvision.models import resnet18
         >>> from benchmark.explainers import create_explainer
         >>> create_explainer("gradcam", resnet18())

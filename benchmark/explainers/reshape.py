@@ -32,7 +32,7 @@ _PATH = re.compile(r"^(?P<source>[A-Za-z_][\w.]*|.+\.py):[A-Za-z_][\w.]*$")
 class ReshapeLayout(Layout):
     """A verified user reshape; :meth:`to_nchw` applies it, :meth:`from_nchw` scatters back.
 
-    Example:
+    Examples:
         >>> def vit_reshape(t):  # pytorch-grad-cam's ViT reshape_transform on a 2 x 2 grid
         ...     return t[:, 1:].reshape(t.shape[0], 2, 2, t.shape[2]).permute(0, 3, 1, 2)
         >>> layout = as_layout(vit_reshape)
@@ -114,7 +114,7 @@ def _load(path: str) -> Callable[[Tensor], Tensor]:
 def as_layout(spec: Union[str, Callable[[Tensor], Tensor], Layout, None]) -> Optional[Layout]:
     """``layout=`` as a :class:`Layout`: the built-in names, a reshape function, or its import path.
 
-    Example:
+    Examples:
         >>> str(as_layout("tokens:1")), str(as_layout("torch:flatten"))
         ('tokens:1', 'reshape:torch:flatten')
     """

@@ -35,7 +35,7 @@ from benchmark.explainers.registry import register_explainer
 class ScoreCAM(BaseExplainer):
     """Score-CAM: channel weights = class score of the input masked by the channel.
 
-    Example:
+    Examples:
         >>> from torchvision.models import resnet18
         >>> explainer = ScoreCAM(resnet18(num_classes=10), chunk_size=64)
         >>> explainer(torch.randn(1, 3, 32, 32), torch.tensor([2])).shape

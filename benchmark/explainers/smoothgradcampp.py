@@ -22,7 +22,7 @@ from benchmark.explainers.registry import register_explainer
 class SmoothGradCAMpp(BaseExplainer):
     """Smooth Grad-CAM++: Grad-CAM++ with gradients averaged over noisy inputs (seeded).
 
-    Example:
+    Examples:
         >>> from torchvision.models import resnet18
         >>> explainer = SmoothGradCAMpp(resnet18(num_classes=10), n_samples=2, sigma=0.2)
         >>> x = torch.randn(1, 3, 32, 32)

@@ -1,6 +1,6 @@
 """Import a user's Python source by module path or file path (explainer plugins, reshape functions).
 
-Example:
+Examples:
     >>> import_source("math").__name__
     'math'
 """

@@ -45,7 +45,7 @@ class LayerSplit:
 def split_at_layer(model: nn.Module, layer: str) -> Optional[LayerSplit]:
     """Split ``model`` at the output of submodule ``layer`` (see the module docstring), or ``None``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchvision.models import resnet18
         >>> model = resnet18(num_classes=10).eval()

@@ -13,7 +13,7 @@ from benchmark.explainers.registry import register_explainer
 class XGradCAM(BaseExplainer):
     """XGrad-CAM: gradients weighted by the normalised activations (axiom-based Grad-CAM).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchvision.models import resnet18
         >>> XGradCAM(resnet18(num_classes=10))(torch.randn(1, 3, 64, 64)).amax().item()

@@ -16,7 +16,7 @@ __all__ = ["ADCC", "AverageDrop", "AverageIncrease", "Coherency", "Complexity"]
 class AverageDrop(PerSampleMetric):
     """Average Drop % over the dataset; samples with ``Y = 0`` are undefined (counted, omitted).
 
-    Example:
+    Examples:
         >>> metric = AverageDrop()
         >>> metric.update(torch.tensor([0.8, 0.5]), torch.tensor([0.2, 0.6]), indices=torch.tensor([0, 1]))
         >>> metric.compute()
@@ -36,7 +36,7 @@ class AverageDrop(PerSampleMetric):
 class AverageIncrease(PerSampleMetric):
     """Average Increase in confidence %: share of images with ``O > Y``.
 
-    Example:
+    Examples:
         >>> metric = AverageIncrease()
         >>> metric.update(torch.tensor([0.8, 0.5]), torch.tensor([0.2, 0.6]))
         >>> metric.compute()
@@ -56,7 +56,7 @@ class AverageIncrease(PerSampleMetric):
 class Coherency(PerSampleMetric):
     """Coherency %; a constant map scores 0 by default (``nan_policy="zero"``, the authors' code).
 
-    Example:
+    Examples:
         >>> maps = torch.tensor([[[0.0, 1.0], [0.5, 1.0]], [[0.0, 0.0], [0.0, 0.0]]])
         >>> metric = Coherency()
         >>> metric.update(maps, maps)
@@ -80,7 +80,7 @@ class Coherency(PerSampleMetric):
 class Complexity(PerSampleMetric):
     """Complexity %: mean of the ``[0, 1]`` maps.
 
-    Example:
+    Examples:
         >>> metric = Complexity()
         >>> metric.update(torch.tensor([[[0.0, 1.0], [0.5, 1.0]]]))
         >>> metric.compute()
@@ -104,7 +104,7 @@ class ADCC(PerSampleMetric):
     policies: an undefined Average Drop (``Y = 0``) is omitted from the drop mean; an undefined
     Coherency follows ``coherency_nan_policy`` (default 0, the authors' code).
 
-    Example:
+    Examples:
         >>> metric = ADCC()
         >>> maps = torch.tensor([[[0.0, 1.0], [0.5, 1.0]]])
         >>> metric.update(torch.tensor([0.8]), torch.tensor([0.6]), maps, maps)

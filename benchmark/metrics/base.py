@@ -90,7 +90,7 @@ class PerSampleMetric(Metric):
         """Mark the ``mask`` rows of the last :meth:`store` undefined (NaN, counted in ``n_invalid``): the
         module's policy for a sample whose map is not finite, whatever the metric's formula makes of it.
 
-        Example:
+        Examples:
             >>> from benchmark.metrics import create_metric
             >>> metric = create_metric("complexity")
             >>> metric.store(torch.tensor([1.0, 2.0]), torch.tensor([0, 1]))
@@ -141,7 +141,7 @@ class PerSampleMetric(Metric):
         """Every named result (``""`` = the main value) from index-sorted per-sample ``values``, as in
         :meth:`summary`; used to resample them (bootstrap confidence intervals).
 
-        Example:
+        Examples:
             >>> from benchmark.metrics import create_metric
             >>> create_metric("complexity").results_from(torch.tensor([10.0, 20.0], dtype=torch.float64))
             {'': tensor(15., dtype=torch.float64)}

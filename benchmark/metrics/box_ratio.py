@@ -28,7 +28,7 @@ class BoxRatio(PerSampleMetric):
         threshold: ``t`` in ``[0, 1)`` on the ``[0, 1]`` map (0.85).
         nan_policy: ``"omit"`` (default), ``"zero"`` or ``"propagate"``.
 
-    Example:
+    Examples:
         >>> maps = torch.tensor([[[0.9, 0.0], [0.0, 0.9]], [[0.0, 0.0], [0.0, 0.0]]])
         >>> metric = BoxRatio()
         >>> metric.update(maps, [torch.tensor([[0.0, 0.0, 1.0, 1.0]])] * 2, indices=torch.tensor([0, 1]))

@@ -31,7 +31,7 @@ class FGSMRobustness(PerSampleMetric):
 
     Cost: one forward + backward to the input, one forward on ``x'`` and one explainer call per batch.
 
-    Example:
+    Examples:
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))  # logit_0 = sum(x), logit_1 = 0
         >>> _ = model[1].weight.data.copy_(torch.tensor([[1.0] * 4, [0.0] * 4])), model[1].bias.data.zero_()
         >>> explain = lambda images, classes, indices=None: images[:, 0].clamp(0, 1)  # the image as its map

@@ -61,7 +61,7 @@ class Fidelity(_PerPercent):
         chunk_size: masked images per forward.
         nan_policy: ``"omit"`` (default), ``"zero"`` or ``"propagate"``.
 
-    Example:
+    Examples:
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))  # logit_1 = 2 x_0 - 1, logit_0 = 0
         >>> _ = model[1].weight.data.copy_(torch.tensor([[0.0] * 4, [2.0, 0, 0, 0]]))
         >>> _ = model[1].bias.data.copy_(torch.tensor([0.0, -1.0]))
@@ -117,7 +117,7 @@ class Contrastivity(_PerPercent):
 
     Cost: ``M`` explainer calls per batch (``M`` other classes), each on the whole batch.
 
-    Example:
+    Examples:
         >>> target = torch.tensor([[[1.0, 0.9], [0.0, 0.0]]])
         >>> other = {1: torch.tensor([[[1.0, 0.0], [0.9, 0.0]]]), 2: torch.tensor([[[0.0, 0.0], [0.0, 1.0]]])}
         >>> explain = lambda images, classes: other[int(classes[0])]

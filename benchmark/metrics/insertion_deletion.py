@@ -113,7 +113,7 @@ class Deletion(_CausalMetric):
         compile: also :func:`torch.compile` that copy (pays on long runs of large models).
         nan_policy: NaN maps give NaN values: ``"omit"`` (default), ``"zero"``, ``"propagate"``.
 
-    Example:
+    Examples:
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))  # logit_0 = sum(x), logit_1 = 0
         >>> _ = model[1].weight.data.copy_(torch.tensor([[1.0] * 4, [0.0] * 4])), model[1].bias.data.zero_()
         >>> metric = Deletion(pixels_per_step=1, fast=False)
@@ -135,7 +135,7 @@ class Insertion(_CausalMetric):
     the image are put back onto RISE's blur (11 x 11 Gaussian, sigma 5, zero padding; see
     :func:`~benchmark.metrics.functional.insertion_deletion.insertion_curve`).
 
-    Example:
+    Examples:
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
         >>> _ = model[1].weight.data.copy_(torch.tensor([[1.0] * 4, [0.0] * 4])), model[1].bias.data.zero_()
         >>> metric = Insertion(pixels_per_step=1, fast=False)

@@ -20,7 +20,7 @@ __all__ = ["LocalizationError", "MaxBoxAcc"]
 def count_clipped(boxes: Sequence[Tensor], height: int, width: int) -> int:
     """Number of boxes that reach outside a ``height x width`` image (clipped by ``check_boxes``).
 
-    Example:
+    Examples:
         >>> count_clipped([torch.tensor([[-1.0, 0.0, 4.0, 4.0], [0.0, 0.0, 8.0, 8.0]])], 8, 8)
         1
     """
@@ -63,7 +63,7 @@ class LocalizationError(PerSampleMetric):
         connectivity: 4 or 8.
         nan_policy: ``"omit"``, ``"zero"`` or ``"propagate"``.
 
-    Example:
+    Examples:
         >>> maps = torch.zeros(2, 2, 8, 8)
         >>> maps[:, 1, 2:6, 2:6] = 1.0  # the second-best class's map covers the object
         >>> metric = LocalizationError(top_k=(1, 2))
@@ -159,7 +159,7 @@ class MaxBoxAcc(PerSampleMetric):
         connectivity: 4 or 8.
         nan_policy: ``"omit"``, ``"zero"`` or ``"propagate"``.
 
-    Example:
+    Examples:
         >>> saliency = torch.tensor([[[1.0, 0.3, 0.0], [0.3, 0.3, 0.0], [0.0, 0.0, 0.0]]])
         >>> metric = MaxBoxAcc(thresholds=[0.2, 0.5])
         >>> metric.update(saliency, [torch.tensor([[0.0, 0.0, 1.0, 1.0]])])

@@ -56,7 +56,7 @@ class OcclusionCorrelation(PerSampleMetric):
     ``ceil(H / stride) * ceil(W / stride)`` for an odd patch (50,176 per 224 x 224 image at stride 1),
     batched ``chunk_size`` occluded images per forward -- shared by all explainers of a batch (see the module).
 
-    Example:
+    Examples:
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2, bias=False))
         >>> _ = model[1].weight.data.copy_(torch.tensor([[1.0, 2.0, 3.0, 4.0], [0.0] * 4]))
         >>> metric = OcclusionCorrelation(size=2, patch_size=1)  # occlusion map = weight * pixel

@@ -45,7 +45,7 @@ class OnePixelSensitivity(PerSampleMetric):
     Cost: up to ``popsize * (maxiter + 1)`` forwards per attacked image (40,400 by default;
     the attack stops after the first generation with a success) plus one explainer call per batch.
 
-    Example:
+    Examples:
         >>> class Pixel(nn.Module):  # class 1 wins when pixel (2, 1) is above 0.5
         ...     def forward(self, x):
         ...         return torch.stack([torch.zeros(len(x)), x[:, 0, 2, 1] - 0.5], dim=1)

@@ -64,7 +64,7 @@ class PointingGame(PerSampleMetric):
         tolerance: pixels (15).
         nan_policy: ``"omit"`` (default), ``"zero"`` (a miss) or ``"propagate"``.
 
-    Example:
+    Examples:
         >>> saliency = torch.zeros(3, 8, 8)
         >>> saliency[:, 0, 0] = 1.0
         >>> near, far = torch.tensor([[0.0, 0.0, 2.0, 2.0]]), torch.tensor([[7.0, 7.0, 8.0, 8.0]])
@@ -146,7 +146,7 @@ class PointingGameRecall(PerSampleMetric):
         reject_threshold: threshold on the raw map maximum (0.5).
         top_k: candidates per image (5); the module must give at least that many maps.
 
-    Example:
+    Examples:
         >>> maps = torch.zeros(1, 2, 8, 8)
         >>> maps[0, 0, 1, 1] = maps[0, 1, 6, 6] = 1.0
         >>> metric = PointingGameRecall(top_k=2)
@@ -203,7 +203,7 @@ class EnergyPointingGame(PerSampleMetric):
     Args:
         nan_policy: ``"omit"`` (default), ``"zero"`` or ``"propagate"``.
 
-    Example:
+    Examples:
         >>> metric = EnergyPointingGame()
         >>> metric.update(torch.tensor([[[1.0, 1.0], [0.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]]]),
         ...               [torch.tensor([[0.0, 0.0, 2.0, 1.0]])] * 2)

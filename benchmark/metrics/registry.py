@@ -43,7 +43,7 @@ METRICS: Dict[str, Type[PerSampleMetric]] = {
 def list_metrics() -> List[str]:
     """Registered metric names, in leaderboard order.
 
-    Example:
+    Examples:
         >>> list_metrics()[:3]
         ['average_drop', 'average_increase', 'coherency']
     """
@@ -54,7 +54,7 @@ def default_metrics() -> List[str]:
     """The metrics ``cam-bench run`` computes when none are named (``in_default_run``), in leaderboard order;
     the reproduction-study metrics (box ratio, fidelity, contrastivity, attacks, occlusion) run only when named.
 
-    Example:
+    Examples:
         >>> len(default_metrics()), "occlusion_correlation" in default_metrics()
         (12, False)
     """
@@ -67,7 +67,7 @@ def create_metric(name: str, **kwargs) -> PerSampleMetric:
     Raises:
         KeyError: unknown name; the message lists close matches and every valid name.
 
-    Example:
+    Examples:
         >>> create_metric("complexity").higher_is_better
         False
     """

@@ -85,7 +85,7 @@ SYNTHETIC_MODELS: Dict[str, Callable[[int], SyntheticNet]] = {
 def build_synthetic_model(name: str, num_classes: int = 8) -> SyntheticNet:
     """Random-init model ``name`` (one of :data:`SYNTHETIC_MODELS`).
 
-    Example:
+    Examples:
         >>> model = build_synthetic_model("res_cnn")
         >>> model(torch.zeros(2, 3, 128, 128)).shape, model.features(torch.zeros(1, 3, 128, 128)).shape[-2:]
         (torch.Size([2, 8]), torch.Size([8, 8]))

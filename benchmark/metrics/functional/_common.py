@@ -91,7 +91,7 @@ def reduce_values(values: Tensor, reduction: str, nan_policy: str) -> Tensor:
     ``omit``: undefined samples are left out of the mean (and stay NaN with reduction="none");
     ``zero``: they score 0; ``propagate``: the mean is NaN if any is.
 
-    Example:
+    Examples:
         >>> reduce_values(torch.tensor([1.0, float("nan"), 3.0]), "mean", "omit")
         tensor(2., dtype=torch.float64)
         >>> reduce_values(torch.tensor([1.0, float("nan"), 3.0]), "mean", "zero")

@@ -40,7 +40,7 @@ def average_drop(full_probs: Tensor, expl_probs: Tensor, reduction: str = "mean"
         reduction: ``"mean"`` or ``"none"``.
         nan_policy: samples with ``Y = 0`` are undefined: ``"omit"`` (default), ``"zero"``, ``"propagate"``.
 
-    Example:
+    Examples:
         >>> average_drop(torch.tensor([0.8, 0.5]), torch.tensor([0.2, 0.6]), reduction="none")
         tensor([75.,  0.], dtype=torch.float64)
     """
@@ -51,7 +51,7 @@ def average_increase(full_probs: Tensor, expl_probs: Tensor, reduction: str = "m
                      nan_policy: str = "omit") -> Tensor:
     """Average Increase in confidence %: ``1[O > Y] * 100`` (Chattopadhyay et al. 2018).
 
-    Example:
+    Examples:
         >>> average_increase(torch.tensor([0.8, 0.5]), torch.tensor([0.2, 0.6]))
         tensor(50., dtype=torch.float64)
     """
@@ -81,7 +81,7 @@ def coherency(saliency: Tensor, expl_saliency: Tensor, reduction: str = "mean", 
         nan_policy: a constant (or NaN) map leaves Pearson undefined; ``"zero"`` (default, the
             authors' code) scores it 0, ``"omit"`` leaves it out, ``"propagate"`` keeps NaN.
 
-    Example:
+    Examples:
         >>> maps = torch.tensor([[[0.0, 1.0], [0.5, 1.0]]])
         >>> coherency(maps, maps), coherency(maps, 1 - maps)
         (tensor(100., dtype=torch.float64), tensor(0., dtype=torch.float64))
@@ -99,7 +99,7 @@ def coherency(saliency: Tensor, expl_saliency: Tensor, reduction: str = "mean", 
 def complexity(saliency: Tensor, reduction: str = "mean", nan_policy: str = "omit") -> Tensor:
     """Complexity %: the mean of the ``[0, 1]`` map times 100 (Poppi et al. 2021, Eq. 3).
 
-    Example:
+    Examples:
         >>> complexity(torch.tensor([[[0.0, 1.0], [0.5, 1.0]]]))
         tensor(62.5000, dtype=torch.float64)
     """
@@ -113,7 +113,7 @@ def adcc(avg_drop: Tensor, coherency: Tensor, complexity: Tensor) -> Tensor:
     Inputs and output in %. Element-wise: pass dataset means for the leaderboard value (what
     Table 2 reports) or per-image values for per-image ADCC. 0 when a term is 0; NaN if an input is.
 
-    Example:
+    Examples:
         >>> adcc(26.13, 93.83, 20.27)  # Score-CAM, VGG16, Poppi Table 2: 81.66
         tensor(81.6611, dtype=torch.float64)
     """

@@ -24,7 +24,7 @@ __all__ = ["box_ratio", "check_threshold"]
 def check_threshold(threshold: float, name: str = "threshold") -> float:
     """A number in ``[0, 1)`` (a map threshold); ``TypeError`` / ``ValueError`` otherwise.
 
-    Example:
+    Examples:
         >>> check_threshold(0.85)
         0.85
     """
@@ -50,7 +50,7 @@ def box_ratio(saliency: Tensor, objects: Objects, threshold: float = 0.85, reduc
         nan_policy: undefined samples (nothing above ``t``, or no object pixel): ``"omit"``
             (default), ``"zero"`` or ``"propagate"``.
 
-    Example:
+    Examples:
         >>> maps = torch.tensor([[[0.9, 0.9, 0.0, 1.0],
         ...                       [0.9, 0.2, 0.0, 0.0],
         ...                       [0.0, 0.0, 0.0, 0.0],

@@ -39,7 +39,7 @@ def channel_values(values: Union[float, Sequence[float]], name: str, channels: O
                    positive: bool = False) -> Tuple[float, ...]:
     """Per-channel constants (``mean``, ``std``) as a tuple; checks their count against ``channels``.
 
-    Example:
+    Examples:
         >>> channel_values(IMAGENET_STD, "std", 3, positive=True)
         (0.229, 0.224, 0.225)
     """
@@ -78,7 +78,7 @@ def fgsm_attack(model: Model, images: Tensor, targets: Tensor, epsilon: float = 
     Returns:
         ``(x', logits of x)``, both detached.
 
-    Example:
+    Examples:
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(2, 2))  # logit_0 = x_0 - x_1, logit_1 = 0
         >>> _ = model[1].weight.data.copy_(torch.tensor([[1.0, -1.0], [0.0, 0.0]])), model[1].bias.data.zero_()
         >>> adversarial, _ = fgsm_attack(model, torch.zeros(1, 1, 1, 2), torch.tensor([0]), epsilon=0.5, std=0.25)
@@ -119,7 +119,7 @@ def fgsm_robustness(saliency: Tensor, adversarial_saliency: Tensor, reduction: s
         nan_policy: a constant (or NaN) map leaves ``r`` undefined: ``"omit"`` (default),
             ``"zero"`` or ``"propagate"``.
 
-    Example:
+    Examples:
         >>> maps = torch.tensor([[[0.0, 1.0], [0.5, 1.0]], [[0.2, 0.2], [0.2, 0.2]]])
         >>> fgsm_robustness(maps, torch.tensor([[[1.0, 0.0], [0.5, 0.0]], [[0.0, 1.0], [0.0, 0.0]]]), reduction="none")
         tensor([-1., nan], dtype=torch.float64)

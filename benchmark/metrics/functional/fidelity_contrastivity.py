@@ -40,7 +40,7 @@ Model = Union[nn.Module, Callable[[Tensor], Tensor]]
 def check_percents(percents: Union[float, Sequence[float]]) -> Tuple[float, ...]:
     """A percent in ``(0, 100]`` or a non-empty sequence of them, as a tuple of floats.
 
-    Example:
+    Examples:
         >>> check_percents((1, 10.0))
         (1.0, 10.0)
     """
@@ -70,7 +70,7 @@ def check_labels(labels: Tensor, batch: int, name: str = "labels") -> Tensor:
 def percent_key(percent: float) -> str:
     """The result name of a percent: ``"top1"``, ``"top10"``, ``"top2.5"``.
 
-    Example:
+    Examples:
         >>> percent_key(1.0), percent_key(2.5)
         ('top1', 'top2.5')
     """
@@ -82,7 +82,7 @@ def top_percent_mask(saliency: Tensor, percent: float) -> Tensor:
 
     See the module docstring: ``k = ceil(p n / 100)``, ``B = {S > 0} & {S >= k-th largest}``.
 
-    Example:
+    Examples:
         >>> maps = torch.tensor([[[0.0, 0.5, 0.5], [0.2, 1.0, 0.1]]])  # 5 positive values
         >>> top_percent_mask(maps, 20.0).int()  # k = 1: just the 1.0
         tensor([[[0, 0, 0],
@@ -121,7 +121,7 @@ def fidelity(model: Model, images: Tensor, saliency: Tensor, labels: Tensor,
         predictions: ``(B,)`` top-1 classes of the model on ``images`` when already known (saves the clean
             forward); ``None``: computed.
 
-    Example:
+    Examples:
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))  # logit_1 = 2 x_0 - 1, logit_0 = 0
         >>> _ = model[1].weight.data.copy_(torch.tensor([[0.0] * 4, [2.0, 0, 0, 0]]))
         >>> _ = model[1].bias.data.copy_(torch.tensor([0.0, -1.0]))
@@ -195,7 +195,7 @@ def contrastivity(saliency: Tensor, other_saliency: Union[Tensor, Iterable[Tenso
         nan_policy: undefined samples (NaN target map, or no class with a non-empty union):
             ``"omit"`` (default), ``"zero"`` or ``"propagate"``.
 
-    Example:
+    Examples:
         >>> target = torch.tensor([[[1.0, 0.9], [0.0, 0.0]]])
         >>> others = torch.tensor([[[[1.0, 0.0], [0.9, 0.0]], [[0.0, 0.0], [0.0, 0.0]]]])  # the 2nd: B_k empty
         >>> contrastivity(target, others, percents=100.0, reduction="none")  # (2 / 3 + 2 / 2) / 2

@@ -86,7 +86,7 @@ def gaussian_kernel(kernel_size: int = 11, sigma: float = 5.0) -> Tensor:
     a delta at ``kernel_size // 2`` whose array is extended by symmetric reflection; the 2-D kernel
     is the outer product of that 1-D filter with itself (it sums to 1).
 
-    Example:
+    Examples:
         >>> k = gaussian_kernel(11, 5.0)
         >>> k.shape, round(k.sum().item(), 6), round(k[5, 5].item(), 6)
         (torch.Size([11, 11]), 1.0, 0.008833)
@@ -107,7 +107,7 @@ def gaussian_kernel(kernel_size: int = 11, sigma: float = 5.0) -> Tensor:
 def rise_blur(images: Tensor, kernel_size: int = 11, sigma: float = 5.0) -> Tensor:
     """RISE's insertion substrate: each channel convolved with :func:`gaussian_kernel`, zero padding.
 
-    Example:
+    Examples:
         >>> blurred = rise_blur(torch.ones(1, 3, 16, 16))
         >>> round(blurred[0, 0, 8, 8].item(), 4), round(blurred[0, 0, 0, 0].item(), 4)  # border: zero padding
         (1.0, 0.2992)
@@ -193,7 +193,7 @@ def deletion_curve(model: Model, images: Tensor, saliency: Tensor, targets: Tens
         ``(B, n_steps + 1)`` float64 probabilities (on the images' device), from the image to the fully
         deleted one.
 
-    Example:
+    Examples:
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))  # logit_0 = sum(x), logit_1 = 0
         >>> _ = model[1].weight.data.copy_(torch.tensor([[1.0] * 4, [0.0] * 4])), model[1].bias.data.zero_()
         >>> images = torch.ones(1, 1, 2, 2)
@@ -213,7 +213,7 @@ def insertion_curve(model: Model, images: Tensor, saliency: Tensor, targets: Ten
     elsewhere, ``k = 0 .. ceil(HW / n)``. Arguments as :func:`deletion_curve`, plus the blur's
     ``kernel_size`` and ``sigma`` (RISE: 11 and 5; see :func:`gaussian_kernel`).
 
-    Example:
+    Examples:
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
         >>> _ = model[1].weight.data.copy_(torch.tensor([[1.0] * 4, [0.0] * 4])), model[1].bias.data.zero_()
         >>> images = torch.ones(1, 1, 2, 2)
@@ -230,7 +230,7 @@ def auc(curves: Tensor) -> Tensor:
 
     ``(sum(p) - p_0 / 2 - p_last / 2) / (N - 1)``.
 
-    Example:
+    Examples:
         >>> auc(torch.tensor([[1.0, 0.5, 0.0], [1.0, 1.0, 1.0]]))
         tensor([0.5000, 1.0000])
     """
@@ -249,7 +249,7 @@ def deletion(model: Model, images: Tensor, saliency: Tensor, targets: Tensor, pi
         nan_policy: for NaN maps: ``"omit"`` (default), ``"zero"``, ``"propagate"``.
         others: as :func:`deletion_curve`.
 
-    Example:
+    Examples:
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
         >>> _ = model[1].weight.data.copy_(torch.tensor([[1.0] * 4, [0.0] * 4])), model[1].bias.data.zero_()
         >>> deletion(model, torch.ones(1, 1, 2, 2), torch.tensor([[[0.2, 1.0], [0.6, 0.4]]]), torch.tensor([0]),
@@ -267,7 +267,7 @@ def insertion(model: Model, images: Tensor, saliency: Tensor, targets: Tensor, p
 
     Arguments as :func:`deletion`.
 
-    Example:
+    Examples:
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
         >>> _ = model[1].weight.data.copy_(torch.tensor([[1.0] * 4, [0.0] * 4])), model[1].bias.data.zero_()
         >>> insertion(model, torch.ones(1, 1, 2, 2), torch.tensor([[[0.2, 1.0], [0.6, 0.4]]]), torch.tensor([0]),

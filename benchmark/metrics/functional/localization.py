@@ -51,7 +51,7 @@ def connected_components(mask: Tensor, connectivity: int = 4) -> Tensor:
     Returns:
         ``(B, H, W)`` long labels, 0 for the background.
 
-    Example:
+    Examples:
         >>> mask = torch.tensor([[[1, 0, 1], [0, 0, 1], [1, 0, 0]]], dtype=torch.bool)
         >>> connected_components(mask)
         tensor([[[1, 0, 2],
@@ -151,7 +151,7 @@ def localization_box(saliency: Tensor, threshold: float = 0.15, connectivity: in
         ``(B, 4)`` xyxy boxes (float32, float64 for float64 maps); a NaN row for a map with no
         pixel above the threshold (all zero / NaN, or ``threshold = 1``).
 
-    Example:
+    Examples:
         >>> saliency = torch.tensor([[[0.0, 0.9, 1.0, 0.0],
         ...                           [0.0, 0.5, 0.8, 0.0],
         ...                           [0.0, 0.0, 0.0, 0.1],
@@ -175,7 +175,7 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     Returns:
         ``(N, M)`` IoU; NaN where a box is NaN.
 
-    Example:
+    Examples:
         >>> box_iou(torch.tensor([[0.0, 0.0, 2.0, 2.0]]), torch.tensor([[1.0, 0.0, 3.0, 2.0], [5.0, 5.0, 6.0, 6.0]]))
         tensor([[0.3333, 0.0000]])
     """
@@ -240,7 +240,7 @@ def localization_hit(pred_boxes: Tensor, gt_boxes: Sequence[Tensor], rule: str =
         image_size: ``(H, W)`` to clip the ground-truth boxes to; without it they are only
             clipped at 0.
 
-    Example:
+    Examples:
         >>> pred = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 4.0, 4.0]])
         >>> gt = [torch.tensor([[0.0, 0.0, 10.0, 12.0]]), torch.tensor([[0.0, 0.0, 1.0, 4.0]])]
         >>> localization_hit(pred, gt, reduction="none")  # IoU 0.83, 0.25
@@ -263,7 +263,7 @@ def localization_hit(pred_boxes: Tensor, gt_boxes: Sequence[Tensor], rule: str =
 def default_thresholds(device: Optional[torch.device] = None) -> Tensor:
     """``0.00, 0.01, ..., 0.99`` (float64): the sweep of :func:`max_box_acc`.
 
-    Example:
+    Examples:
         >>> default_thresholds()[[0, 1, -1]]
         tensor([0.0000, 0.0100, 0.9900], dtype=torch.float64)
     """
@@ -296,7 +296,7 @@ def max_box_acc(saliency: Tensor, boxes: Sequence[Tensor], thresholds: Optional[
         reduction: ``"none"``: ``(B, T)`` 1/0 hits per threshold; ``"mean"``: MaxBoxAcc in %.
         nan_policy: samples without boxes are undefined: ``"omit"`` (default), ``"zero"``, ``"propagate"``.
 
-    Example:
+    Examples:
         >>> saliency = torch.tensor([[[1.0, 0.3, 0.0], [0.3, 0.3, 0.0], [0.0, 0.0, 0.0]]])
         >>> box = [torch.tensor([[0.0, 0.0, 1.0, 1.0]])]
         >>> max_box_acc(saliency, box, thresholds=[0.2, 0.5], reduction="none")

@@ -29,7 +29,7 @@ __all__ = ["average_ranks", "occlusion_correlation", "pool_maps", "spearman_corr
 def average_ranks(values: Tensor) -> Tensor:
     """1-based ranks along the last dimension, tied values sharing their average rank (float64).
 
-    Example:
+    Examples:
         >>> average_ranks(torch.tensor([[0.5, 0.1, 0.5, 0.9]]))
         tensor([[2.5000, 1.0000, 2.5000, 4.0000]], dtype=torch.float64)
     """
@@ -43,7 +43,7 @@ def average_ranks(values: Tensor) -> Tensor:
 def spearman_correlation(a: Tensor, b: Tensor) -> Tensor:
     """Spearman's rho per row of ``(B, N)`` (or ``(B, ...)``) tensors; NaN for a constant or NaN row.
 
-    Example:
+    Examples:
         >>> spearman_correlation(torch.tensor([[1.0, 2.0, 3.0, 4.0]]), torch.tensor([[1.0, 5.0, 5.0, 9.0]]))
         tensor([0.9487], dtype=torch.float64)
     """
@@ -56,7 +56,7 @@ def spearman_correlation(a: Tensor, b: Tensor) -> Tensor:
 def pool_maps(maps: Tensor, size: int = 14) -> Tensor:
     """``(B, H, W)`` maps average-pooled to ``(B, size, size)`` (adaptive pooling, float64).
 
-    Example:
+    Examples:
         >>> pool_maps(torch.arange(16.0).view(1, 4, 4), 2)
         tensor([[[ 2.5000,  4.5000],
                  [10.5000, 12.5000]]], dtype=torch.float64)
@@ -80,7 +80,7 @@ def occlusion_correlation(saliency: Tensor, occlusion: Tensor, size: int = 14, r
         reduction: ``"mean"`` or ``"none"`` (per sample, float64, in ``[-1, 1]``).
         nan_policy: constant or NaN pooled maps: ``"omit"`` (default), ``"zero"`` or ``"propagate"``.
 
-    Example:
+    Examples:
         >>> saliency = torch.tensor([[[0.0, 0.2], [0.6, 1.0]]])
         >>> occlusion = torch.tensor([[[-3.0, 0.5], [0.5, 7.0]]])  # ranks 1, 2.5, 2.5, 4
         >>> occlusion_correlation(saliency, occlusion, size=2)

@@ -115,7 +115,7 @@ def one_pixel_attack(model: Model, images: Tensor, targets: Tensor, indices: Ten
         chunk_size: candidate images per forward.
         seed: the attack seed.
 
-    Example:
+    Examples:
         >>> class Pixel(nn.Module):  # class 1 wins when pixel (2, 1) is above 0.5
         ...     def forward(self, x):
         ...         return torch.stack([torch.zeros(len(x)), x[:, 0, 2, 1] - 0.5], dim=1)
@@ -164,7 +164,7 @@ def one_pixel_sensitivity(saliency: Tensor, attacked_saliency: Tensor, attack: O
         reduction: ``"none"``: ``(B, 2)`` float64 (before, after), NaN for failed attacks;
             ``"mean"``: :func:`one_pixel_summary` of them.
 
-    Example:
+    Examples:
         >>> attack = OnePixelAttack(None, torch.tensor([True, False]), torch.tensor([0, -1]), torch.tensor([1, -1]),
         ...                         None, None, None)
         >>> maps = torch.tensor([[[0.0, 0.25], [1.0, 1.0]]] * 2)
@@ -195,7 +195,7 @@ def one_pixel_summary(before: Tensor, after: Tensor, success: Tensor) -> Dict[st
     is NaN without a successful attack. ``success`` is 1/0 per attacked sample (NaN: not attacked);
     ``success_rate`` is in % of the attacked samples.
 
-    Example:
+    Examples:
         >>> stats = one_pixel_summary(torch.tensor([0.2, 0.4, torch.nan]), torch.tensor([0.6, 0.6, torch.nan]),
         ...                           torch.tensor([1.0, 1.0, torch.nan]))  # the 3rd sample was not attacked
         >>> {k: round(v.item(), 4) for k, v in stats.items() if k.startswith(("change", "attacked"))}

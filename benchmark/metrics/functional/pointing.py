@@ -43,7 +43,7 @@ def boxes_to_mask(boxes: Sequence[Tensor], height: int, width: int) -> Tensor:
     Returns:
         ``(B, H, W)`` bool masks.
 
-    Example:
+    Examples:
         >>> boxes_to_mask([torch.tensor([[0.5, 1.0, 2.0, 2.2]])], 4, 3).int()
         tensor([[[0, 0, 0],
                  [1, 1, 0],
@@ -115,7 +115,7 @@ def pointing_game(saliency: Tensor, objects: Objects, tolerance: float = 15, red
         reduction: ``"mean"`` (hit rate in %) or ``"none"`` (1/0 per sample, float64).
         nan_policy: samples without object pixels: ``"omit"`` (default), ``"zero"`` (a miss), ``"propagate"``.
 
-    Example:
+    Examples:
         >>> saliency = torch.zeros(2, 32, 32)
         >>> saliency[0, 24, 20] = saliency[1, 24, 21] = 1.0
         >>> box = torch.tensor([[0.0, 0.0, 11.0, 15.0]])  # pixels 0..10 x 0..14
@@ -146,7 +146,7 @@ def energy_pointing_game(saliency: Tensor, objects: Objects, reduction: str = "m
         reduction: ``"mean"`` or ``"none"`` (per sample, %).
         nan_policy: ``"omit"`` (default), ``"zero"``, ``"propagate"``.
 
-    Example:
+    Examples:
         >>> saliency = torch.tensor([[[1.0, 0.5, 0.0], [0.5, 0.0, 0.0], [0.0, 0.0, 1.0]]])
         >>> energy_pointing_game(saliency, [torch.tensor([[0.0, 0.0, 2.0, 2.0]])])  # 2 / 3
         tensor(66.6667, dtype=torch.float64)
@@ -187,7 +187,7 @@ def pointing_game_recall(topk_saliency: Tensor, topk_classes: Tensor, boxes: Seq
         reduction: ``"none"``: ``(B, 2)`` float64 (recalled, ground-truth classes) per image;
             ``"mean"``: the recall in %.
 
-    Example:
+    Examples:
         >>> maps = torch.zeros(1, 2, 8, 8)
         >>> maps[0, 0, 1, 1] = maps[0, 1, 6, 6] = 1.0
         >>> boxes, labels = [torch.tensor([[0.0, 0.0, 2.0, 2.0], [5.0, 5.0, 8.0, 8.0]])], [torch.tensor([3, 7])]
