@@ -7,7 +7,7 @@
   (``--devices``/``--strategy`` pass through to Lightning, e.g. ``--devices 2 --strategy ddp``),
   writes the records with :class:`callbacks.SaliencyWriter` and prints a summary table.
 * ``cam-bench run [--config FILE] [overrides]`` -- the matrix backbones x explainers x metrics over one
-  datamodule (:mod:`benchmark.run`; settings :class:`~benchmark.run_config.RunConfig`, every Lightning
+  datamodule (:mod:`benchmark.runner.run`; settings :class:`~benchmark.runner.config.RunConfig`, every Lightning
   Trainer flag as ``--trainer.<flag>``); with no arguments the offline default: SyntheticShapes x the
   shipped backbones x every explainer x every metric. Writes per-sample Parquet, ``results.csv``,
   ``leaderboard.md`` and figures to ``runs/<name>`` and prints the leaderboard.
@@ -26,10 +26,10 @@ from typing import Any, List, Optional, Sequence
 import pytorch_lightning as pl
 from tabulate import tabulate
 
-from benchmark.backbones import create_backbone, list_backbones
 from benchmark.explainers import PAPER_LAYERS, default_explainers, describe_explainer, list_explainers
 from benchmark.explainers.layers import TRANSFORMER_LAYERS
-from benchmark.module import ExplainerModule
+from benchmark.runtime.backbones import create_backbone, list_backbones
+from benchmark.runtime.module import ExplainerModule
 
 __all__ = ["main", "summarize"]
 
@@ -125,8 +125,8 @@ def _explainers(value: str) -> Optional[List[str]]:
 def _run(args: Any) -> int:
     from pytorch_lightning.utilities import rank_zero_only
 
-    from benchmark.run import run_benchmark
-    from benchmark.run_config import RunConfig
+    from benchmark.runner.config import RunConfig
+    from benchmark.runner.run import run_benchmark
 
     options = args.as_dict() if hasattr(args, "as_dict") else dict(vars(args))
     trainer = options.pop("trainer", None) or {}
@@ -141,14 +141,14 @@ def _run(args: Any) -> int:
 
 
 def _leaderboard(args: Any) -> int:
-    from benchmark.leaderboard import render_runs
+    from benchmark.report.leaderboard import render_runs
 
     runs = [Path(d) for d in args.run_dirs]
     if args.out is None and len(runs) > 1:
         raise ValueError("Merging several runs needs --out FILE (e.g. --out leaderboards/merged/leaderboard.md).")
     out = Path(args.out) if args.out else runs[0] / "leaderboard.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    from benchmark.leaderboard import IncompleteRuns
+    from benchmark.report.leaderboard import IncompleteRuns
 
     try:
         render_runs(runs, out, force=args.force, allow_partial=args.allow_partial)
@@ -178,7 +178,7 @@ def _run_parser() -> Any:
     import pytorch_lightning as pl
     from jsonargparse import ActionConfigFile, ArgumentParser
 
-    from benchmark.run_config import RunConfig
+    from benchmark.runner.config import RunConfig
 
     run = ArgumentParser(description="The matrix backbones x explainers x metrics over one datamodule "
                          "(default: the offline SyntheticShapes benchmark).")
@@ -251,7 +251,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 def console(argv: Optional[List[str]] = None) -> int:
     """The ``cam-bench`` console script: :func:`main`, with refusals as one line (exit 2) and an
     interrupted run as exit 75 (resumable); other errors keep their traceback."""
-    from benchmark.run_folder import FolderLocked, SettingsDiffer
+    from benchmark.runner.folder import FolderLocked, SettingsDiffer
     from callbacks.stop_on_signal import EXIT_INTERRUPTED, RunInterrupted
 
     try:

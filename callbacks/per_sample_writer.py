@@ -5,14 +5,14 @@ when the loader uses fixed shards (:mod:`datamodules.shards`; otherwise ``rank<r
 ``/`` and ``:`` in names become ``--``; one run directory holds every backbone of a matrix), written
 atomically at the end of each predict batch, so a crash loses at most the batch in flight, nothing
 has to be gathered in memory, and a re-run skips what is on disk
-(:func:`benchmark.run_folder.finished_shards`). The
+(:func:`benchmark.runner.folder.finished_shards`). The
 batch's data report (``counts``, ``skipped``) goes to ``<backbone>/_data/<shard>.json``.
 One row per (dataset index, backbone, method): ``dataset, backbone, method, index, target,
 prediction, probability, target_probability, seconds, target_layer, layout, map_status`` (``ok``,
 ``constant`` or ``not_finite``: :func:`benchmark.explainers.base.map_status`) and one column per metric: the value the
 metric stored for that sample (``double``), or its vector of values (``list<double>``) for metrics
 that store several per sample; NaN = undefined.
-:func:`benchmark.results.read_per_sample` joins the files of all ranks, sorted by dataset index.
+:func:`benchmark.report.results.read_per_sample` joins the files of all ranks, sorted by dataset index.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 
-from benchmark.run_folder import atomic_write, safe_name
+from benchmark.runner.folder import atomic_write, safe_name
 from datamodules.shards import current_shard
 
 __all__ = ["PER_SAMPLE_COLUMNS", "PerSampleWriter", "records_to_frame"]
@@ -37,7 +37,7 @@ PER_SAMPLE_COLUMNS = ("dataset", "backbone", "method", "index", "target", "predi
 
 
 def records_to_frame(records: Sequence[Dict[str, Any]], dataset: str, backbone: str) -> pd.DataFrame:
-    """Module records (see :mod:`benchmark.module`) as per-sample rows.
+    """Module records (see :mod:`benchmark.runtime.module`) as per-sample rows.
 
     Examples:
         >>> rec = {"index": 3, "method": "gradcam", "target": 1, "prediction": 1, "probability": 0.9,

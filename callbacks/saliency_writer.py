@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Sequence, Union
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 
-from benchmark.module import merge_records
+from benchmark.runtime.module import merge_records
 
 __all__ = ["SaliencyWriter", "read_records"]
 

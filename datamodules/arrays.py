@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Dict, Optional, Sequence
 from PIL import Image
 from torch import Tensor
 
-from benchmark.preprocessing import Preprocessing
+from benchmark.runtime.preprocessing import Preprocessing
 from datamodules.base import CamDataModule, CamDataset, as_path, check_choice, check_positive_int
 from datamodules.sample import make_sample
 

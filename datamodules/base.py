@@ -12,7 +12,7 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from benchmark.metrics.functional._common import check_choice  # one check_choice for metrics and data
-from benchmark.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, imagenet_preprocessing
+from benchmark.runtime.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, imagenet_preprocessing
 from datamodules.errors import AnnotationError
 from datamodules.images import CorruptImageError
 from datamodules.sample import collate_samples, skipped_sample
@@ -56,7 +56,7 @@ def as_preprocessing(value: Union[Preprocessing, Mapping[str, Any], str, None]) 
     if isinstance(value, Preprocessing):
         return value
     if isinstance(value, str):
-        from benchmark.backbones import create_backbone
+        from benchmark.runtime.backbones import create_backbone
 
         return create_backbone(value).preprocessing
     if isinstance(value, Mapping):

@@ -17,7 +17,7 @@ from typing import Dict, Tuple
 import torch
 from torch import Tensor
 
-from benchmark.preprocessing import Preprocessing
+from benchmark.runtime.preprocessing import Preprocessing
 
 __all__ = ["BOX_COUNTS", "resized_size", "transform_boxes"]
 
@@ -59,7 +59,7 @@ def transform_boxes(boxes: Tensor, image_size: Tuple[int, int],
     Args:
         boxes: ``(N, 4)`` xyxy boxes in the original image's pixels.
         image_size: ``(H, W)`` of the original image.
-        prep: the backbone's :class:`~benchmark.backbones.Preprocessing`.
+        prep: the backbone's :class:`~benchmark.runtime.backbones.Preprocessing`.
 
     Returns:
         ``(boxes, keep, counts)``: the kept boxes (float32, in the crop's pixels), the indices of the

@@ -45,7 +45,7 @@ from typing import IO, Any, Collection, Dict, List, Mapping, NamedTuple, Optiona
 
 import torch
 
-from benchmark.preprocessing import Preprocessing
+from benchmark.runtime.preprocessing import Preprocessing
 from datamodules.base import (
     IMAGENET_MEAN,
     IMAGENET_STD,

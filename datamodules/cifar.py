@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from benchmark.preprocessing import Preprocessing
+from benchmark.runtime.preprocessing import Preprocessing
 from datamodules.arrays import SPLITS, ArrayDataModule, ArrayImages, check_array_args
 from datamodules.base import (
     AnnotationError,

@@ -50,7 +50,7 @@ from datasets.utils.file_utils import xopen
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, IterableDataset
 
-from benchmark.preprocessing import Preprocessing
+from benchmark.runtime.preprocessing import Preprocessing
 from datamodules.base import ON_ERROR, CamDataModule, as_preprocessing, check_choice, check_positive_int
 from datamodules.errors import AnnotationError
 from datamodules.imagenet_annotations import ImageNetAnnotations, PathLike, check_annotation_paths, is_annotation_path

@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from benchmark.preprocessing import Preprocessing
+from benchmark.runtime.preprocessing import Preprocessing
 from datamodules.base import AnnotationError, CamDataModule, CamDataset, as_preprocessing, check_choice
 from datamodules.imagenet_annotations import (
     BOX_CONVENTIONS,

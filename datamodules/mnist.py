@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from benchmark.preprocessing import MNIST_MEAN, MNIST_STD, Preprocessing, mnist_preprocessing
+from benchmark.runtime.preprocessing import MNIST_MEAN, MNIST_STD, Preprocessing, mnist_preprocessing
 from datamodules.arrays import SPLITS, ArrayDataModule, ArrayImages, check_array_args
 from datamodules.base import (
     AnnotationError,

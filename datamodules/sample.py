@@ -26,7 +26,7 @@ from PIL import Image
 from torch import Tensor
 from torchvision import tv_tensors
 
-from benchmark.preprocessing import Preprocessing
+from benchmark.runtime.preprocessing import Preprocessing
 from datamodules.boxes import BOX_COUNTS, transform_boxes
 from datamodules.errors import AnnotationError
 

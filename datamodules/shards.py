@@ -1,7 +1,7 @@
 """Fixed-composition batches ("shards") shared out to the ranks: the unit of resume and of N-process identity.
 
 Shard ``s`` is always the dataset positions ``[s * batch_size, (s + 1) * batch_size)`` (the last one
-shorter; :func:`benchmark.run_folder.shard_rows`), whatever the number of processes; rank ``r`` of
+shorter; :func:`benchmark.runner.folder.shard_rows`), whatever the number of processes; rank ``r`` of
 ``world`` runs every ``world``-th unfinished shard, starting at its ``r``-th. Because every shard is
 computed with the same batch on any rank, every per-sample value is bitwise the same on 1 or N processes
 (a batch's composition changes convolution rounding at ~1e-7), and a re-run can skip the shards whose
@@ -15,7 +15,7 @@ from typing import Any, Collection, Iterator, List, Mapping, Optional
 
 from torch.utils.data import Sampler
 
-from benchmark.run_folder import num_shards, shard_rows  # the folder's owner defines what a shard holds
+from benchmark.runner.folder import num_shards, shard_rows  # the folder's owner defines what a shard holds
 
 __all__ = ["ShardBatchSampler", "current_shard", "num_shards"]
 

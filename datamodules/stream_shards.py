@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from datasets.utils.file_utils import xopen
 from torch.utils.data import IterableDataset, get_worker_info
 
-from benchmark.run_folder import num_shards, shard_rows
+from benchmark.runner.folder import num_shards, shard_rows
 from datamodules.sample import collate_samples
 
 __all__ = ["INDEX", "StreamShards", "blocks", "parquet_shard_sizes", "rows_in", "stream_rows"]

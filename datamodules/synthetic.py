@@ -13,7 +13,7 @@ from typing import Any, Dict, Mapping, Optional, Union
 import torch
 from PIL import Image
 
-from benchmark.preprocessing import Preprocessing, synthetic_preprocessing
+from benchmark.runtime.preprocessing import Preprocessing, synthetic_preprocessing
 from datamodules.base import CamDataModule, CamDataset, check_choice, check_positive_int
 from datamodules.sample import make_sample
 from datamodules.shapes import CLASSES, SPLITS, render_scene

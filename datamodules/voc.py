@@ -57,7 +57,7 @@ from typing import IO, Any, Dict, List, Mapping, NamedTuple, Optional, Tuple, Un
 
 import torch
 
-from benchmark.preprocessing import Preprocessing
+from benchmark.runtime.preprocessing import Preprocessing
 from datamodules.base import (
     AnnotationError,
     CamDataModule,

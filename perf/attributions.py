@@ -20,8 +20,8 @@ from typing import List
 
 import torch
 
-from benchmark.backbones import create_backbone
 from benchmark.explainers import create_explainer
+from benchmark.runtime.backbones import create_backbone
 from perf.measure import Bench, Row
 from perf.report import HEADERS, RATIO_NOTE, _table_rows
 from perf.timing import run_header

@@ -34,9 +34,9 @@ from typing import List
 
 import torch
 
-from benchmark.backbones import create_backbone
 from benchmark.explainers import create_explainer, default_explainers
 from benchmark.metrics import default_metrics
+from benchmark.runtime.backbones import create_backbone
 from perf.measure import Bench, Row
 from perf.options import OptionRow, measure_options
 from perf.report import render

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from benchmark.explainers import create_explainer
 from benchmark.explainers.layouts import Layout
 from benchmark.explainers.tail import split_at_layer
-from benchmark.module import ExplainerModule
+from benchmark.runtime.module import ExplainerModule
 from perf.floors import Cost, explainer_cost, metric_cost
 from perf.peers import PEER_METRICS, peer_calls, peer_metric
 from perf.timing import median_time

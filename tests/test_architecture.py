@@ -84,6 +84,24 @@ def test_no_import_cycle():
     assert _cycles(_graph()) == []
 
 
+def _imports_of(graph, rooms):
+    return {name: sorted(t for t in targets) for name, targets in graph.items() if name.startswith(rooms)}
+
+
+def test_the_rooms_import_downstream_only():
+    """The runtime (and the explainers and metrics it runs) never import the runner or the reporting; the
+    reporting never imports the runtime; the shared types import nothing of the project."""
+    graph = _graph()
+    for name, targets in _imports_of(graph, ("benchmark.runtime", "benchmark.explainers", "benchmark.metrics")).items():
+        assert not [t for t in targets if t.startswith(("benchmark.runner", "benchmark.report"))], name
+    for name, targets in _imports_of(graph, ("benchmark.report",)).items():
+        assert not [t for t in targets if t.startswith("benchmark.runtime")], name
+    for name in ("benchmark.runtime.preprocessing", "benchmark.runtime.checkpoints"):
+        assert not [t for t in graph[name] if t.split(".")[0] in PACKAGES and t != "benchmark.runtime"], name
+    assert not [t for name, targets in graph.items() if name.startswith("benchmark.runtime.backbones")
+                for t in targets if t.startswith("datamodules")]
+
+
 def test_the_runtime_never_imports_the_speed_tooling():
     graph = _graph()
     assert not [name for name, targets in graph.items() if any(t.split(".")[0] == "perf" for t in targets)]

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torchvision
 
-from benchmark.backbones import Preprocessing, create_backbone, load_checkpoint
+from benchmark.runtime.backbones import Preprocessing, create_backbone, load_checkpoint
 
 
 @pytest.mark.parametrize("name, family", [("resnet18", "ResNet"), ("torchvision/vgg11", "VGG"),

@@ -3,7 +3,7 @@
 * ``test_config_parses_and_validates`` -- every ``configs/*.yaml`` (a new file is picked up at once):
   the ``cam-bench run`` parser reads it with no override, its header documents the command, README
   lists it, ``metric_args`` names only the config's metrics (RunConfig's offline defaults do not
-  leak in), and :func:`benchmark.run_config.validate` accepts it *unmodified*: the test runs from a
+  leak in), and :func:`benchmark.runner.config.validate` accepts it *unmodified*: the test runs from a
   folder holding mini fixtures (``tests/fixtures_data.py``, official file formats) at the config's
   relative data paths, and an empty file at its checkpoint path (validation only checks that it
   exists; no model is built).
@@ -24,9 +24,9 @@ from fixtures_data import make_imagenet, make_voc2007, write_difficult_subset
 from fixtures_digits import make_cifar10, make_mnist
 
 from benchmark.cli import _run_parser, main
-from benchmark.leaderboard import COLUMNS
 from benchmark.metrics import list_metrics
-from benchmark.run_config import RunConfig, validate
+from benchmark.report.leaderboard import COLUMNS
+from benchmark.runner.config import RunConfig, validate
 from datamodules.registry import DATAMODULES
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"

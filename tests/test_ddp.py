@@ -11,13 +11,13 @@ import textwrap
 import pytest
 import torch
 
-from benchmark.results import read_per_sample, reduce_per_sample
+from benchmark.report.results import read_per_sample, reduce_per_sample
 from callbacks import read_records
 
 SCRIPT = textwrap.dedent("""
     import json, sys, torch, pytorch_lightning as pl
     from torchvision.models import resnet18
-    from benchmark.module import ExplainerModule
+    from benchmark.runtime.module import ExplainerModule
     from callbacks import SaliencyWriter
     from datamodules import RandomImagesDataModule
     torch.manual_seed(0)
@@ -142,8 +142,8 @@ METRIC_SCRIPT = textwrap.dedent("""
 
 DATA_SCRIPT = textwrap.dedent("""
     import json, sys, pytorch_lightning as pl
-    from benchmark.backbones import create_backbone
-    from benchmark.module import ExplainerModule
+    from benchmark.runtime.backbones import create_backbone
+    from benchmark.runtime.module import ExplainerModule
     from callbacks import PerSampleWriter
     from datamodules import CorruptImageError, SyntheticShapes, SyntheticShapesDataModule
 

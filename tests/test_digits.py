@@ -5,13 +5,13 @@ import pytest
 import torch
 from torch import nn
 
-from benchmark.backbones import create_backbone, list_backbones
 from benchmark.cli import main as cli_main
 from benchmark.digits.models import MnistCNN
 from benchmark.digits.train import main, train
 from benchmark.explainers import resolve_target_layer
 from benchmark.metrics import list_metrics
-from benchmark.run_config import RunConfig, validate
+from benchmark.runner.config import RunConfig, validate
+from benchmark.runtime.backbones import create_backbone, list_backbones
 from datamodules.mnist import MNISTDataModule
 from tests.fixtures_digits import make_mnist
 

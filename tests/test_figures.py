@@ -1,4 +1,4 @@
-"""Tests of :mod:`benchmark.figures`: saliency grids and mean insertion/deletion curves."""
+"""Tests of :mod:`benchmark.report.figures`: saliency grids and mean insertion/deletion curves."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from benchmark.figures import CELL_PIXELS, DPI, grid_size, mean_curve_table, mean_curves, saliency_grid
-from benchmark.run_folder import safe_name
+from benchmark.report.figures import CELL_PIXELS, DPI, grid_size, mean_curve_table, mean_curves, saliency_grid
+from benchmark.runner.folder import safe_name
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 METHODS = ["gradcam", "pkg/module:LayerCAM", "my_cam.py:MyCAM"]

@@ -6,9 +6,9 @@ import pytest
 import torch
 import transformers as tf
 
-from benchmark.backbones import create_backbone, list_backbones
-from benchmark.hf_backbone import HFClassifier, hf_preprocessing
-from benchmark.run_config import RunConfig, validate
+from benchmark.runner.config import RunConfig, validate
+from benchmark.runtime.backbones import create_backbone, list_backbones
+from benchmark.runtime.hf_backbone import HFClassifier, hf_preprocessing
 
 TINY = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
             intermediate_size=64, num_labels=5)

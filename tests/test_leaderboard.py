@@ -6,8 +6,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from benchmark.leaderboard import COLUMNS, render_runs
-from benchmark.run_config import RunConfig
+from benchmark.report.leaderboard import COLUMNS, render_runs
+from benchmark.runner.config import RunConfig
 
 COMMITTED = Path(__file__).parents[1] / "leaderboards" / "synthetic"
 

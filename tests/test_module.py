@@ -5,7 +5,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 from torchvision.models import resnet18
 
-from benchmark.module import ExplainerModule, merge_records
+from benchmark.runtime.module import ExplainerModule, merge_records
 from callbacks import SaliencyWriter, read_records
 from datamodules import RandomImages, RandomImagesDataModule
 

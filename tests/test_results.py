@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 import pytorch_lightning as pl
 
-from benchmark.backbones import create_backbone
-from benchmark.module import ExplainerModule
-from benchmark.results import read_per_sample, reduce_per_sample, write_results_csv
+from benchmark.report.results import read_per_sample, reduce_per_sample, write_results_csv
+from benchmark.runtime.backbones import create_backbone
+from benchmark.runtime.module import ExplainerModule
 from callbacks import PerSampleWriter
 from datamodules import SyntheticShapesDataModule
 

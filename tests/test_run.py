@@ -143,7 +143,7 @@ def test_bad_config_values_fail_before_any_model_is_built(monkeypatch, tmp_path,
     def no_model(*args, **kwargs):
         raise AssertionError("a model was built before the config was validated")
 
-    monkeypatch.setattr("benchmark.run.create_backbone", no_model)
+    monkeypatch.setattr("benchmark.runner.run.create_backbone", no_model)
     with pytest.raises(error, match=message.replace("(", r"\(")):
         main(["run", *SMALL, *override, "--out", str(tmp_path)])
     assert not (tmp_path / "per_sample").exists()

@@ -1,4 +1,4 @@
-"""The run folder's guarantees (benchmark/run_folder.py): never mixed, one writer, signals, completeness,
+"""The run folder's guarantees (benchmark/runner/folder.py): never mixed, one writer, signals, completeness,
 overwrite only what a run wrote, refusals as one line with exit code 2."""
 import json
 import os
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from benchmark.cli import console, main
-from benchmark.run_folder import LOCK_NAME, READY_NAME, SettingsDiffer, announce_ready, await_ready, launch_token
+from benchmark.runner.folder import LOCK_NAME, READY_NAME, SettingsDiffer, announce_ready, await_ready, launch_token
 
 TINY = ["run", "--data_args", "{size: 4}", "--batch_size", "2", "--backbones", "[synthetic/res_cnn]",
         "--explainers", "[gradcam, center]", "--metrics", "[average_drop, complexity]", "--bootstrap", "20",
@@ -68,7 +68,7 @@ def test_other_preprocessing_on_resume_is_refused(tiny_run, tmp_path, capsys):
 
 
 def test_box_metrics_on_data_without_boxes_are_refused_before_any_model(tmp_path, capsys, monkeypatch):
-    import benchmark.run as run
+    import benchmark.runner.run as run
 
     monkeypatch.setattr(run, "create_backbone", lambda *a, **k: pytest.fail("a model was built"))
     out = tmp_path / "random"
@@ -227,7 +227,7 @@ def test_sigterm_stops_at_a_batch_boundary_and_the_rerun_finishes(tmp_path):
 
 
 def test_top_k_follows_the_metrics_and_a_smaller_one_is_refused_up_front(tmp_path, capsys):
-    from benchmark.run_config import RunConfig
+    from benchmark.runner.config import RunConfig
 
     assert RunConfig(data="imagenet").resolved().top_k == 5  # localization top-5: the ImageNet defaults run
     assert RunConfig().resolved().top_k == 2

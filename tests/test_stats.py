@@ -1,4 +1,5 @@
-"""Tests of :mod:`benchmark.stats`: bootstrap intervals, win matrices and mean ranks against hand computations."""
+"""Tests of :mod:`benchmark.report.stats`: bootstrap intervals, win matrices and mean ranks against hand
+computations."""
 import math
 
 import numpy as np
@@ -7,9 +8,9 @@ import pytest
 import torch
 from scipy.stats import binomtest
 
-import benchmark.stats as stats
+import benchmark.report.stats as stats
 from benchmark.metrics import Complexity, create_metric
-from benchmark.stats import bootstrap_ci, mean_ranks, win_matrix
+from benchmark.report.stats import bootstrap_ci, mean_ranks, win_matrix
 
 
 def _slow(metric):

@@ -10,8 +10,8 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from benchmark.backbones import create_backbone, list_backbones
-from benchmark.module import ExplainerModule
+from benchmark.runtime.backbones import create_backbone, list_backbones
+from benchmark.runtime.module import ExplainerModule
 from benchmark.synthetic import CHECKPOINT_DIR, model_card, shipped_checkpoint
 from benchmark.synthetic.train import train
 from datamodules.synthetic import SyntheticShapes, SyntheticShapesDataModule

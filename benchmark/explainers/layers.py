@@ -5,7 +5,7 @@ user's ``target_layer`` argument (a dotted module name, a module, or ``None``) i
 name of a module of the model and its :class:`~benchmark.explainers.layouts.Layout`, with these rules:
 
 1. ``None`` and the model names its own layer (``default_target_layer``, set by the Hugging Face
-   wrapper of :mod:`benchmark.hf_backbone`): that layer.
+   wrapper of :mod:`benchmark.runtime.hf_backbone`): that layer.
 2. ``None`` and the model is a family the papers used: the papers' layer (:data:`PAPER_LAYERS`).
 3. ``None`` and the model is a vision transformer pooled by its class token: the last block's first
    norm (:data:`TRANSFORMER_LAYERS`). Later layers hold patch tokens that no longer reach the class

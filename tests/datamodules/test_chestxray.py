@@ -8,7 +8,7 @@ from PIL import Image
 from pytorch_lightning import Trainer
 from torch.utils.data import DataLoader
 
-from benchmark.module import ExplainerModule
+from benchmark.runtime.module import ExplainerModule
 from datamodules import create_datamodule, describe_datamodule, list_datamodules
 from datamodules.base import IMAGENET_MEAN, IMAGENET_STD, AnnotationError, as_preprocessing
 from datamodules.chestxray import CHESTXRAY14_CLASSES, ChestXray14, ChestXray14DataModule

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from torchvision.models import resnet18
 
-from benchmark.module import ExplainerModule
+from benchmark.runtime.module import ExplainerModule
 from datamodules.base import as_preprocessing
 from datamodules.hf_stream import HFStream, HFStreamDataModule, _generate
 from datamodules.images import CorruptImageError, to_rgb
@@ -341,7 +341,7 @@ def test_lightning_predict_single_process(source):
 DDP_SCRIPT = textwrap.dedent("""
     import json, sys, torch, pytorch_lightning as pl
     from torchvision.models import resnet18
-    from benchmark.module import ExplainerModule
+    from benchmark.runtime.module import ExplainerModule
     from datamodules.hf_stream import HFStreamDataModule
     torch.manual_seed(0)
     out, files = sys.argv[1], json.loads(sys.argv[2])

@@ -13,7 +13,7 @@ from torchvision import tv_tensors
 from torchvision.models import resnet18
 from torchvision.transforms import v2
 
-from benchmark.module import ExplainerModule
+from benchmark.runtime.module import ExplainerModule
 from datamodules.base import AnnotationError
 from datamodules.imagenet import ImageNetAnnotations, ImageNetVal, ImageNetValDataModule
 from datamodules.images import CorruptImageError

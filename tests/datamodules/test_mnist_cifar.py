@@ -17,8 +17,8 @@ from torchvision.datasets import MNIST as TorchvisionMNIST
 from torchvision.models import resnet18
 from torchvision.transforms import v2
 
-from benchmark.backbones import Preprocessing, create_backbone
-from benchmark.module import ExplainerModule
+from benchmark.runtime.backbones import Preprocessing, create_backbone
+from benchmark.runtime.module import ExplainerModule
 from datamodules import create_datamodule, describe_datamodule, list_datamodules
 from datamodules.cifar import CIFAR10, CIFAR10DataModule, read_cifar10
 from datamodules.errors import AnnotationError

@@ -43,7 +43,7 @@ class _Identity(pl.LightningModule):
         return batch["index"]
 
 
-# Lightning cannot know that a custom batch sampler yields every index; benchmark.run filters the same warning
+# Lightning cannot know that a custom batch sampler yields every index; benchmark.runner.run filters the same warning
 @pytest.mark.filterwarnings("ignore:.*custom batch sampler `ShardBatchSampler`")
 def test_a_datamodule_in_shards_under_a_real_trainer_skips_and_limits():
     dm = create_datamodule("synthetic", size=10, image_size=32, batch_size=3)

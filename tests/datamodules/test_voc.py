@@ -253,7 +253,7 @@ def test_end_to_end_pointing_game(voc, tmp_path):
     import pytorch_lightning as pl
     from torchvision.models import resnet18
 
-    from benchmark.module import ExplainerModule
+    from benchmark.runtime.module import ExplainerModule
 
     torch.manual_seed(0)
     dm = VOC2007DataModule(voc, preprocessing=SMALL, batch_size=4)
@@ -286,7 +286,7 @@ def test_skipped_image_reaches_module_report(voc, tmp_path, caplog):
     import pytorch_lightning as pl
     from torchvision.models import resnet18
 
-    from benchmark.module import ExplainerModule
+    from benchmark.runtime.module import ExplainerModule
 
     ann(voc, "000004").write_text("<annotation><object><name>cat</name>")
     dataset = VOC2007(voc, preprocessing=SMALL, on_error="skip")
@@ -307,7 +307,7 @@ def test_module_gets_the_difficult_subset_flags(voc, tmp_path):
     import pytorch_lightning as pl
     from torchvision.models import resnet18
 
-    from benchmark.module import ExplainerModule
+    from benchmark.runtime.module import ExplainerModule
 
     path = tmp_path / "difficult.txt"
     path.write_text("000001\t" + "\t".join("1" if c == C["person"] else "0" for c in range(20)) + "\n000003\n")

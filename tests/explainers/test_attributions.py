@@ -217,7 +217,7 @@ def test_reductions_and_bad_arguments():
 def test_attributions_run_in_the_predict_loop():
     import pytorch_lightning as pl
 
-    from benchmark.module import ExplainerModule
+    from benchmark.runtime.module import ExplainerModule
 
     batches = [{"image": torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(k)),
                 "label": torch.tensor([0, 1]), "index": torch.tensor([2 * k, 2 * k + 1])} for k in range(2)]

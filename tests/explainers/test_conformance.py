@@ -48,7 +48,7 @@ import transformers
 from torch import nn
 
 from benchmark.explainers import create_explainer, normalize_maps
-from benchmark.hf_backbone import HFClassifier
+from benchmark.runtime.hf_backbone import HFClassifier
 
 try:
     import pytorch_grad_cam

@@ -4,9 +4,9 @@ import torch
 import torchvision
 from torch import nn
 
-from benchmark.backbones import create_backbone
 from benchmark.explainers import create_explainer
 from benchmark.explainers.tail import split_at_layer
+from benchmark.runtime.backbones import create_backbone
 
 
 def _tv(name):

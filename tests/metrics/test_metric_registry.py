@@ -6,7 +6,7 @@ import torch
 from torchvision.models import resnet18
 
 from benchmark.metrics import create_metric, list_metrics
-from benchmark.module import ExplainerModule
+from benchmark.runtime.module import ExplainerModule
 
 KWARGS = {"deletion": {"steps": 8}, "insertion": {"steps": 8}, "max_box_acc": {"thresholds": [0.1, 0.5]},
           # budgets cut for speed: 64 occlusion positions instead of 4,096; a 2-image, 3-generation attack

@@ -16,7 +16,7 @@ from benchmark.explainers.occlusion import Occlusion
 from benchmark.metrics import OcclusionCorrelation, create_metric
 from benchmark.metrics.functional import occlusion_correlation, spearman_correlation
 from benchmark.metrics.functional.occlusion_correlation import average_ranks, pool_maps
-from benchmark.module import ExplainerModule
+from benchmark.runtime.module import ExplainerModule
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from benchmark.metrics import create_metric
-from benchmark.module import ExplainerModule, merge_records
+from benchmark.runtime.module import ExplainerModule, merge_records
 
 SIZE, CLASSES, ITEMS = 16, 4, 7
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)

@@ -1,6 +1,6 @@
 """Shared types of the model side and the data side: :class:`Preprocessing` (what a backbone expects of its
 inputs), :class:`Backbone` (a model and its preprocessing) and the preprocessing presets of the shipped
-model families. Both :mod:`benchmark.backbones` and :mod:`datamodules` import from here, so neither
+model families. Both :mod:`benchmark.runtime.backbones` and :mod:`datamodules` import from here, so neither
 imports the other for them; this module imports neither.
 """
 from __future__ import annotations

@@ -26,13 +26,13 @@ anything else (``swin``, ``convnext``, ``resnet``, …)  0                      
 
 Weights: ``None`` / ``"default"`` -- the pretrained weights of the directory or snapshot (refused
 without a classifier head, e.g. a bare ``ViTModel``); ``"random"`` -- the same config, random init;
-a file path (formats as in :mod:`benchmark.backbones`) -- loaded strictly into the *inner* HF model
+a file path (formats as in :mod:`benchmark.runtime.backbones`) -- loaded strictly into the *inner* HF model
 by transformers' own loader: its keys (``vit.…``, ``classifier.…``) as saved in ``model.safetensors``
 or as in its ``state_dict()`` (transformers renames between the two), or a wrapper's state dict
 (``model.`` prefixes). ``num_classes`` re-heads the model for ``"random"`` and a checkpoint; with
 pretrained weights it must be ``None`` or the config's ``num_labels``. The model is cast to float32.
 
-The :class:`~benchmark.backbones.Preprocessing` comes from the model's image processor
+The :class:`~benchmark.runtime.backbones.Preprocessing` comes from the model's image processor
 (``preprocessor_config.json``, see :func:`hf_preprocessing`); there is no default.
 """
 from __future__ import annotations
@@ -52,9 +52,9 @@ from transformers import (
     AutoModelForImageClassification,
 )
 
-from benchmark.checkpoints import is_checkpoint_path as _is_path
-from benchmark.checkpoints import read_checkpoint as _read_checkpoint
-from benchmark.preprocessing import Backbone, Preprocessing
+from benchmark.runtime.checkpoints import is_checkpoint_path as _is_path
+from benchmark.runtime.checkpoints import read_checkpoint as _read_checkpoint
+from benchmark.runtime.preprocessing import Backbone, Preprocessing
 
 __all__ = ["HFClassifier", "create_hf_backbone", "hf_preprocessing", "resolve_hf_source"]
 
@@ -167,7 +167,7 @@ def _side(size: Any, what: str) -> int:
 
 
 def hf_preprocessing(processor: Any, num_channels: int = 3) -> Preprocessing:
-    """:class:`~benchmark.backbones.Preprocessing` from a Hugging Face image processor.
+    """:class:`~benchmark.runtime.backbones.Preprocessing` from a Hugging Face image processor.
 
     ``base`` is ``size["shortest_edge"]`` or the square ``size["height"]``; the crop is ``crop_size`` when
     ``do_center_crop``, else ``base``; the resize is ``base``, or ``int(base / crop_pct)`` when the processor

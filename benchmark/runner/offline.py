@@ -3,7 +3,7 @@
 Everything here runs without network or downloads: the scenes are generated
 (:mod:`datamodules.synthetic`) and the backbones are the checkpoints shipped in the package
 (``synthetic/<name>``). The settings in :data:`OFFLINE_DEFAULTS` -- the defaults of
-:class:`benchmark.run_config.RunConfig` -- are chosen so that the whole matrix finishes within 10
+:class:`benchmark.runner.config.RunConfig` -- are chosen so that the whole matrix finishes within 10
 minutes on 2 CPU cores (``leaderboards/synthetic``); larger settings are one flag away
 (``--data_args``, ``--metric_args``).
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from benchmark.backbones import list_backbones
+from benchmark.runtime.backbones import list_backbones
 
 __all__ = ["OFFLINE_DEFAULTS"]
 

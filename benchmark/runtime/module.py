@@ -10,7 +10,7 @@ prediction), runs every explainer, and returns one record per (sample, method)::
      "saliency": <(H, W) float32 CPU tensor, or None when keep_maps=False>}
 
 ``metric_values`` holds, per configured metric, the value (or the vector of values) that metric
-stored for this sample (float64; NaN = undefined): :func:`benchmark.results.reduce_per_sample`
+stored for this sample (float64; NaN = undefined): :func:`benchmark.report.results.reduce_per_sample`
 reduces them offline to the same numbers as the online metrics.
 
 Metrics: ``metrics=`` (names or name -> keyword arguments, see

@@ -1,7 +1,7 @@
 """The run folder's one owner: lock, fingerprint, overwrite, shard inventory, completeness, provenance, atomic writes.
 
-Every guarantee about a run directory lives here, used by the run (:mod:`benchmark.run`), the
-Parquet writer (:mod:`callbacks.per_sample_writer`) and the leaderboard (:mod:`benchmark.leaderboard`):
+Every guarantee about a run directory lives here, used by the run (:mod:`benchmark.runner.run`), the
+Parquet writer (:mod:`callbacks.per_sample_writer`) and the leaderboard (:mod:`benchmark.report.leaderboard`):
 
 * **one writer**: :func:`folder_lock` holds ``<out>/.cam-bench.lock`` (host, PID, start time) from before
   anything is written until the run ends; a second run names the holder and is refused. A lock left by a
@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from benchmark.versions import environment
+from benchmark.runner.versions import environment
 
 __all__ = ["FolderLocked", "LOCK_NAME", "READY_NAME", "SettingsDiffer", "announce_ready", "atomic_write",
            "await_ready", "backbone_complete", "check_backbone", "discard_unsharded", "discard_unused",

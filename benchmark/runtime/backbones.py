@@ -11,7 +11,7 @@ Naming (``create_backbone(name)``):
 * ``"hf/<directory-or-repo-id>"`` -- a Hugging Face ``transformers`` image classifier from a local
   directory (``hf//abs/path``, ``hf/./models/vit``) or, when no such directory exists, from the
   snapshot of a hub repo in the local Hugging Face cache (``hf/google/vit-base-patch16-224``), never
-  downloaded; see :mod:`benchmark.hf_backbone` (its weights: ``None``/``"default"`` pretrained,
+  downloaded; see :mod:`benchmark.runtime.hf_backbone` (its weights: ``None``/``"default"`` pretrained,
   ``"random"``, or a path; its preprocessing from the repo's ``preprocessor_config.json``);
 * a bare ``"<name>"`` -- torchvision's model if torchvision has one by that name, else timm's.
 
@@ -47,9 +47,9 @@ import timm
 import torch
 import torchvision
 
-from benchmark.checkpoints import is_checkpoint_path as _is_path
-from benchmark.checkpoints import load_checkpoint
-from benchmark.preprocessing import Backbone, Preprocessing, mnist_preprocessing, synthetic_preprocessing
+from benchmark.runtime.checkpoints import is_checkpoint_path as _is_path
+from benchmark.runtime.checkpoints import load_checkpoint
+from benchmark.runtime.preprocessing import Backbone, Preprocessing, mnist_preprocessing, synthetic_preprocessing
 
 __all__ = ["Backbone", "Preprocessing", "create_backbone", "list_backbones", "load_checkpoint"]
 
@@ -208,7 +208,7 @@ def _digits(name: str, weights: Optional[str], num_classes: Optional[int]) -> Ba
 
 
 def _hf(spec: str, weights: Optional[str], num_classes: Optional[int]) -> Backbone:
-    from benchmark.hf_backbone import create_hf_backbone  # imports transformers only when asked for
+    from benchmark.runtime.hf_backbone import create_hf_backbone  # imports transformers only when asked for
 
     return create_hf_backbone(spec, weights, num_classes)
 

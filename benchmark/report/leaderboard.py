@@ -25,10 +25,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 import pandas as pd
 
-from benchmark.figures import mean_curves, saliency_grid
-from benchmark.results import read_per_sample, reduce_per_sample, write_results_csv
-from benchmark.run_folder import fingerprint_diff, incomplete, run_gaps, safe_name
-from benchmark.stats import degenerate_maps, mean_ranks, rankable, win_matrix
+from benchmark.report.figures import mean_curves, saliency_grid
+from benchmark.report.results import read_per_sample, reduce_per_sample, write_results_csv
+from benchmark.report.stats import degenerate_maps, mean_ranks, rankable, win_matrix
+from benchmark.runner.folder import fingerprint_diff, incomplete, run_gaps, safe_name
 
 __all__ = ["COLUMNS", "IncompleteRuns", "incomplete", "load_runs", "render_runs", "run_gaps"]
 

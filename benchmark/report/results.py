@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from benchmark.metrics import create_metric
-from benchmark.stats import bootstrap_ci
+from benchmark.report.stats import bootstrap_ci
 from callbacks.per_sample_writer import PER_SAMPLE_COLUMNS
 
 __all__ = ["RESULT_COLUMNS", "read_per_sample", "reduce_per_sample", "write_results_csv"]
@@ -68,7 +68,7 @@ def reduce_per_sample(frame: pd.DataFrame, metrics: Optional[Mapping[str, Mappin
         frame: rows as returned by :func:`read_per_sample`.
         metrics: metric name -> keyword arguments used in the run (the reduction of some metrics
             depends on them, e.g. ``nan_policy``); default: every metric column with defaults.
-        bootstrap: resamples for the 95 % confidence interval (:func:`benchmark.stats.bootstrap_ci`:
+        bootstrap: resamples for the 95 % confidence interval (:func:`benchmark.report.stats.bootstrap_ci`:
             the same resampled image sets for every method, so intervals are paired); 0: NaN bounds.
         seed: the bootstrap's seed.
     """

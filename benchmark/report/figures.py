@@ -4,7 +4,7 @@
 (``<maps_dir>/images/<index>.npy``: uint8 ``(H, W, 3)`` image; ``<maps_dir>/<safe_name(method)>/<index>.npy``:
 float16 ``(H, W)`` map in [0, 1]) and draws one row per image, one column per method.
 :func:`mean_curves` draws, per metric, each method's mean perturbation curve from the per-sample rows
-(:func:`benchmark.results.read_per_sample`), as computed by :func:`mean_curve_table`.
+(:func:`benchmark.report.results.read_per_sample`), as computed by :func:`mean_curve_table`.
 
 Figures are drawn with :class:`matplotlib.figure.Figure` on an Agg canvas (no pyplot, no backend
 switch, nothing global touched) and saved without the ``Software`` PNG metadata, so the same inputs
@@ -21,7 +21,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from benchmark.run_folder import safe_name
+from benchmark.runner.folder import safe_name
 
 __all__ = ["CELL_PIXELS", "DPI", "grid_size", "mean_curve_table", "mean_curves", "saliency_grid"]
 
@@ -209,7 +209,7 @@ def mean_curves(frame: pd.DataFrame, path: PathLike, metrics: Sequence[str] = ("
     Metrics whose column is absent or holds no curve (AUC only) are left out.
 
     Args:
-        frame: per-sample rows (:func:`benchmark.results.read_per_sample`) of one dataset and backbone.
+        frame: per-sample rows (:func:`benchmark.report.results.read_per_sample`) of one dataset and backbone.
         path: the PNG written (parent folders created).
         metrics: metric columns to draw, in this order.
         title: optional figure title.

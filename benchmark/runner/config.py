@@ -6,7 +6,7 @@ the registries -- explainers, metrics, backbones, the datamodule and its files -
 error naming the valid choices *before* a model is built. :func:`fingerprint` is the part of a run
 that decides its numbers (dataset, subset, preprocessing, metric and explainer settings); a resume
 and a leaderboard merge refuse runs whose fingerprints differ and name the fields
-(:func:`benchmark.run_folder.fingerprint_diff`).
+(:func:`benchmark.runner.folder.fingerprint_diff`).
 """
 from __future__ import annotations
 
@@ -22,13 +22,13 @@ from typing import Any, Dict, List, Mapping, Optional
 import timm
 import torchvision
 
-from benchmark.backbones import list_backbones
 from benchmark.explainers import default_explainers, resolve_explainer
 from benchmark.explainers.reshape import as_layout
 from benchmark.metrics import create_metric, default_metrics, list_metrics
 from benchmark.metrics.functional._common import check_choice
 from benchmark.metrics.registry import METRICS
-from benchmark.offline import OFFLINE_DEFAULTS
+from benchmark.runner.offline import OFFLINE_DEFAULTS
+from benchmark.runtime.backbones import list_backbones
 from datamodules import create_datamodule, list_datamodules
 
 __all__ = ["RunConfig", "dataset_subset", "effective_data_args", "fingerprint", "validate"]
@@ -161,7 +161,7 @@ def _positive(value: Any, name: str, allow_zero: bool = False) -> None:
 def _check_backbone(name: str) -> None:
     """Fail on an unknown backbone name without building the model."""
     if name.startswith("hf/"):  # a local directory or a cached repo id, else FileNotFoundError (no download)
-        from benchmark.hf_backbone import resolve_hf_source
+        from benchmark.runtime.hf_backbone import resolve_hf_source
 
         resolve_hf_source(name[len("hf/"):])
         return
@@ -308,7 +308,7 @@ def fingerprint(config: RunConfig, subset: Optional[Mapping[str, Any]] = None) -
 
     ``batch_size`` fixes the shards (a batch's composition changes float rounding, so another size would
     not give the same bytes); the run adds the trainer's ``precision`` and checks each backbone's weight
-    hash (:mod:`benchmark.run_folder`).
+    hash (:mod:`benchmark.runner.folder`).
     """
     config = config.resolved()
     metric_args = {name: dict(config.metric_args.get(name, {})) for name in sorted(config.metrics)}

@@ -1,7 +1,7 @@
-"""Execute a :class:`~benchmark.run_config.RunConfig`: one ``Trainer.predict`` per backbone, resumable.
+"""Execute a :class:`~benchmark.runner.config.RunConfig`: one ``Trainer.predict`` per backbone, resumable.
 
 Output directory (``config.out_dir``, default ``runs/<name>``; the folder itself is managed by
-:mod:`benchmark.run_folder`: lock, fingerprint, overwrite, provenance)::
+:mod:`benchmark.runner.folder`: lock, fingerprint, overwrite, provenance)::
 
     run.json               config, fingerprint, per-backbone preprocessing, timing and target layers
                            (layer + layout per method), versions, commit, command
@@ -10,7 +10,7 @@ Output directory (``config.out_dir``, default ``runs/<name>``; the folder itself
     per_sample/<backbone>/_data/shard_<s>.json         the data report of each shard (counts, skipped samples)
     maps/<backbone>/...    the maps and images of the first ``figures`` samples
     logs/<backbone>/       Lightning's CSV logger
-    results.csv, leaderboard.md, figures/   rendered by :mod:`benchmark.leaderboard`
+    results.csv, leaderboard.md, figures/   rendered by :mod:`benchmark.report.leaderboard`
 
 Resume: a shard is the fixed batch of positions ``[s * batch_size, (s + 1) * batch_size)``
 (:mod:`datamodules.shards`); a re-run into the same directory computes only the (backbone, method,
@@ -35,11 +35,9 @@ import torch
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from benchmark.backbones import create_backbone
 from benchmark.explainers import resolve_explainer
-from benchmark.module import ExplainerModule
-from benchmark.run_config import RunConfig, _data_kwargs, dataset_subset, fingerprint, validate
-from benchmark.run_folder import (
+from benchmark.runner.config import RunConfig, _data_kwargs, dataset_subset, fingerprint, validate
+from benchmark.runner.folder import (
     READY_NAME,
     SettingsDiffer,
     announce_ready,
@@ -56,6 +54,8 @@ from benchmark.run_folder import (
     safe_name,
     weights_hash,
 )
+from benchmark.runtime.backbones import create_backbone
+from benchmark.runtime.module import ExplainerModule
 from callbacks.per_sample_writer import PerSampleWriter
 from callbacks.progress import BenchmarkProgressBar
 from callbacks.stop_on_signal import StopOnSignal
@@ -135,7 +135,7 @@ def run_benchmark(config: RunConfig, trainer: Optional[Mapping[str, Any]] = None
                 discard_unused(out)  # e.g. --weights default with an empty cache: leave no half-started folder
             raise
         if rank_zero:
-            from benchmark.leaderboard import render_runs
+            from benchmark.report.leaderboard import render_runs
 
             render_runs([out], out / "leaderboard.md", methods=methods, backbones=config.backbones)
             (out / READY_NAME).unlink(missing_ok=True)  # every rank read it long ago: predict needed them all

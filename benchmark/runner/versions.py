@@ -37,7 +37,7 @@ def git_commit(path: Optional[Path] = None) -> str:
         >>> isinstance(git_commit(), str)
         True
     """
-    root = Path(path or Path(__file__).resolve().parents[1])
+    root = Path(path or Path(__file__).resolve().parents[2])
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10,
                                 check=True).stdout.strip()
