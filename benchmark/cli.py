@@ -184,9 +184,21 @@ def _run_parser() -> Any:
                          "(default: the offline SyntheticShapes benchmark).")
     run.add_argument("--config", action=ActionConfigFile, help="YAML config (e.g. configs/poppi_table2.yaml)")
     run.add_class_arguments(RunConfig, None, instantiate=False)
-    run.add_class_arguments(pl.Trainer, "trainer", instantiate=False,
-                            skip={"callbacks", "use_distributed_sampler", "default_root_dir", "enable_checkpointing"})
+    run.add_class_arguments(pl.Trainer, "trainer", instantiate=False, skip=_NOT_FOR_PREDICT)
+    for action in run._actions:  # Lightning's docstrings: the first sentence is enough in --help
+        if action.dest.startswith("trainer.") and action.help:
+            action.help = action.help.split(". ")[0].split("\n")[0].rstrip(".") + "."
     return run
+
+
+#: Trainer arguments the run sets itself, and those that only act on fit/validate/test (epochs, steps,
+#: gradient clipping, validation schedules): left out of ``cam-bench run`` (and its --help)
+_NOT_FOR_PREDICT = {"callbacks", "use_distributed_sampler", "default_root_dir", "enable_checkpointing",
+                    "enable_model_summary", "max_epochs", "min_epochs", "max_steps", "min_steps", "max_time",
+                    "limit_train_batches", "limit_val_batches", "limit_test_batches", "overfit_batches",
+                    "val_check_interval", "check_val_every_n_epoch", "num_sanity_val_steps", "log_every_n_steps",
+                    "accumulate_grad_batches", "gradient_clip_val", "gradient_clip_algorithm",
+                    "reload_dataloaders_every_n_epochs"}
 
 
 def _parser() -> Any:
