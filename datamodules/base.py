@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Collection, Dict, FrozenSet, Mapping, Optional
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from benchmark.metrics.functional._common import check_choice  # one check_choice for metrics and data
+from benchmark._utils import check_choice  # one check_choice for metrics and data
 from benchmark.runtime.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, imagenet_preprocessing
 from datamodules.errors import AnnotationError
 from datamodules.images import CorruptImageError
