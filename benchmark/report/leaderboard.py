@@ -27,7 +27,7 @@ import pandas as pd
 
 from benchmark.report.figures import mean_curves, saliency_grid
 from benchmark.report.results import read_per_sample, reduce_per_sample, write_results_csv
-from benchmark.report.stats import degenerate_maps, mean_ranks, rankable, win_matrix
+from benchmark.report.stats import degenerate_maps, mean_ranks, on_most, rankable, unranked_methods, win_matrix
 from benchmark.runner.folder import fingerprint_diff, incomplete, run_gaps, safe_name
 
 __all__ = ["COLUMNS", "IncompleteRuns", "incomplete", "load_runs", "render_runs", "run_gaps"]
@@ -114,9 +114,9 @@ def render_runs(run_dirs: Sequence[Union[str, os.PathLike]], out: Union[str, os.
     table = []
     for (dataset, backbone), group in results.groupby(["dataset", "backbone"], sort=False):
         sub = frame[(frame["dataset"] == dataset) & (frame["backbone"] == backbone)]
-        lines += _backbone_section(dataset, backbone, group, sub, meta_backbones.get(backbone, {}), metas, out,
-                                   {m: rows for (b, m), rows in gaps.items() if b == backbone})
-        ranked = rankable(group, sub)
+        ranked = rankable(group, sub)  # what bold and the mean ranks may use
+        lines += _backbone_section(dataset, backbone, group, ranked, sub, meta_backbones.get(backbone, {}), metas,
+                                   out, {m: rows for (b, m), rows in gaps.items() if b == backbone})
         table += [{"backbone": backbone, "method": m, **dict(zip(g["metric"], ranked.loc[g.index]))}
                   for m, g in group.groupby("method", sort=False)]
     lines += _rank_section(pd.DataFrame(table))
@@ -191,7 +191,7 @@ def _cell(value: float, low: float, high: float, decimals: int, best: bool, n_in
           n: int = 0) -> str:
     """``mean ± half-width``, bold when ``best``; ``– (k of n undefined)`` when undefined on most images, and
     ``(k undefined)`` after the value when on some (the mean is over the other images)."""
-    if 2 * n_invalid > n:
+    if on_most(n_invalid, n):
         return f"– ({n_invalid} of {n} undefined)"
     if not np.isfinite(value):
         return "–"
@@ -201,7 +201,7 @@ def _cell(value: float, low: float, high: float, decimals: int, best: bool, n_in
     return text + (f" ({n_invalid} undefined)" if n_invalid else "")
 
 
-def _backbone_section(dataset: str, backbone: str, results: pd.DataFrame, frame: pd.DataFrame,
+def _backbone_section(dataset: str, backbone: str, results: pd.DataFrame, ranked: pd.Series, frame: pd.DataFrame,
                       meta: Mapping[str, Any], metas: List[Dict[str, Any]], out: Path,
                       short: Mapping[str, int]) -> List[str]:
     prep = meta.get("preprocessing") or {}
@@ -222,7 +222,6 @@ def _backbone_section(dataset: str, backbone: str, results: pd.DataFrame, frame:
     defined = set(results.loc[results["value"].notna(), "metric"])  # e.g. no difficult items: no column
     columns = [c for c in COLUMNS if c[0] in defined]
     methods = list(dict.fromkeys(results["method"]))
-    ranked = rankable(results, frame)
     cells = {}
     for metric, _, higher, decimals in columns:
         rows = results[results["metric"] == metric].set_index("method")
@@ -287,7 +286,7 @@ def _maps_report(frame: pd.DataFrame) -> str:
         found = [f"{m} {c[status]} of {c['n']}" for m, c in counts.items() if status in c]
         if found:
             parts.append(f"{text}: {', '.join(found)}")
-    unranked = [m for m, c in counts.items() if 2 * (c.get("constant", 0) + c.get("not_finite", 0)) > c["n"]]
+    unranked = unranked_methods(frame)
     line = f"Maps: {'; '.join(parts)}." if parts else ""
     if unranked:
         line += (f" **Not ranked** (constant or not finite on most images): {', '.join(unranked)}; their cells are "

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from benchmark.metrics.base import PerSampleMetric
 
-__all__ = ["bootstrap_ci", "degenerate_maps", "mean_ranks", "rankable", "win_matrix"]
+__all__ = ["bootstrap_ci", "degenerate_maps", "mean_ranks", "on_most", "rankable", "unranked_methods", "win_matrix"]
 
 #: at most this many resampled values are held at once (the draws come in row chunks)
 _CHUNK_ELEMENTS = 1 << 20
@@ -268,6 +268,28 @@ def degenerate_maps(frame: pd.DataFrame) -> Dict[str, Dict[str, int]]:
     return out
 
 
+def on_most(count, n):
+    """Whether ``count`` of ``n`` images is most of them (more than half): the rule for a metric undefined on
+    most images and for a method whose maps are degenerate on most (works on numbers and pandas columns).
+
+    Examples:
+        >>> on_most(3, 6), on_most(4, 6)
+        (False, True)
+    """
+    return 2 * count > n
+
+
+def unranked_methods(frame: pd.DataFrame) -> List[str]:
+    """The methods whose maps are constant or not finite on most images (:func:`degenerate_maps`).
+
+    Examples:
+        >>> unranked_methods(pd.DataFrame({"method": ["a", "a", "b"], "map_status": ["constant", "ok", "constant"]}))
+        ['b']
+    """
+    return [m for m, c in degenerate_maps(frame).items()
+            if on_most(c.get("constant", 0) + c.get("not_finite", 0), c["n"])]
+
+
 def rankable(results: pd.DataFrame, frame: pd.DataFrame) -> pd.Series:
     """``results``' values, NaN where they must not be ranked or bolded: a metric undefined on most of the
     method's images (``n_invalid > n / 2``), and every metric of a method whose maps are constant or not
@@ -280,6 +302,5 @@ def rankable(results: pd.DataFrame, frame: pd.DataFrame) -> pd.Series:
         >>> rankable(results, frame).tolist()
         [1.0, nan, nan]
     """
-    bad = {m for m, c in degenerate_maps(frame).items() if 2 * (c.get("constant", 0) + c.get("not_finite", 0)) > c["n"]}
-    keep = (2 * results["n_invalid"] <= results["n"]) & ~results["method"].isin(bad)
+    keep = ~on_most(results["n_invalid"], results["n"]) & ~results["method"].isin(unranked_methods(frame))
     return results["value"].astype(float).where(keep)

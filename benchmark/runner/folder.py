@@ -42,7 +42,7 @@ from benchmark.runner.sharing import (  # noqa: F401  (re-exported: the folder's
     launch_token,
     write_json,
 )
-from benchmark.runner.versions import environment
+from benchmark.runner.versions import environment, package_versions
 
 __all__ = ["FolderLocked", "LOCK_NAME", "READY_NAME", "SettingsDiffer", "announce_ready", "atomic_write",
            "await_ready", "backbone_complete", "check_backbone", "discard_unsharded", "discard_unused",
@@ -191,7 +191,7 @@ def fingerprint_diff(a: Mapping[str, Any], b: Mapping[str, Any], values: bool = 
 def _warn_versions(out: Path, meta: Mapping[str, Any]) -> None:
     """Warn when resuming with package versions other than those of the results on disk (each attempt's
     versions are recorded in its provenance entry, and the leaderboard header lists every distinct one)."""
-    now = environment()["versions"]
+    now = package_versions()  # not environment(): the commit is not compared, and it costs two git calls
     before: Dict[str, set] = {}
     for entry in meta.get("provenance") or [{"versions": meta.get("versions", {})}]:
         for name, version in (entry.get("versions") or {}).items():
@@ -305,11 +305,20 @@ def incomplete(frame: pd.DataFrame, n: Optional[int], backbones: Sequence[str] =
 def run_gaps(metas: List[Dict[str, Any]], frame: pd.DataFrame) -> Dict[Tuple[str, str], int]:
     """:func:`incomplete` for runs: the samples of the fingerprint, the backbones of the configs. A stream
     without row counts (``n`` unknown) is complete per backbone when an attempt finished its predict loop
-    (``run.json`` records it); otherwise ``(backbone, "every method") -> rows on disk``."""
+    (``run.json`` records it); otherwise ``(backbone, "every method") -> rows on disk`` (of the method with
+    the fewest).
+
+    Examples:
+        >>> meta = {"fingerprint": {"subset": {"n": None}}, "config": {"backbones": ["a", "b"]},
+        ...         "backbones": {"b": {"complete": True}}}
+        >>> frame = pd.DataFrame({"backbone": ["a"] * 5 + ["b"] * 2, "method": list("xxxyyxy")})
+        >>> run_gaps([meta], frame)
+        {('a', 'every method'): 2}
+    """
     backbones = list(dict.fromkeys(b for m in metas for b in m.get("config", {}).get("backbones", [])))
     n = metas[0]["fingerprint"]["subset"].get("n")
     if n is not None:
         return incomplete(frame, n, backbones)
     finished = {b for m in metas for b, rec in m.get("backbones", {}).items() if rec.get("complete")}
-    rows = frame.groupby("backbone").size() if len(frame) else {}
+    rows = frame.groupby(["backbone", "method"]).size().groupby(level=0).min() if len(frame) else {}
     return {(b, "every method"): int(rows.get(b, 0)) for b in backbones if b not in finished}

@@ -49,6 +49,7 @@ from benchmark.runner.folder import (
     finished_shards,
     folder_lock,
     launch_token,
+    num_shards,
     prepare,
     record_backbone,
     safe_name,
@@ -60,7 +61,6 @@ from callbacks.per_sample_writer import PerSampleWriter
 from callbacks.progress import BenchmarkProgressBar
 from callbacks.stop_on_signal import StopOnSignal
 from datamodules import create_datamodule
-from datamodules.shards import num_shards
 
 __all__ = ["run_benchmark"]
 

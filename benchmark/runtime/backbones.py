@@ -47,8 +47,7 @@ import timm
 import torch
 import torchvision
 
-from benchmark.runtime.checkpoints import is_checkpoint_path as _is_path
-from benchmark.runtime.checkpoints import load_checkpoint
+from benchmark.runtime.checkpoints import is_checkpoint_path, load_checkpoint
 from benchmark.runtime.preprocessing import Backbone, Preprocessing, mnist_preprocessing, synthetic_preprocessing
 
 __all__ = ["Backbone", "Preprocessing", "create_backbone", "list_backbones", "load_checkpoint"]
@@ -123,7 +122,7 @@ def _torchvision(name: str, weights: Optional[str], num_classes: Optional[int]) 
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
     if name in ("googlenet", "inception_v3"):  # explicit init: no FutureWarning about the default changing
         kwargs["init_weights"] = True
-    if weights is not None and not _is_path(weights):
+    if weights is not None and not is_checkpoint_path(weights):
         key = "DEFAULT" if weights.lower() == "default" else weights
         if key not in enum.__members__:
             raise ValueError(f"Unknown weights {weights!r} for {name}: valid {list(enum.__members__)} or a file path.")
@@ -135,7 +134,7 @@ def _torchvision(name: str, weights: Optional[str], num_classes: Optional[int]) 
         model = torchvision.models.get_model(name, weights=default, **kwargs)
     else:
         model = torchvision.models.get_model(name, weights=None, **kwargs)
-        if _is_path(weights):
+        if is_checkpoint_path(weights):
             load_checkpoint(model, weights)
     tf = default.transforms()
     crop, resize = int(tf.crop_size[0]), int(tf.resize_size[0])
@@ -164,7 +163,7 @@ def _timm_hub_file(cfg: Dict[str, Any]) -> Path:
 def _timm(name: str, weights: Optional[str], num_classes: Optional[int]) -> Backbone:
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
     model = timm.create_model(name, pretrained=False, **kwargs)
-    if _is_path(weights):
+    if is_checkpoint_path(weights):
         load_checkpoint(model, weights)
     elif weights is not None:
         if weights.lower() != "default":
@@ -186,7 +185,7 @@ def _synthetic(name: str, weights: Optional[str], num_classes: Optional[int]) ->
     if weights is None or weights == "default":
         load_checkpoint(model, shipped_checkpoint(name))
     elif weights != "random":
-        if not _is_path(weights):
+        if not is_checkpoint_path(weights):
             raise ValueError(f"Expected `weights` to be None/'default' (shipped), 'random' or a file path for "
                              f"synthetic/{name}, but got {weights!r}.")
         load_checkpoint(model, weights)
@@ -198,7 +197,7 @@ def _digits(name: str, weights: Optional[str], num_classes: Optional[int]) -> Ba
     from benchmark.digits.models import build_digits_model
 
     model = build_digits_model(name, 10 if num_classes is None else num_classes)
-    if _is_path(weights):
+    if is_checkpoint_path(weights):
         load_checkpoint(model, weights)
     elif weights not in (None, "random"):
         raise ValueError(f"Expected `weights` to be None/'random' (random init) or a checkpoint path for digits/{name} "

@@ -52,8 +52,7 @@ from transformers import (
     AutoModelForImageClassification,
 )
 
-from benchmark.runtime.checkpoints import is_checkpoint_path as _is_path
-from benchmark.runtime.checkpoints import read_checkpoint as _read_checkpoint
+from benchmark.runtime.checkpoints import is_checkpoint_path, read_checkpoint
 from benchmark.runtime.preprocessing import Backbone, Preprocessing
 
 __all__ = ["HFClassifier", "create_hf_backbone", "hf_preprocessing", "resolve_hf_source"]
@@ -230,7 +229,7 @@ def _model_class(config: Any) -> type:
 
 def _load_state(config: Any, path: Path) -> nn.Module:
     """The model of ``config`` with the checkpoint at ``path`` (strict, transformers' key renaming)."""
-    model, info = _model_class(config).from_pretrained(None, config=config, state_dict=_read_checkpoint(path),
+    model, info = _model_class(config).from_pretrained(None, config=config, state_dict=read_checkpoint(path),
                                                        output_loading_info=True)
     problems = {k: sorted(map(str, info[k]))[:8] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")
                 if info[k]}
@@ -264,7 +263,7 @@ def create_hf_backbone(spec: str, weights: Optional[str] = None, num_classes: Op
         >>> model(torch.zeros(1, *prep.input_size)).shape, model.num_prefix_tokens
         (torch.Size([1, 3]), 1)
     """
-    if weights not in (None, "default", "random") and not _is_path(weights):
+    if weights not in (None, "default", "random") and not is_checkpoint_path(weights):
         raise ValueError(f"Expected `weights` to be None/'default' (pretrained), 'random' or a checkpoint path for "
                          f"hf/{spec}, but got {weights!r}.")
     path = resolve_hf_source(spec)

@@ -214,9 +214,10 @@ class ExplainerModule(pl.LightningModule):
                 with self._section(f"metrics/{name}"):
                     self._update_metrics(list(metrics.values()), explainer, batch, images, targets, indices,
                                          (maps, raw_max), probs, target_probability)
-                if status.count("not_finite"):  # undefined for every metric, whatever its formula makes of NaN
+                not_finite = torch.tensor([s == "not_finite" for s in status])
+                if not_finite.any():  # undefined for every metric, whatever its formula makes of NaN
                     for metric in metrics.values():
-                        metric.invalidate_last(torch.tensor([s == "not_finite" for s in status]))
+                        metric.invalidate_last(not_finite)
                 # each update stored one row per sample, in batch order: the per-sample values of this batch
                 per_sample = {metric: m.values[-1].cpu().tolist() for metric, m in metrics.items()}
             kept = [self.keep_maps if isinstance(self.keep_maps, bool) else row[0] in self.keep_maps
