@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, ClassVar, Collection, Dict, FrozenSet, Mapping, Optional, Union
+from typing import Any, ClassVar, Collection, Dict, FrozenSet, Mapping, Optional, Tuple, Union
 
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset, IterableDataset
@@ -131,6 +131,11 @@ class CamDataModule(pl.LightningDataModule):
         leaving out the finished shards ``skip``; needs ``Trainer(use_distributed_sampler=False)`` under DDP."""
         self._shards = {"skip": frozenset(skip or ()), "limit": limit}
 
+    def rank_and_world(self) -> Tuple[int, int]:
+        """``(global rank, world size)`` of the attached trainer; ``(0, 1)`` without one."""
+        trainer = self.trainer
+        return (0, 1) if trainer is None else (trainer.global_rank, trainer.world_size)
+
     def used_size(self) -> int:
         """Number of dataset positions the predict loop covers (after ``use_shards(limit=...)``)."""
         if self.dataset is None:
@@ -169,8 +174,6 @@ class CamDataModule(pl.LightningDataModule):
         if isinstance(self.dataset, IterableDataset):
             raise ValueError(f"{type(self).__name__} streams an IterableDataset: fixed shards (resume, N-process "
                              "identity) need a map-style dataset.")
-        trainer = self.trainer
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        sampler = ShardBatchSampler(self.used_size(), self.batch_size, rank, world, self._shards["skip"])
+        sampler = ShardBatchSampler(self.used_size(), self.batch_size, *self.rank_and_world(), self._shards["skip"])
         return DataLoader(self.dataset, batch_sampler=sampler, num_workers=self.num_workers,
                           collate_fn=collate_samples)

@@ -337,8 +337,8 @@ class HFStreamDataModule(CamDataModule):
             check_annotation_paths(hp.annotations, hp.synset_mapping)
 
     def build_dataset(self) -> HFStream:
-        hp, trainer = self.hparams, self.trainer
-        rank, world_size = (0, 1) if trainer is None else (trainer.global_rank, trainer.world_size)
+        hp = self.hparams
+        rank, world_size = self.rank_and_world()
         return HFStream(hp.path, hp.split, name=hp.name, data_files=hp.data_files, data_dir=hp.data_dir,
                         revision=hp.revision, image_column=hp.image_column, label_column=hp.label_column,
                         id_column=hp.id_column, annotations=self.annotations, synset_mapping=hp.synset_mapping,
@@ -361,9 +361,8 @@ class HFStreamDataModule(CamDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         if self._shards is not None and self.dataset.sizes is not None:  # resumable, N-process identical
-            trainer = self.trainer
-            rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-            shards = StreamShards(self.dataset, self.used_size(), self.batch_size, rank, world, self._shards["skip"])
+            shards = StreamShards(self.dataset, self.used_size(), self.batch_size, *self.rank_and_world(),
+                                  self._shards["skip"])
             return DataLoader(shards, num_workers=min(self.num_workers, len(shards.shards)), **shards.loader_kwargs())
         if self._shards is not None:
             log.warning("%s has no Parquet footers (row counts): this run cannot resume or split into fixed shards; "
