@@ -82,6 +82,21 @@ def test_box_metrics_on_data_without_boxes_are_refused_before_any_model(tmp_path
     assert not out.exists()
 
 
+def test_a_merge_of_one_backbone_initialised_under_two_seeds_is_refused(tmp_path):
+    """--seed seeds random init: two runs of the same random-init backbone under different seeds hold two
+    models, so their methods must not be ranked in one table."""
+    runs = []
+    for seed, method in ((0, "center"), (1, "fakecam")):
+        runs.append(tmp_path / f"seed{seed}")
+        assert main([*TINY, "--weights", "random", "--seed", str(seed), "--explainers", f"[{method}]",
+                     "--out", str(runs[-1])]) == 0
+    hashes = {json.loads((r / "run.json").read_text())["backbones"]["synthetic/res_cnn"]["weights_sha256"]
+              for r in runs}
+    assert len(hashes) == 2
+    with pytest.raises(ValueError, match=r"differ in .*backbones\.synthetic/res_cnn\.weights_sha256"):
+        main(["leaderboard", *map(str, runs), "--out", str(tmp_path / "merged.md")])
+
+
 def test_provenance_and_completeness_in_the_header(tiny_run):
     meta = json.loads((tiny_run / "run.json").read_text())
     assert [p["backbone"] for p in meta["provenance"]] == ["synthetic/res_cnn"]

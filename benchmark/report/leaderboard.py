@@ -69,9 +69,10 @@ def load_runs(run_dirs: Sequence[Union[str, os.PathLike]], force: bool = False) 
     first = metas[0]
     for meta in metas[1:]:
         diff = fingerprint_diff(first["fingerprint"], meta["fingerprint"])
-        for name in set(first["backbones"]) & set(meta["backbones"]):  # the same backbone, preprocessed alike
-            if first["backbones"][name].get("preprocessing") != meta["backbones"][name].get("preprocessing"):
-                diff.append(f"backbones.{name}.preprocessing")
+        for name in sorted(set(first["backbones"]) & set(meta["backbones"])):  # the same backbone: one model, alike
+            for field in ("preprocessing", "weights_sha256"):  # e.g. random init under another --seed
+                if first["backbones"][name].get(field) != meta["backbones"][name].get(field):
+                    diff.append(f"backbones.{name}.{field}")
         if diff and not force:
             raise ValueError(f"Runs {first['dir']!r} and {meta['dir']!r} differ in {', '.join(diff)}; their results "
                              "are not comparable. Re-run with the same settings, or pass --force to merge anyway.")

@@ -77,7 +77,7 @@ class RunConfig:
         out: output directory (default ``runs/<name>``).
         overwrite: delete earlier results in ``out`` instead of resuming them.
         bootstrap: bootstrap resamples for the 95 % confidence intervals.
-        seed: seed of the bootstrap.
+        seed: seed of the bootstrap and of random initialisation (with the backbone's name).
         figures: images shown in the saliency grid (their maps are kept).
     """
 
