@@ -23,13 +23,9 @@ import warnings
 from pathlib import Path
 from typing import Any, List, Optional, Sequence
 
-import pytorch_lightning as pl
 from tabulate import tabulate
 
-from benchmark.explainers import PAPER_LAYERS, default_explainers, describe_explainer, list_explainers
-from benchmark.explainers.layers import TRANSFORMER_LAYERS
-from benchmark.runtime.backbones import create_backbone, list_backbones
-from benchmark.runtime.module import ExplainerModule
+from benchmark import catalog
 
 __all__ = ["main", "summarize"]
 
@@ -57,34 +53,42 @@ def summarize(records: Sequence[dict]) -> str:
 
 
 def _list(_: Any) -> int:
-    from benchmark.metrics import METRICS, list_metrics
-    from benchmark.synthetic import model_card
-    from datamodules import describe_datamodule, list_datamodules
+    """Print the registries from :mod:`benchmark.catalog` (no model library imported: well under a second)."""
+    from importlib.metadata import entry_points
 
-    print(tabulate([[n, describe_explainer(n)] for n in list_explainers()], headers=["explainer", "description"],
-                   tablefmt="pipe"))
+    from benchmark.synthetic import model_card
+
+    plugins = [[p.name, f"plugin `{p.value}` (installed package, entry point {catalog.ENTRY_POINT_GROUP})"]
+               for p in entry_points(group=catalog.ENTRY_POINT_GROUP) if p.name not in catalog.EXPLAINERS]
+    explainers = [[n, ("" if n in catalog.DEFAULT_EXPLAINERS else "(when named) ") + d]
+                  for n, d in catalog.EXPLAINERS.items()]
+    print(tabulate(explainers + plugins, headers=["explainer", "description"], tablefmt="pipe"))
     print()
-    print(tabulate([[n, describe_datamodule(n)] for n in list_datamodules()], headers=["datamodule", "description"],
-                   tablefmt="pipe"))
+    print(tabulate(list(catalog.DATAMODULES.items()), headers=["datamodule", "description"], tablefmt="pipe"))
     print()
-    print(tabulate([[n, (METRICS[n].__doc__ or "").strip().splitlines()[0]] for n in list_metrics()],
-                   headers=["metric", "description"], tablefmt="pipe"))
+    print(tabulate([[n, ("" if n in catalog.DEFAULT_METRICS else "(when named) ") + d]
+                    for n, d in catalog.METRICS.items()], headers=["metric", "description"], tablefmt="pipe"))
     print()
-    cards = {n: model_card(n) for n in list_backbones("synthetic")}
+    cards = {n: model_card(n) for n in catalog.SYNTHETIC_BACKBONES}
     print(tabulate([[f"synthetic/{n}", f"shipped SyntheticShapes model, {c.get('parameters', '?'):,} parameters, "
                      f"val accuracy {100 * c.get('val_accuracy', float('nan')):.2f} %"] for n, c in cards.items()],
                    headers=["backbone", "description"], tablefmt="pipe"))
     print()
-    print(tabulate([[k, v[1]] for k, v in {**PAPER_LAYERS, **TRANSFORMER_LAYERS}.items()],
-                   headers=["model class", "default target layer"], tablefmt="pipe"))
+    print(tabulate(list(catalog.TARGET_LAYERS.items()), headers=["model class", "default target layer"],
+                   tablefmt="pipe"))
     print("\nBackbones: 'torchvision/<name>', 'timm/<name>[.<tag>]', 'hf/<local dir or cached repo id>', or a bare "
           "name (torchvision first, then timm); "
-          f"{', '.join('digits/' + n for n in list_backbones('digits'))} (MNIST, train it with "
+          f"{', '.join('digits/' + n for n in catalog.DIGITS_BACKBONES)} (MNIST, train it with "
           "`python -m benchmark.digits.train`).")
     return 0
 
 
 def _demo(args: Any) -> int:
+    import pytorch_lightning as pl
+
+    from benchmark.explainers import default_explainers
+    from benchmark.runtime.backbones import create_backbone
+    from benchmark.runtime.module import ExplainerModule
     from callbacks import SaliencyWriter, read_records
     from datamodules import RandomImagesDataModule
 
@@ -113,13 +117,13 @@ def _explainers(value: str) -> Optional[List[str]]:
     Examples:
         >>> _explainers("gradcam,my_cam.py:MyCAM")
         ['gradcam', 'my_cam.py:MyCAM']
-        >>> _explainers("+my_cam.py:MyCAM")[-1], len(_explainers("+my_cam.py:MyCAM")) == len(default_explainers()) + 1
-        ('my_cam.py:MyCAM', True)
+        >>> _explainers("+my_cam.py:MyCAM")[-1], len(_explainers("+my_cam.py:MyCAM"))
+        ('my_cam.py:MyCAM', 13)
     """
     if not value:
         return None
     specs = [s for s in value.lstrip("+").split(",") if s]
-    return default_explainers() + specs if value.startswith("+") else specs
+    return list(catalog.DEFAULT_EXPLAINERS) + specs if value.startswith("+") else specs
 
 
 def _run(args: Any) -> int:
@@ -174,39 +178,45 @@ def _common_options(parser: Any, images: int, batch_size: int, accelerator: str,
     return parser
 
 
-def _run_parser() -> Any:
-    import pytorch_lightning as pl
+def _run_parser(full: bool = True) -> Any:
+    """The ``run`` options: :class:`~benchmark.runner.settings.RunConfig` and the Lightning Trainer pass-through.
+
+    ``full``: the Trainer group parsed with Lightning's own types (imports Lightning, for a run); else the
+    Trainer flags listed one line each from :data:`benchmark.catalog.TRAINER_FLAGS` (for ``--help``: no
+    model library imported).
+    """
+    from argparse import SUPPRESS
+
     from jsonargparse import ActionConfigFile, ArgumentParser
 
-    from benchmark.runner.config import RunConfig
+    from benchmark.runner.settings import RunConfig
 
     run = ArgumentParser(description="The matrix backbones x explainers x metrics over one datamodule "
                          "(default: the offline SyntheticShapes benchmark).")
     run.add_argument("--config", action=ActionConfigFile, help="YAML config (e.g. configs/poppi_table2.yaml)")
     run.add_class_arguments(RunConfig, None, instantiate=False)
-    run.add_class_arguments(pl.Trainer, "trainer", instantiate=False, skip=_NOT_FOR_PREDICT)
-    for action in run._actions:  # Lightning's docstrings: the first sentence is enough in --help
-        if action.dest.startswith("trainer.") and action.help:
-            action.help = action.help.split(". ")[0].split("\n")[0].rstrip(".") + "."
+    if full:
+        import pytorch_lightning as pl
+
+        run.add_class_arguments(pl.Trainer, "trainer", instantiate=False, skip=set(catalog.NOT_FOR_PREDICT))
+        return run
+    trainer = run.add_argument_group("Lightning Trainer pass-through (parsed with Lightning's own types; every "
+                                     "other Trainer argument that acts on predict is accepted too)")
+    trainer.add_argument("--trainer", metavar="CONFIG", default=SUPPRESS, help="YAML file of Trainer arguments")
+    for name, text in catalog.TRAINER_FLAGS.items():
+        trainer.add_argument(f"--trainer.{name}", metavar="VALUE", default=SUPPRESS, help=text)
     return run
 
 
-#: Trainer arguments the run sets itself, and those that only act on fit/validate/test (epochs, steps,
-#: gradient clipping, validation schedules): left out of ``cam-bench run`` (and its --help)
-_NOT_FOR_PREDICT = {"callbacks", "use_distributed_sampler", "default_root_dir", "enable_checkpointing",
-                    "enable_model_summary", "max_epochs", "min_epochs", "max_steps", "min_steps", "max_time",
-                    "limit_train_batches", "limit_val_batches", "limit_test_batches", "overfit_batches",
-                    "val_check_interval", "check_val_every_n_epoch", "num_sanity_val_steps", "log_every_n_steps",
-                    "accumulate_grad_batches", "gradient_clip_val", "gradient_clip_algorithm",
-                    "reload_dataloaders_every_n_epochs"}
-
-
-def _parser() -> Any:
+def _parser(argv: Sequence[str]) -> Any:
+    """The ``cam-bench`` parser for ``argv``: only the chosen subcommand's parser imports what it needs, and
+    ``--help`` never imports a model library."""
     from jsonargparse import ArgumentParser
 
-    from benchmark.synthetic import train
-
-    parser = ArgumentParser(prog="cam-bench", description=__doc__.splitlines()[0])
+    command = next((a for a in argv if not a.startswith("-")), None)
+    wants_help = any(a in ("-h", "--help") for a in argv)
+    parser = ArgumentParser(prog="cam-bench", description="Benchmark Class Activation Map explanation "
+                            "methods: explainers x metrics x backbones over a validation set.")
     sub = parser.add_subcommands(required=True, dest="command")
     sub.add_subcommand("list", ArgumentParser(description="explainers, datamodules, metrics and backbones"),
                        help="registered explainers, datamodules, metrics and backbones")
@@ -217,7 +227,8 @@ def _parser() -> Any:
     demo.add_argument("--seed", type=int, default=0)
     sub.add_subcommand("demo", _common_options(demo, images=4, batch_size=4, accelerator="auto", out="runs/demo"),
                        help="offline example: every explainer on random images")
-    sub.add_subcommand("run", _run_parser(), help="benchmark run (default: the offline SyntheticShapes matrix)")
+    sub.add_subcommand("run", _run_parser(full=command == "run" and not wants_help),
+                       help="benchmark run (default: the offline SyntheticShapes matrix)")
     board = ArgumentParser(description="render one run directory, or merge several (fingerprints must agree)")
     board.add_argument("run_dirs", nargs="+", help="run directories written by `cam-bench run`")
     board.add_argument("--out", default=None, help="markdown file (default: RUN_DIR/leaderboard.md for one run)")
@@ -225,8 +236,12 @@ def _parser() -> Any:
     board.add_argument("--allow_partial", action="store_true", help="exit 0 on a partial run (else exit 3; the "
                        "leaderboard marks it incomplete either way)")
     sub.add_subcommand("leaderboard", board, help="render or merge run directories into leaderboard.md")
-    sub.add_subcommand("train-synthetic", train.add_arguments(ArgumentParser(description="train a SyntheticShapes "
-                       "backbone (Lightning fit)")), help="train a SyntheticShapes backbone")
+    train = ArgumentParser(description="train a SyntheticShapes backbone (Lightning fit)")
+    if command == "train-synthetic":
+        from benchmark.synthetic.train import add_arguments
+
+        add_arguments(train)
+    sub.add_subcommand("train-synthetic", train, help="train a SyntheticShapes backbone")
     return parser
 
 
@@ -249,7 +264,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``cam-bench`` console script."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     _quiet()
-    cfg = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    cfg = _parser(argv).parse_args(argv)
     args = cfg[cfg.command]
     if cfg.command == "train-synthetic":
         from benchmark.synthetic import train
@@ -263,15 +279,18 @@ def main(argv: Optional[List[str]] = None) -> int:
 def console(argv: Optional[List[str]] = None) -> int:
     """The ``cam-bench`` console script: :func:`main`, with refusals as one line (exit 2) and an
     interrupted run as exit 75 (resumable); other errors keep their traceback."""
-    from benchmark.runner.folder import FolderLocked, SettingsDiffer
-    from callbacks.stop_on_signal import EXIT_INTERRUPTED, RunInterrupted
-
     try:
         return main(argv)
-    except RunInterrupted as err:
-        print(f"cam-bench: interrupted: {err}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except Exception as err:  # noqa: BLE001 -- only refusals are caught; anything else is re-raised
+    except Exception as err:  # noqa: BLE001 -- only refusals and interrupts are caught; the rest is re-raised
+        ours = type(err).__module__.startswith(("benchmark.", "callbacks."))
+        if not (ours or getattr(err, "cam_bench_refusal", False)):
+            raise  # not a refusal: tell without importing the run's machinery
+        from benchmark.runner.folder import FolderLocked, SettingsDiffer
+        from callbacks.stop_on_signal import EXIT_INTERRUPTED, RunInterrupted
+
+        if isinstance(err, RunInterrupted):
+            print(f"cam-bench: interrupted: {err}", file=sys.stderr)
+            return EXIT_INTERRUPTED
         if not (getattr(err, "cam_bench_refusal", False) or isinstance(err, (FolderLocked, SettingsDiffer))):
             raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else err

@@ -96,6 +96,8 @@ def test_the_rooms_import_downstream_only():
         assert not [t for t in targets if t.startswith(("benchmark.runner", "benchmark.report"))], name
     for name, targets in _imports_of(graph, ("benchmark.report",)).items():
         assert not [t for t in targets if t.startswith("benchmark.runtime")], name
+    assert graph["benchmark.catalog"] == set()  # the listing's data: imports nothing, so `cam-bench list` is light
+    assert graph["benchmark.runner.offline"] == {"benchmark.catalog"}
     for name in ("benchmark.runtime.preprocessing", "benchmark.runtime.checkpoints"):
         assert not [t for t in graph[name] if t.split(".")[0] in PACKAGES and t != "benchmark.runtime"], name
     assert not [t for name, targets in graph.items() if name.startswith("benchmark.runtime.backbones")

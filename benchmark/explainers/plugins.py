@@ -17,14 +17,12 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 from typing import Type
 
+from benchmark.catalog import ENTRY_POINT_GROUP
 from benchmark.explainers.base import BaseExplainer
 from benchmark.explainers.registry import _REGISTRY, list_explainers, register_explainer
 from benchmark.explainers.sources import import_source
 
 __all__ = ["ENTRY_POINT_GROUP", "load_entry_points", "resolve_explainer"]
-
-#: The entry-point group installed packages publish explainers under.
-ENTRY_POINT_GROUP = "cam_bench.explainers"
 
 
 def _register(klass: object, spec: str) -> str:

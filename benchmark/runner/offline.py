@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from benchmark.runtime.backbones import list_backbones
+from benchmark.catalog import SYNTHETIC_BACKBONES
 
 __all__ = ["OFFLINE_DEFAULTS"]
 
 #: The default data, backbones and metric settings (recorded with every result).
 OFFLINE_DEFAULTS: Dict[str, Any] = {
     "data": {"size": 96, "split": "val", "image_size": 128, "seed": 0},
-    "backbones": [f"synthetic/{name}" for name in list_backbones("synthetic")],
+    "backbones": [f"synthetic/{name}" for name in SYNTHETIC_BACKBONES],
     "metric_settings": {
         # RISE: 224 steps of 224 pixels at 224 x 224; here 16 steps of 1024 pixels cover 128 x 128
         "deletion": {"steps": 16}, "insertion": {"steps": 16},
