@@ -140,7 +140,7 @@ def _run(args: Any) -> int:
                         command=" ".join(["cam-bench", *sys.argv[1:]]))
     if rank_zero_only.rank == 0:
         print((out / "leaderboard.md").read_text())
-        print(f"Results in {out}: results.csv, leaderboard.md, figures/, per_sample/")
+        print(f"Results in {out}: results.csv, leaderboard.md, leaderboard.tex, figures/, per_sample/")
     return 0
 
 
@@ -154,13 +154,14 @@ def _leaderboard(args: Any) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     from benchmark.report.leaderboard import IncompleteRuns
 
+    shown = out.with_suffix(".tex") if args.format == "latex" else out
     try:
         render_runs(runs, out, force=args.force, allow_partial=args.allow_partial)
     except IncompleteRuns as err:
-        print(out.read_text())
+        print(shown.read_text())
         print(f"cam-bench: error: {err}", file=sys.stderr)
         return 3
-    print(out.read_text())
+    print(shown.read_text())
     return 0
 
 
@@ -233,6 +234,8 @@ def _parser(argv: Sequence[str]) -> Any:
     board.add_argument("run_dirs", nargs="+", help="run directories written by `cam-bench run`")
     board.add_argument("--out", default=None, help="markdown file (default: RUN_DIR/leaderboard.md for one run)")
     board.add_argument("--force", action="store_true", help="merge runs whose fingerprints differ")
+    board.add_argument("--format", default="markdown", choices=["markdown", "latex"], help="what to print: the "
+                       "markdown, or the booktabs LaTeX tables (both are written: leaderboard.md and leaderboard.tex)")
     board.add_argument("--allow_partial", action="store_true", help="exit 0 on a partial run (else exit 3; the "
                        "leaderboard marks it incomplete either way)")
     sub.add_subcommand("leaderboard", board, help="render or merge run directories into leaderboard.md")

@@ -19,13 +19,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 
+from benchmark.report.figure_labels import CLASSES_FILE, class_names_of, write_class_names, write_sidecar
 from benchmark.runner.folder import atomic_write, safe_name
 from datamodules.shards import current_shard
 
@@ -78,6 +79,7 @@ class PerSampleWriter(BasePredictionWriter):
         super().__init__(write_interval="batch")
         self.output_dir, self.dataset, self.backbone = Path(output_dir), str(dataset), str(backbone)
         self.mean, self.std = torch.tensor(mean).view(-1, 1, 1), torch.tensor(std).view(-1, 1, 1)
+        self._class_names: Optional[List[str]] = None  # the datamodule's, looked up at the first kept image
 
     def write_on_batch_end(self, trainer, pl_module, prediction: Sequence[Dict[str, Any]], batch_indices,
                            batch, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -96,9 +98,12 @@ class PerSampleWriter(BasePredictionWriter):
         for method, records in by_method.items():
             frame = records_to_frame(records, self.dataset, self.backbone)
             atomic_write(root / safe_name(method) / f"{name}.parquet", lambda p: frame.to_parquet(p, index=False))
-            self._save_maps(records, batch)
+            self._save_maps(records, batch, trainer)
 
-    def _save_maps(self, records: Sequence[Dict[str, Any]], batch: Any) -> None:
+    def _save_maps(self, records: Sequence[Dict[str, Any]], batch: Any, trainer: Any = None) -> None:
+        """Save the kept maps, each kept image once, and next to the image its figure sidecar (sample id,
+        explained class, prediction, the evidence of that class; :func:`benchmark.report.figure_labels.write_sidecar`)
+        and once per folder the class names of the trainer's datamodule, when it names them."""
         folder = self.output_dir / "maps" / safe_name(self.backbone)
         for rec in records:
             if rec.get("saliency") is None:
@@ -106,9 +111,32 @@ class PerSampleWriter(BasePredictionWriter):
             method_dir = folder / safe_name(rec["method"])
             method_dir.mkdir(parents=True, exist_ok=True)
             np.save(method_dir / f"{rec['index']}.npy", rec["saliency"].numpy().astype(np.float16))
-            image_path = folder / "images" / f"{rec['index']}.npy"
-            if not image_path.exists() and isinstance(batch, dict):
-                row = torch.as_tensor(batch["index"]).tolist().index(rec["index"])
+            images = folder / "images"
+            image_path, sidecar = images / f"{rec['index']}.npy", images / f"{rec['index']}.json"
+            if not isinstance(batch, dict) or (image_path.exists() and sidecar.exists()):
+                continue
+            row = torch.as_tensor(batch["index"]).tolist().index(rec["index"])
+            if not image_path.exists():
                 image = (batch["image"][row].detach().float().cpu() * self.std + self.mean).clamp(0, 1)
-                image_path.parent.mkdir(parents=True, exist_ok=True)
+                images.mkdir(parents=True, exist_ok=True)
                 np.save(image_path, (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+            if not sidecar.exists():
+                self._save_sidecar(images, rec, batch, row, trainer)
+
+    def _save_sidecar(self, images: Path, rec: Dict[str, Any], batch: Dict[str, Any], row: int, trainer: Any) -> None:
+        """The figure sidecar of one kept image: the boxes (and the union of the masks) of the explained class."""
+        if self._class_names is None:
+            self._class_names = class_names_of(getattr(trainer, "datamodule", None)) or []
+            if self._class_names and not (images / CLASSES_FILE).exists():
+                write_class_names(images, self._class_names)
+        target, boxes, mask = int(rec["target"]), None, None
+        if batch.get("boxes") is not None and batch.get("box_labels") is not None:
+            of_target = torch.as_tensor(batch["box_labels"][row]).cpu() == target
+            boxes = torch.as_tensor(batch["boxes"][row]).detach().cpu().double()[of_target].numpy()
+            if batch.get("masks") is not None:
+                masks = torch.as_tensor(batch["masks"][row]).detach().cpu().bool()[of_target]
+                mask = masks.any(dim=0).numpy() if len(masks) else np.zeros(batch["image"].shape[-2:], bool)
+        labels, ids = batch.get("label"), batch.get("id")
+        write_sidecar(images, rec["index"], sample_id=str(ids[row] if ids is not None else rec["index"]),
+                      target=target, prediction=int(rec["prediction"]), probability=rec.get("probability"),
+                      label=int(labels[row]) if isinstance(labels, torch.Tensor) else None, boxes=boxes, mask=mask)

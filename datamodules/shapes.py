@@ -4,7 +4,9 @@ Every scene is a pure function of ``(seed, split, index)``: a textured random ba
 distractor clutter that belongs to no class (irregular solid blobs and strokes), and 1–3
 instances of one object class drawn on top. The :data:`CLASSES` differ in outline *and*
 texture (each class has its own fill pattern; clutter is never patterned), so a classifier must
-look at the objects, and the exact instance boxes and masks come out of the renderer.
+look at the objects, and the exact instance boxes and masks come out of the renderer. (The harder scenes
+of :mod:`datamodules.evidence_scenes`, where one object decides the class among class-neutral
+distractors, reuse this module's drawing.)
 
 Boxes are ``xyxy`` pixel-edge coordinates of each instance's visible mask (a mask covering
 columns 3..5 gives ``x1 = 3, x2 = 6``).
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -40,13 +42,17 @@ _INSTANCE_P = (0.5, 0.3, 0.2)  # 1, 2 or 3 instances of the class
 
 @dataclass
 class Scene:
-    """One rendered scene: ``image`` (H, W, 3) uint8, ``label``, ``boxes`` (N, 4) float32 xyxy,
-    ``masks`` (N, H, W) bool (visible pixels of each instance)."""
+    """One rendered scene: ``image`` (H, W, 3) uint8, ``label``, ``boxes`` (N, 4) float32 xyxy and
+    ``masks`` (N, H, W) bool of the N instances of the class (visible pixels); for the scenes with known
+    evidence (:mod:`datamodules.evidence_scenes`) also ``distractor_masks`` (D, H, W) bool and the
+    ``distractors``' ``(outline, texture)`` pairs (indices into :data:`CLASSES`, never equal)."""
 
     image: np.ndarray
     label: int
     boxes: np.ndarray
     masks: np.ndarray
+    distractor_masks: Optional[np.ndarray] = None
+    distractors: Tuple[Tuple[int, int], ...] = ()
 
 
 def _polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> List[Tuple[float, float]]:
@@ -86,7 +92,7 @@ def _shape_mask(kind: str, size: int, cx: float, cy: float, r: float, angle: flo
 
 
 def _texture(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    """Binary (size, size) fill pattern of class ``label`` with a random period and phase."""
+    """Binary (size, size) fill pattern ``CLASSES[label][1]`` with a random period and phase."""
     period = rng.uniform(4.0, 7.0)
     ox, oy = rng.uniform(0, period, 2)
     y, x = np.mgrid[0:size, 0:size].astype(np.float32)
@@ -187,12 +193,7 @@ def render_scene(seed: int, split: str, index: int, size: int = 128, num_classes
         >>> bool(np.array_equal(scene.image, render_scene(0, "val", 3, size=64).image))
         True
     """
-    if split not in SPLITS:
-        raise ValueError(f"Expected `split` to be one of {SPLITS}, but got {split!r}.")
-    rng = np.random.default_rng([int(seed), SPLITS.index(split), int(index)])
-    label = int(rng.integers(num_classes))
-    image = _background(size, rng)
-    _clutter(image, rng)
+    rng, label, image = _scene_start(seed, split, index, size, num_classes)
     p = np.array(_INSTANCE_P[1:] if multi_instance else _INSTANCE_P)
     count = int(rng.choice(len(p), p=p / p.sum())) + (2 if multi_instance else 1)
     kind = CLASSES[label][0]
@@ -209,6 +210,18 @@ def render_scene(seed: int, split: str, index: int, size: int = 128, num_classes
     boxes = np.array([_mask_box(m) for m in masks], dtype=np.float32).reshape(-1, 4)
     image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
     return Scene(image, label, boxes, np.stack(masks) if masks else np.zeros((0, size, size), dtype=bool))
+
+
+def _scene_start(seed: int, split: str, index: int, size: int, num_classes: int) -> Tuple[np.random.Generator, int,
+                                                                                          np.ndarray]:
+    """The scene's random stream (from ``(seed, split, index)``), its label, and the background with clutter."""
+    if split not in SPLITS:
+        raise ValueError(f"Expected `split` to be one of {SPLITS}, but got {split!r}.")
+    rng = np.random.default_rng([int(seed), SPLITS.index(split), int(index)])
+    label = int(rng.integers(num_classes))
+    image = _background(size, rng)
+    _clutter(image, rng)
+    return rng, label, image
 
 
 def _mask_box(mask: np.ndarray) -> Tuple[int, int, int, int]:

@@ -1,15 +1,40 @@
-"""Tests of :mod:`benchmark.report.figures`: saliency grids and mean insertion/deletion curves."""
+"""Tests of :mod:`benchmark.report.figures`: saliency grids and mean insertion/deletion curves, and of
+:mod:`benchmark.report.figure_labels`: the sidecars that outline a row's evidence and caption it."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from matplotlib.colors import to_rgb
 from PIL import Image
 
-from benchmark.report.figures import CELL_PIXELS, DPI, grid_size, mean_curve_table, mean_curves, saliency_grid
+from benchmark.report.figure_labels import (
+    RowInfo,
+    box_segments,
+    caption_text,
+    outline_segments,
+    read_sidecar,
+    write_class_names,
+    write_sidecar,
+)
+from benchmark.report.figures import (
+    CELL_PIXELS,
+    DPI,
+    OUTLINE_COLOR,
+    WRONG_COLOR,
+    grid_size,
+    mean_curve_table,
+    mean_curves,
+    saliency_grid,
+)
 from benchmark.runner.folder import safe_name
+from callbacks.per_sample_writer import PerSampleWriter
+from datamodules.synthetic import SyntheticShapesDataModule
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 METHODS = ["gradcam", "pkg/module:LayerCAM", "my_cam.py:MyCAM"]
@@ -174,3 +199,216 @@ def test_mean_curves_refuses_several_backbones(tmp_path):
         mean_curves(frame, tmp_path / "curves.png")
     with pytest.raises(ValueError, match="Expected a 'method' column"):
         mean_curves(_frame().drop(columns="method"), tmp_path / "curves.png")
+
+
+# ---- evidence outlines and row captions (sidecars) ----
+
+GREY = 60  # the hand images are one flat grey: every outline pixel is exactly OUTLINE_COLOR
+SIDE = 16  # hand images are 16 x 16: one image pixel is 10 x 10 PNG pixels
+BOX = [4.0, 4.0, 12.0, 10.0]  # xyxy pixel edges
+L_MASK = np.zeros((SIDE, SIDE), bool)
+L_MASK[3:9, 5:11] = True
+L_MASK[9:13, 7:9] = True
+
+
+def _rgb(color) -> np.ndarray:
+    return np.round(np.array(to_rgb(color)) * 255).astype(int)
+
+
+@pytest.fixture
+def hand_dir(tmp_path: Path) -> Path:
+    """One flat grey 16x16 image (index 5) and one all-zero map, without a sidecar yet."""
+    folder = tmp_path / "maps"
+    (folder / "images").mkdir(parents=True)
+    (folder / "gradcam").mkdir()
+    np.save(folder / "images" / "5.npy", np.full((SIDE, SIDE, 3), GREY, np.uint8))
+    np.save(folder / "gradcam" / "5.npy", np.zeros((SIDE, SIDE), np.float16))
+    return folder
+
+
+def _pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB")).astype(int)
+
+
+def _cells(png: np.ndarray):
+    """``(top, left)`` of the image cell and of the map cell of a one-row, one-method grid."""
+    grey = (png == GREY).all(-1)
+    rows, cols = np.flatnonzero(grey.sum(1) > CELL_PIXELS // 2), np.flatnonzero(grey.sum(0) > CELL_PIXELS // 2)
+    top, left = rows.min(), cols.min()  # (text antialiasing may hit the grey value too, but not on half a line)
+    assert rows.max() - top + 1 == cols.max() - left + 1 == CELL_PIXELS  # the grey image fills its cell
+    row = png[top + CELL_PIXELS // 2]
+    background = (row == 255).all(-1)
+    start = left + CELL_PIXELS + int(np.argmax(~background[left + CELL_PIXELS:]))  # first pixel of the map cell
+    return (top, left), (top, start)
+
+
+def _expected(segments: np.ndarray) -> set:
+    """PNG pixels (row, col) of a cell covered by 1-px lines along ``segments`` (imshow data coordinates)."""
+    scale = CELL_PIXELS // SIDE
+    pixels = set()
+    for (x0, y0), (x1, y1) in (np.asarray(segments) + 0.5) * scale:
+        if y0 == y1:
+            pixels |= {(int(y0), x) for x in range(int(min(x0, x1)), int(max(x0, x1)) + 1)}
+        else:
+            pixels |= {(y, int(x0)) for y in range(int(min(y0, y1)), int(max(y0, y1)) + 1)}
+    return pixels
+
+
+def _outline(png: np.ndarray, top: int, left: int) -> set:
+    cell = png[top:top + CELL_PIXELS, left:left + CELL_PIXELS]
+    return set(zip(*(a.tolist() for a in np.nonzero((cell == _rgb(OUTLINE_COLOR)).all(-1)))))
+
+
+def test_box_outline_lies_exactly_on_the_box_edge_in_every_cell(hand_dir, tmp_path):
+    write_sidecar(hand_dir / "images", 5, sample_id="img_00012", target=0, prediction=1, probability=0.87, label=0,
+                  boxes=[BOX])
+    png = _pixels(saliency_grid(hand_dir, ["gradcam"], [5], tmp_path / "grid.png"))
+    expected = _expected(box_segments(np.array([BOX])))
+    scale = CELL_PIXELS // SIDE
+    x1, y1, x2, y2 = (int(v * scale) for v in BOX)
+    assert {(y1, x1), (y2, x2), (y1 + 20, x1), (y1 + 20, x2), (y1, x1 + 30), (y2, x1 + 30)} <= expected
+    for top, left in _cells(png):
+        outline = _outline(png, top, left)
+        assert outline == expected  # on the border, nowhere inside or outside the box
+        inside = png[top + y1 + 1:top + y2, left + x1 + 1:left + x2]
+        assert not (inside == _rgb(OUTLINE_COLOR)).all(-1).any()
+
+
+def test_mask_outline_follows_the_mask_pixel_edges(hand_dir, tmp_path):
+    write_sidecar(hand_dir / "images", 5, sample_id="val_00000005", target=1, prediction=1, label=1,
+                  boxes=[[5, 3, 11, 13]], mask=L_MASK)
+    png = _pixels(saliency_grid(hand_dir, ["gradcam"], [5], tmp_path / "grid.png"))
+    expected = _expected(outline_segments(L_MASK))
+    assert expected != _expected(box_segments(np.array([[5, 3, 11, 13]])))  # the mask wins over its box
+    for top, left in _cells(png):
+        assert _outline(png, top, left) == expected
+    # spot-check under the bar (rows 3-8, columns 5-10): its lower edge, but not where the stem (columns 7-8) hangs
+    assert (90, 55) in expected and (90, 80) not in expected and (95, 70) in expected and (95, 90) in expected
+
+
+def test_outline_segments_of_a_hand_mask():
+    segments = outline_segments(L_MASK)
+    horizontal = segments[segments[:, 0, 1] == segments[:, 1, 1]]
+    assert len(segments) == 8 and len(horizontal) == 4  # an L-shaped octagon
+    assert [[4.5, 2.5], [10.5, 2.5]] in segments.tolist()  # the top edge, 6 pixels wide
+    assert len(outline_segments(np.zeros((4, 4), bool))) == 0
+
+
+def test_no_outline_without_annotation_or_evidence(hand_dir, tmp_path):
+    write_sidecar(hand_dir / "images", 5, sample_id="a", target=0, prediction=0)  # unannotated
+    png = _pixels(saliency_grid(hand_dir, ["gradcam"], [5], tmp_path / "a.png"))
+    assert all(not _outline(png, *cell) for cell in _cells(png))
+    write_sidecar(hand_dir / "images", 5, sample_id="a", target=0, prediction=0, boxes=np.zeros((0, 4)),
+                  mask=np.zeros((SIDE, SIDE), bool))  # annotated, but no evidence of the explained class
+    png = _pixels(saliency_grid(hand_dir, ["gradcam"], [5], tmp_path / "b.png"))
+    assert all(not _outline(png, *cell) for cell in _cells(png))
+
+
+def test_row_caption_names_the_id_target_and_prediction():
+    names = ("circle", "square")
+    wrong = RowInfo(12, "img_00012", target=0, prediction=1, probability=0.87, label=0, class_names=names)
+    text = caption_text(wrong)
+    assert text.startswith("img_00012 · target: circle · pred: square") and "✗" in text and wrong.wrong
+    right = RowInfo(12, "img_00012", target=0, prediction=0, label=0, class_names=names)
+    assert caption_text(right) == "img_00012 · target: circle · pred: circle" and not right.wrong
+    assert caption_text(RowInfo(3, "x", target=1, prediction=0)) == "x · target: 1 · pred: 0 ✗"  # no names
+    long = caption_text(RowInfo(3, "train/n01440764/n01440764_10026.JPEG", target=0, prediction=0,
+                                class_names=("tench, Tinca tinca",)))
+    assert long == "…64/n01440764_10026.JPEG · target: tench · pred: tench"  # the id cut at its start
+
+
+def test_caption_is_drawn_and_a_wrong_prediction_is_red(hand_dir, tmp_path):
+    write_class_names(hand_dir / "images", ["circle", "square"])
+    red = _rgb(WRONG_COLOR)
+    write_sidecar(hand_dir / "images", 5, sample_id="img_00012", target=0, prediction=1, label=0, boxes=[BOX])
+    wrong = _pixels(saliency_grid(hand_dir, ["gradcam"], [5], tmp_path / "wrong.png"))
+    write_sidecar(hand_dir / "images", 5, sample_id="img_00012", target=0, prediction=0, label=0, boxes=[BOX])
+    right = _pixels(saliency_grid(hand_dir, ["gradcam"], [5], tmp_path / "right.png"))
+    (top, _), _ = _cells(wrong)
+    below = slice(top + CELL_PIXELS, None)
+    assert (wrong[below] == red).all(-1).sum() > 20 and not (right[below] == red).all(-1).any()
+    assert (right[below] < 100).all(-1).sum() > 50  # black caption text under the row
+    assert wrong.shape[:2][::-1] == grid_size(1, 2, captions=True)
+
+
+def test_folders_without_sidecars_render_as_before(maps_dir, hand_dir, tmp_path):
+    path = saliency_grid(maps_dir, METHODS, INDICES, tmp_path / "old.png", title="run")
+    with Image.open(path) as image:
+        assert image.size == grid_size(len(INDICES), len(METHODS) + 1, title=True, captions=False)
+    png = _pixels(saliency_grid(hand_dir, ["gradcam"], [5], tmp_path / "hand.png"))
+    assert all(not _outline(png, *cell) for cell in _cells(png))
+    # a sidecar for one row only: every row gets a caption strip, the others say "#<index>"
+    write_sidecar(maps_dir / "images", 7, sample_id="val_7", target=0, prediction=0, boxes=[[2, 2, 6, 6]])
+    path = saliency_grid(maps_dir, METHODS, INDICES, tmp_path / "mixed.png")
+    with Image.open(path) as image:
+        assert image.size == grid_size(len(INDICES), len(METHODS) + 1, captions=True)
+
+
+def test_labelled_grid_is_byte_identical_when_rendered_again(hand_dir, tmp_path):
+    write_class_names(hand_dir / "images", ["circle", "square"])
+    write_sidecar(hand_dir / "images", 5, sample_id="img_00012", target=0, prediction=1, probability=0.5, label=0,
+                  boxes=[BOX], mask=L_MASK)
+    first = saliency_grid(hand_dir, ["gradcam"], [5], tmp_path / "a.png", title="run")
+    mean_curves(_frame(), tmp_path / "between.png")
+    second = saliency_grid(hand_dir, ["gradcam"], [5], tmp_path / "b.png", title="run")
+    assert first.read_bytes() == second.read_bytes()
+
+
+def test_unreadable_sidecar_or_wrong_mask_is_named(hand_dir, tmp_path):
+    write_sidecar(hand_dir / "images", 5, sample_id="a", target=0, prediction=0, mask=np.ones((4, 4), bool))
+    with pytest.raises(ValueError, match=r"evidence mask of image 5 of shape \(16, 16\)"):
+        saliency_grid(hand_dir, ["gradcam"], [5], tmp_path / "grid.png")
+    (hand_dir / "images" / "5.json").write_text("{not json")
+    with pytest.raises(ValueError, match="5.json"):
+        saliency_grid(hand_dir, ["gradcam"], [5], tmp_path / "grid.png")
+
+
+def _writer_batch():
+    """One batch of 2 synthetic scenes and the records of one method, with its maps kept."""
+    data = SyntheticShapesDataModule(size=2, image_size=32, batch_size=2, num_classes=3)
+    data.setup("predict")
+    batch = next(iter(data.predict_dataloader()))
+    records = [{"index": int(i), "method": "gradcam", "target": int(t), "prediction": (int(t) + k) % 3,
+                "probability": 0.123456, "saliency": torch.zeros(32, 32)}
+               for k, (i, t) in enumerate(zip(batch["index"], batch["label"]))]
+    return data, batch, records
+
+
+def test_writer_keeps_a_deterministic_sidecar_next_to_each_kept_image(tmp_path):
+    data, batch, records = _writer_batch()
+    for out in (tmp_path / "a", tmp_path / "b"):
+        PerSampleWriter(out, "synthetic", "synthetic/res_cnn")._save_maps(records, batch, SimpleNamespace(
+            datamodule=data))
+    images = tmp_path / "a" / "maps" / "synthetic--res_cnn" / "images"
+    assert sorted(p.name for p in images.iterdir()) == ["0.json", "0.mask.npy", "0.npy", "1.json", "1.mask.npy",
+                                                        "1.npy", "classes.json"]
+    for path in images.iterdir():  # byte-reproducible
+        assert path.read_bytes() == (tmp_path / "b" / path.relative_to(tmp_path / "a")).read_bytes()
+    assert json.loads((images / "classes.json").read_text()) == {"classes": ["circle", "square", "triangle"]}
+    for row, rec in enumerate(records):
+        info = read_sidecar(images, rec["index"])
+        label = int(batch["label"][row])
+        of_label = batch["box_labels"][row] == label
+        assert (info.sample_id, info.target, info.prediction, info.label, info.probability) == (
+            batch["id"][row], label, rec["prediction"], label, 0.1235)
+        np.testing.assert_allclose(info.boxes, batch["boxes"][row][of_label].numpy(), atol=0.005)
+        assert np.load(images / f"{rec['index']}.mask.npy").dtype == np.uint8
+        np.testing.assert_array_equal(info.mask, batch["masks"][row][of_label].any(0).numpy())
+        assert info.mask.any() and info.class_names == ("circle", "square", "triangle")
+    assert read_sidecar(images, 1).wrong and not read_sidecar(images, 0).wrong
+    path = saliency_grid(images.parent, ["gradcam"], [0, 1], tmp_path / "grid.png")
+    with Image.open(path) as image:
+        assert image.size == grid_size(2, 2, captions=True)
+
+
+def test_writer_without_a_datamodule_or_annotations_writes_class_indices(tmp_path):
+    _, batch, records = _writer_batch()
+    for key in ("boxes", "box_labels", "masks"):
+        batch.pop(key)
+    PerSampleWriter(tmp_path, "synthetic", "synthetic/res_cnn")._save_maps(records, batch, None)
+    images = tmp_path / "maps" / "synthetic--res_cnn" / "images"
+    info = read_sidecar(images, 0)
+    assert info.boxes is None and info.mask is None and info.class_names is None
+    assert not (images / "classes.json").exists()
+    assert caption_text(info).startswith(f"{batch['id'][0]} · target: {info.target} · pred: ")

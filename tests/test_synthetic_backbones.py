@@ -10,6 +10,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from benchmark.explainers import create_explainer
 from benchmark.runtime.backbones import create_backbone, list_backbones
 from benchmark.runtime.module import ExplainerModule
 from benchmark.synthetic import CHECKPOINT_DIR, model_card, shipped_checkpoint
@@ -19,8 +20,35 @@ from datamodules.synthetic import SyntheticShapes, SyntheticShapesDataModule
 NAMES = list_backbones("synthetic")
 
 
-def test_three_families_are_shipped():
-    assert NAMES == ["mobile_cnn", "plain_cnn", "res_cnn"]
+def test_four_families_are_shipped():
+    assert NAMES == ["mobile_cnn", "plain_cnn", "res_cnn", "vgg_cnn"]
+
+
+def _maps(name, methods):
+    model, prep = create_backbone(f"synthetic/{name}")
+    data = SyntheticShapes(size=4, split="val", preprocessing=prep)
+    images = torch.stack([data[i]["image"] for i in range(4)])
+    labels = torch.tensor([data[i]["label"] for i in range(4)])
+    return {m: create_explainer(m, model, input_size=prep.input_size).unnormalized_maps(images, labels)
+            for m in methods}
+
+
+def test_the_head_types_decide_which_methods_coincide():
+    """Global average pooling + one linear layer: the class score's gradient w.r.t. the 8 x 8 map is w_c / 64 at
+    every position and for every input, so Grad-CAM (mean gradient), HiResCAM (gradient x activation) and
+    XGrad-CAM (activation-weighted gradient) give the same maps, and Smooth Grad-CAM++'s noisy gradients equal
+    Grad-CAM++'s. VGG-16's flatten -> FC -> ReLU -> FC head makes the gradient vary over the map: they differ."""
+    methods = ["gradcam", "hirescam", "xgradcam", "gradcampp", "smoothgradcampp"]
+    gap, fc = _maps("res_cnn", methods), _maps("vgg_cnn", methods)
+
+    def gap_between(maps, a, b):
+        scale = maps[a].abs().amax()
+        return float((maps[a] / scale - maps[b] / maps[b].abs().amax()).abs().amax())
+
+    for a, b in [("gradcam", "hirescam"), ("gradcam", "xgradcam"), ("gradcampp", "smoothgradcampp")]:
+        assert gap_between(gap, a, b) < 1e-5, (a, b)
+        assert gap_between(fc, a, b) > 1e-2, (a, b)
+    assert gap_between(fc, "hirescam", "xgradcam") > 1e-2
 
 
 @pytest.mark.parametrize("name", NAMES)

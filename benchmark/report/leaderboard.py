@@ -26,6 +26,8 @@ import numpy as np
 import pandas as pd
 
 from benchmark.report.figures import mean_curves, saliency_grid
+from benchmark.report.latex import latex_document
+from benchmark.report.reliability_report import reliability_section
 from benchmark.report.results import read_per_sample, reduce_per_sample, write_results_csv
 from benchmark.report.stats import degenerate_maps, mean_ranks, on_most, rankable, unranked_methods, win_matrix
 from benchmark.runner.folder import fingerprint_diff, incomplete, run_gaps, safe_name
@@ -105,23 +107,31 @@ def render_runs(run_dirs: Sequence[Union[str, os.PathLike]], out: Union[str, os.
     if backbones is not None:
         frame = frame[frame["backbone"].isin(backbones)]
     config = metas[0]["config"]
-    rows = reduce_per_sample(frame, metas[0]["fingerprint"]["metric_args"], config["bootstrap"], config["seed"])
+    replicates: Dict[Tuple[str, str, str, str], np.ndarray] = {}
+    rows = reduce_per_sample(frame, metas[0]["fingerprint"]["metric_args"], config["bootstrap"], config["seed"],
+                             replicates)
     out = Path(out)
     write_results_csv(rows, out.parent / "results.csv")
     results = pd.read_csv(out.parent / "results.csv")  # the written numbers, so the table shows exactly them
     gaps = run_gaps(metas, frame)
     lines = _header(metas, frame, gaps)
     meta_backbones = {k: v for meta in metas for k, v in meta["backbones"].items()}
-    table = []
+    table, tex, tables = [], [], []
     for (dataset, backbone), group in results.groupby(["dataset", "backbone"], sort=False):
         sub = frame[(frame["dataset"] == dataset) & (frame["backbone"] == backbone)]
-        ranked = rankable(group, sub)  # what bold and the mean ranks may use
-        lines += _backbone_section(dataset, backbone, group, ranked, sub, meta_backbones.get(backbone, {}), metas,
-                                   out, {m: rows for (b, m), rows in gaps.items() if b == backbone})
+        ranked = rankable(group, sub, {c[0]: c[3] for c in COLUMNS})  # what bold and mean ranks use, as printed
+        section, latex = _backbone_section(dataset, backbone, group, ranked, sub, meta_backbones.get(backbone, {}),
+                                           metas, out, {m: rows for (b, m), rows in gaps.items() if b == backbone})
+        lines += section
+        tex.append(latex)
+        tables.append((dataset, backbone, group, ranked))
         table += [{"backbone": backbone, "method": m, **dict(zip(g["metric"], ranked.loc[g.index]))}
                   for m, g in group.groupby("method", sort=False)]
     lines += _rank_section(pd.DataFrame(table))
+    lines += [""] + reliability_section(tables, COLUMNS, replicates, config["bootstrap"])
     out.write_text("\n".join(lines).rstrip() + "\n")
+    title = lines[0].removeprefix("# cam-bench leaderboard: ") + (" -- INCOMPLETE: a partial run" if gaps else "")
+    out.with_suffix(".tex").write_text(latex_document(tex, title))
     if gaps and not allow_partial:
         raise IncompleteRuns(f"the runs are incomplete ({len(gaps)} backbone/method pairs short of samples, listed in "
                              "the header); rerun `cam-bench run` to finish them, or pass --allow_partial.")
@@ -151,7 +161,8 @@ def _header(metas: List[Dict[str, Any]], frame: pd.DataFrame, missing: Mapping[T
                      + " ".join(Path(m["dir"]).name for m in metas) + "`")
     lines = [f"# cam-bench leaderboard: {fp['data']} ({split})", "",
              f"Mean over images ± half the 95 % bootstrap interval ({config['bootstrap']} resamples, seed "
-             f"{config['seed']}; exact bounds in results.csv). **Bold**: best. ↓ lower / ↑ higher is better.", "",
+             f"{config['seed']}; exact bounds in results.csv). **Bold**: best at the precision shown (equal printed "
+             "values tie). ↓ lower / ↑ higher is better.", "",
              "| | |", "|:--|:--|",
              f"| Dataset | {fp['data']}, split {split}, N = {_n(fp['subset'].get('n'), frame)} (ids sha256 "
              f"{str(fp['subset'].get('ids_sha256'))[:12]}) |",
@@ -188,23 +199,22 @@ def _completeness(missing: Mapping[Tuple[str, str], int], n: Optional[int]) -> s
     return f"**incomplete** (a partial run: rerun the same command to finish it): {pairs}"
 
 
-def _cell(value: float, low: float, high: float, decimals: int, best: bool, n_invalid: int = 0,
-          n: int = 0) -> str:
-    """``mean ± half-width``, bold when ``best``; ``– (k of n undefined)`` when undefined on most images, and
-    ``(k undefined)`` after the value when on some (the mean is over the other images)."""
+def _cell(value: float, low: float, high: float, decimals: int, n_invalid: int = 0, n: int = 0) -> str:
+    """``mean ± half-width`` (bold is added by :func:`_bolded`); ``– (k of n undefined)`` when undefined on most
+    images, and ``(k undefined)`` after the value when on some (the mean is over the other images)."""
     if on_most(n_invalid, n):
         return f"– ({n_invalid} of {n} undefined)"
     if not np.isfinite(value):
         return "–"
     text = f"{value:.{decimals}f}"
-    text = f"**{text}**" if best else text
     text += f" ± {(high - low) / 2:.{decimals}f}" if np.isfinite(low) and np.isfinite(high) else ""
     return text + (f" ({n_invalid} undefined)" if n_invalid else "")
 
 
 def _backbone_section(dataset: str, backbone: str, results: pd.DataFrame, ranked: pd.Series, frame: pd.DataFrame,
                       meta: Mapping[str, Any], metas: List[Dict[str, Any]], out: Path,
-                      short: Mapping[str, int]) -> List[str]:
+                      short: Mapping[str, int]) -> Tuple[List[str], tuple]:
+    """The markdown lines of one backbone, and its table for the LaTeX (cells, bold, caption, label)."""
     prep = meta.get("preprocessing") or {}
     lines = [f"## {dataset} / {backbone}", "",
              f"Preprocessing: resize {prep.get('resize_size')} → crop {prep.get('crop_size')} "
@@ -223,24 +233,52 @@ def _backbone_section(dataset: str, backbone: str, results: pd.DataFrame, ranked
     defined = set(results.loc[results["value"].notna(), "metric"])  # e.g. no difficult items: no column
     columns = [c for c in COLUMNS if c[0] in defined]
     methods = list(dict.fromkeys(results["method"]))
-    cells = {}
-    for metric, _, higher, decimals in columns:
+    cells, bold = _table(results, ranked, columns, methods)
+    lines += ["| Method | " + " | ".join(c[1] for c in columns) + " |",
+              "|:--|" + "--:|" * len(columns)]
+    lines += [f"| {m} | " + " | ".join(_bolded(cells.loc[m, c[1]], bold.loc[m, c[1]]) for c in columns) + " |"
+              for m in methods]
+    lines.append("")
+    lines += _figures(backbone, frame, metas, out)
+    lines += _win_section(frame)
+    n = metas[0]["fingerprint"]["subset"].get("n")
+    caption = (f"{dataset} / {backbone}: mean over {'?' if n is None else n} images ± half the 95 % bootstrap "
+               "interval; bold: best at the precision shown.")
+    return lines, (cells, bold, caption, f"tab:{safe_name(dataset)}-{safe_name(backbone)}")
+
+
+def _table(results: pd.DataFrame, ranked: pd.Series, columns: Sequence[Tuple[str, str, bool, int]],
+           methods: Sequence[str]) -> Tuple[pd.DataFrame, pd.DataFrame]:
+    """The cells of one backbone's table (text without bold) and where the best are (one computation for the
+    markdown and the LaTeX)."""
+    titles = [c[1] for c in columns]
+    cells = pd.DataFrame("–", index=list(methods), columns=titles)
+    bold = pd.DataFrame(False, index=list(methods), columns=titles)
+    for metric, title, higher, decimals in columns:
         rows = results[results["metric"] == metric].set_index("method")
         values = ranked[results["metric"] == metric].dropna()
         best = (values.max() if higher else values.min()) if values.nunique() > 1 else None  # a tie ranks nothing
         winners = set() if best is None else set(results.loc[values.index[values == best], "method"])
         for method in methods:
-            r = rows.loc[method] if method in rows.index else None
-            cells[method, metric] = "–" if r is None else _cell(
-                float(r["value"]), float(r["ci_low"]), float(r["ci_high"]), decimals, method in winners,
-                int(r["n_invalid"]), int(r["n"]))
-    lines += ["| Method | " + " | ".join(c[1] for c in columns) + " |",
-              "|:--|" + "--:|" * len(columns)]
-    lines += [f"| {m} | " + " | ".join(cells[m, c[0]] for c in columns) + " |" for m in methods]
-    lines.append("")
-    lines += _figures(backbone, frame, metas, out)
-    lines += _win_section(frame)
-    return lines
+            if method in rows.index:
+                r = rows.loc[method]
+                cells.loc[method, title] = _cell(float(r["value"]), float(r["ci_low"]), float(r["ci_high"]),
+                                                 decimals, int(r["n_invalid"]), int(r["n"]))
+                bold.loc[method, title] = method in winners
+    return cells, bold
+
+
+def _bolded(text: str, best: bool) -> str:
+    """Bold the value of a markdown cell (``**84.45** ± 1.01``).
+
+    Examples:
+        >>> _bolded("84.45 ± 1.01", True), _bolded("84.45 ± 1.01", False), _bolded("1.00", True)
+        ('**84.45** ± 1.01', '84.45 ± 1.01', '**1.00**')
+    """
+    if not best:
+        return text
+    value, sep, rest = text.partition(" ")
+    return f"**{value}**{sep}{rest}"
 
 
 def _layers_line(layers: Mapping[str, Mapping[str, str]]) -> str:
@@ -302,7 +340,7 @@ def _figures(backbone: str, frame: pd.DataFrame, metas: List[Dict[str, Any]], ou
     methods = list(dict.fromkeys(frame["method"]))
     for meta in metas:
         maps_dir = Path(meta["dir"]) / "maps" / safe_name(backbone)
-        indices = sorted(int(p.stem) for p in (maps_dir / "images").glob("*.npy"))
+        indices = sorted(int(p.stem) for p in (maps_dir / "images").glob("*.npy") if p.stem.isdigit())  # not masks
         if indices and all((maps_dir / safe_name(m)).is_dir() for m in methods):
             path = saliency_grid(maps_dir, methods, indices, folder / f"{safe_name(backbone)}_saliency.png",
                                  title=backbone)
@@ -341,8 +379,9 @@ def _rank_section(table: pd.DataFrame) -> List[str]:
     ranks = mean_ranks(table, directions)
     backbones = [c for c in ranks.columns if c != "mean rank"]
     lines = ["## Mean rank across backbones", "",
-             "Rank of each method per backbone and table column (1 = best, ties averaged), averaged over the "
-             "columns and then over the backbones; a cell undefined on most images, and a method whose maps are "
+             "Rank of each method per backbone and table column (1 = best; values equal at the precision shown "
+             "tie and share the average rank), averaged over the columns and then over the backbones; a cell "
+             "undefined on most images, and a method whose maps are "
              "constant or not finite on most images, are not ranked (–).", "",
              "| Method | mean rank | " + " | ".join(backbones) + " |", "|:--|--:|" + "--:|" * len(backbones)]
     for method, row in ranks.iterrows():

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pandas as pd
 import torch
 
 from benchmark.metrics import create_metric
-from benchmark.report.stats import bootstrap_ci
+from benchmark.report.stats import bootstrap_replicates, intervals
 from callbacks.per_sample_writer import PER_SAMPLE_COLUMNS
 
 __all__ = ["RESULT_COLUMNS", "read_per_sample", "reduce_per_sample", "write_results_csv"]
@@ -61,7 +61,8 @@ def read_per_sample(run_dirs: Union[str, os.PathLike, Sequence[Union[str, os.Pat
 
 
 def reduce_per_sample(frame: pd.DataFrame, metrics: Optional[Mapping[str, Mapping[str, Any]]] = None,
-                      bootstrap: int = 0, seed: int = 0) -> List[Dict[str, Any]]:
+                      bootstrap: int = 0, seed: int = 0,
+                      replicates: Optional[Dict[Tuple[str, str, str, str], np.ndarray]] = None) -> List[Dict[str, Any]]:
     """Dataset results ``{dataset, backbone, method, metric, value, ci_low, ci_high, n, n_invalid}``.
 
     Args:
@@ -71,6 +72,9 @@ def reduce_per_sample(frame: pd.DataFrame, metrics: Optional[Mapping[str, Mappin
         bootstrap: resamples for the 95 % confidence interval (:func:`benchmark.report.stats.bootstrap_ci`:
             the same resampled image sets for every method, so intervals are paired); 0: NaN bounds.
         seed: the bootstrap's seed.
+        replicates: when a dict, filled with ``(dataset, backbone, method, metric) -> (bootstrap,)`` replicates
+            of each result (the numbers the interval is taken from; the metric-reliability report ranks
+            methods on them).
     """
     names = [c for c in frame.columns if c not in PER_SAMPLE_COLUMNS]
     config = {name: dict((metrics or {}).get(name, {})) for name in names}
@@ -87,10 +91,13 @@ def reduce_per_sample(frame: pd.DataFrame, metrics: Optional[Mapping[str, Mappin
             metric.store(values, indices)
             summary = metric.summary(sync=False)  # this process's rows are the whole dataset
             counts = {"n": summary.pop("n"), "n_invalid": summary.pop("n_invalid")}
-            intervals = bootstrap_ci(metric.results_from, metric.sorted_values()[1], bootstrap, seed) \
+            reps = bootstrap_replicates(metric.results_from, metric.sorted_values()[1], bootstrap, seed) \
                 if bootstrap else {}
+            bounds = intervals(reps)
             for part, value in summary.items():
-                low, high = intervals.get(part, (float("nan"), float("nan")))
+                low, high = bounds.get(part, (float("nan"), float("nan")))
+                if replicates is not None and part in reps:
+                    replicates[dataset, backbone, method, f"{name}_{part}" if part else name] = reps[part]
                 rows.append({"dataset": dataset, "backbone": backbone, "method": method,
                              "metric": f"{name}_{part}" if part else name, "value": value, "ci_low": low,
                              "ci_high": high, **counts})

@@ -25,7 +25,8 @@ from torch import Tensor
 
 from benchmark.metrics.base import PerSampleMetric
 
-__all__ = ["bootstrap_ci", "degenerate_maps", "mean_ranks", "on_most", "rankable", "unranked_methods", "win_matrix"]
+__all__ = ["bootstrap_ci", "bootstrap_replicates", "degenerate_maps", "intervals", "mean_ranks", "on_most",
+           "rankable", "unranked_methods", "win_matrix"]
 
 #: at most this many resampled values are held at once (the draws come in row chunks)
 _CHUNK_ELEMENTS = 1 << 20
@@ -103,6 +104,20 @@ def bootstrap_ci(results_fn: Callable[[Tensor], Mapping[str, object]], values: T
         raise ValueError(f"Expected `n_boot` to be a positive integer, but got {n_boot!r}.")
     if isinstance(level, bool) or not isinstance(level, Real) or not 0 < level < 1:
         raise ValueError(f"Expected `level` to be a number in (0, 1), but got {level!r}.")
+    return intervals(bootstrap_replicates(results_fn, values, n_boot, seed), level)
+
+
+def bootstrap_replicates(results_fn: Callable[[Tensor], Mapping[str, object]], values: Tensor, n_boot: int = 1000,
+                         seed: Optional[int] = 0) -> Dict[str, np.ndarray]:
+    """The ``n_boot`` replicates of every result of ``results_fn`` (see :func:`bootstrap_ci`, which takes
+    their percentiles; :func:`benchmark.report.reliability.stability_from_replicates` ranks methods on them).
+
+    Examples:
+        >>> from benchmark.metrics import create_metric
+        >>> reps = bootstrap_replicates(create_metric("complexity").results_from, torch.tensor([1.0, 3.0]), 4)
+        >>> sorted(reps), reps[""].shape
+        ([''], (4,))
+    """
     values = values.detach().cpu().double()
     n = len(values)
     if n == 0:
@@ -111,12 +126,22 @@ def bootstrap_ci(results_fn: Callable[[Tensor], Mapping[str, object]], values: T
     replicates: Dict[str, List[float]] = {}
     if policy is not None:
         values_np = values.numpy()
-        replicates[""] = np.concatenate([_policy_means(values_np[idx], policy) for idx in _resamples(n, n_boot, seed)])
-    else:
-        for chunk in _resamples(n, n_boot, seed):
-            for idx in torch.from_numpy(chunk):  # index_select: the same rows as values[idx], far faster
-                for key, value in results_fn(values.index_select(0, idx)).items():
-                    replicates.setdefault(key, []).append(float(value))
+        return {"": np.concatenate([_policy_means(values_np[idx], policy) for idx in _resamples(n, n_boot, seed)])}
+    for chunk in _resamples(n, n_boot, seed):
+        for idx in torch.from_numpy(chunk):  # index_select: the same rows as values[idx], far faster
+            for key, value in results_fn(values.index_select(0, idx)).items():
+                replicates.setdefault(key, []).append(float(value))
+    return {key: np.asarray(reps, dtype=np.float64) for key, reps in replicates.items()}
+
+
+def intervals(replicates: Mapping[str, np.ndarray], level: float = 0.95) -> Dict[str, Tuple[float, float]]:
+    """Percentile interval of each key's replicates (``numpy.nanpercentile``, linear); ``(nan, nan)`` when
+    all are NaN.
+
+    Examples:
+        >>> intervals({"": np.array([1.0, 2.0, 3.0, np.nan])}, level=0.5)
+        {'': (1.5, 2.5)}
+    """
     quantiles = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
     out = {}
     for key, reps in replicates.items():
@@ -290,10 +315,14 @@ def unranked_methods(frame: pd.DataFrame) -> List[str]:
             if on_most(c.get("constant", 0) + c.get("not_finite", 0), c["n"])]
 
 
-def rankable(results: pd.DataFrame, frame: pd.DataFrame) -> pd.Series:
-    """``results``' values, NaN where they must not be ranked or bolded: a metric undefined on most of the
-    method's images (``n_invalid > n / 2``), and every metric of a method whose maps are constant or not
-    finite on most images (a constant map's Complexity 0 would otherwise win).
+def rankable(results: pd.DataFrame, frame: pd.DataFrame, decimals: Optional[Mapping[str, int]] = None) -> pd.Series:
+    """``results``' values as the table shows them, NaN where they must not be ranked or bolded: a metric
+    undefined on most of the method's images (``n_invalid > n / 2``), and every metric of a method whose maps
+    are constant or not finite on most images (a constant map's Complexity 0 would otherwise win).
+
+    ``decimals`` (metric -> the decimals the table prints): each value is rounded exactly as printed, so
+    methods that show the same number tie (identical maps must not get different bolds or mean ranks from
+    float noise in the last bits).
 
     Examples:
         >>> results = pd.DataFrame({"method": ["a", "a", "b"], "metric": ["x", "y", "x"],
@@ -301,6 +330,15 @@ def rankable(results: pd.DataFrame, frame: pd.DataFrame) -> pd.Series:
         >>> frame = pd.DataFrame({"method": ["b"] * 4, "map_status": ["constant"] * 3 + ["ok"]})
         >>> rankable(results, frame).tolist()
         [1.0, nan, nan]
+        >>> noisy = pd.DataFrame({"method": ["a", "b"], "metric": ["x", "x"], "value": [84.4512, 84.4488],
+        ...                       "n": [4, 4], "n_invalid": [0, 0]})
+        >>> rankable(noisy, frame.iloc[:0], {"x": 2}).tolist()  # both print 84.45: a tie
+        [84.45, 84.45]
     """
     keep = ~on_most(results["n_invalid"], results["n"]) & ~results["method"].isin(unranked_methods(frame))
-    return results["value"].astype(float).where(keep)
+    values = results["value"].astype(float)
+    if decimals:
+        places = results["metric"].map(decimals)
+        values = pd.Series([float(f"{v:.{int(d)}f}") if np.isfinite(v) and pd.notna(d) else v
+                            for v, d in zip(values, places)], index=values.index)
+    return values.where(keep)

@@ -5,5 +5,5 @@ fingerprint, shards, completeness, provenance).
 
 May import the runtime (:mod:`benchmark.runtime`, explainers, metrics), :mod:`datamodules`,
 :mod:`callbacks` and, to render at the end of a run, :mod:`benchmark.report`; ``settings`` and ``offline``
-import only :mod:`benchmark.catalog` at module level (``cam-bench run --help`` loads no model library).
+import at most :mod:`benchmark.catalog` at module level (``cam-bench run --help`` loads no model library).
 """

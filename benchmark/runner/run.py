@@ -10,7 +10,8 @@ Output directory (``config.out_dir``, default ``runs/<name>``; the folder itself
     per_sample/<backbone>/_data/shard_<s>.json         the data report of each shard (counts, skipped samples)
     maps/<backbone>/...    the maps and images of the first ``figures`` samples
     logs/<backbone>/       Lightning's CSV logger
-    results.csv, leaderboard.md, figures/   rendered by :mod:`benchmark.report.leaderboard`
+    results.csv, leaderboard.md/.tex,       rendered by :mod:`benchmark.report.leaderboard`
+    figures/
 
 Resume: a shard is the fixed batch of positions ``[s * batch_size, (s + 1) * batch_size)``
 (:mod:`datamodules.shards`); a re-run into the same directory computes only the (backbone, method,

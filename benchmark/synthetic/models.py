@@ -1,11 +1,17 @@
-"""Three small CNN families for the SyntheticShapes benchmark (each well under 2 MB).
+"""Small CNN families for the SyntheticShapes benchmark (each well under 3 MB).
 
-All three take ``(B, 3, 128, 128)`` images and end in an ``8 x 8`` feature map (stride 16, like
-a ResNet's 7 x 7 at 224) held by ``features``, followed by global average pooling and a linear
-classifier, so every CAM method explains ``features`` (found by the auto-detection of
-:mod:`benchmark.explainers.layers`).
+All take ``(B, 3, 128, 128)`` images and end in an ``8 x 8`` feature map (stride 16, like a ResNet's
+7 x 7 at 224) held by ``features``, so every CAM method explains ``features`` (found by the
+auto-detection of :mod:`benchmark.explainers.layers`). The heads cover the two kinds of the papers:
 
-* ``plain_cnn`` -- VGG-style: 3x3 conv + BN + ReLU stages with max pooling;
+* global average pooling + one linear layer (``res_cnn``, ``plain_cnn``, ``mobile_cnn``) -- the class
+  score's gradient is the same at every position and for every input, so Grad-CAM, HiResCAM and
+  XGrad-CAM give the same maps, and so do Grad-CAM++ and Smooth Grad-CAM++;
+* flatten -> FC -> ReLU -> FC (``vgg_cnn``, the head of VGG-16 in the Grad-CAM and Grad-CAM++ papers) --
+  where the gradients vary over the map and these methods differ.
+
+* ``plain_cnn`` -- VGG-style: 3x3 conv + BN + ReLU stages with max pooling, GAP head;
+* ``vgg_cnn`` -- the same kind of conv stages with VGG's fully connected head;
 * ``res_cnn`` -- a small ResNet: a strided stem and one basic residual block per stage;
 * ``mobile_cnn`` -- MobileNetV2-style inverted residual blocks (depthwise separable) and a 1x1 head.
 """
@@ -17,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.mobilenetv2 import InvertedResidual
 
-__all__ = ["SYNTHETIC_MODELS", "SyntheticNet", "build_synthetic_model"]
+__all__ = ["SYNTHETIC_MODELS", "SyntheticNet", "SyntheticVGG", "build_synthetic_model"]
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -60,6 +66,26 @@ def plain_cnn(num_classes: int = 8) -> SyntheticNet:
     return SyntheticNet(features, 128, num_classes)
 
 
+class SyntheticVGG(nn.Module):
+    """``features`` -> flatten -> ``classifier`` (FC -> ReLU -> FC), the head of VGG-16."""
+
+    def __init__(self, features: nn.Module, channels: int, hidden: int, num_classes: int) -> None:
+        super().__init__()
+        self.features = features
+        self.classifier = nn.Sequential(nn.Linear(channels * 8 * 8, hidden), nn.ReLU(inplace=True),
+                                        nn.Linear(hidden, num_classes))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+def vgg_cnn(num_classes: int = 8) -> SyntheticVGG:
+    """VGG-style CNN with VGG's fully connected head (128 -> 8 x 8 x 64 -> 4096 -> 64 -> classes)."""
+    features = nn.Sequential(_conv(3, 16, 2), _conv(16, 32), nn.MaxPool2d(2), _conv(32, 64), nn.MaxPool2d(2),
+                             _conv(64, 96), nn.MaxPool2d(2), _conv(96, 64))
+    return SyntheticVGG(features, 64, 64, num_classes)
+
+
 def res_cnn(num_classes: int = 8) -> SyntheticNet:
     """Small ResNet: stem (stride 2) and one basic block per stage (16, 32, 64, 128 channels)."""
     features = nn.Sequential(_conv(3, 16, 2), _BasicBlock(16, 32, 2), _BasicBlock(32, 64, 2),
@@ -78,11 +104,11 @@ def mobile_cnn(num_classes: int = 8) -> SyntheticNet:
 
 
 #: Architecture name -> constructor ``(num_classes) -> nn.Module``.
-SYNTHETIC_MODELS: Dict[str, Callable[[int], SyntheticNet]] = {
-    "plain_cnn": plain_cnn, "res_cnn": res_cnn, "mobile_cnn": mobile_cnn}
+SYNTHETIC_MODELS: Dict[str, Callable[[int], nn.Module]] = {
+    "plain_cnn": plain_cnn, "res_cnn": res_cnn, "mobile_cnn": mobile_cnn, "vgg_cnn": vgg_cnn}
 
 
-def build_synthetic_model(name: str, num_classes: int = 8) -> SyntheticNet:
+def build_synthetic_model(name: str, num_classes: int = 8) -> nn.Module:
     """Random-init model ``name`` (one of :data:`SYNTHETIC_MODELS`).
 
     Examples:

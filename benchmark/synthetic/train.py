@@ -31,7 +31,7 @@ from datamodules.synthetic import SyntheticShapes
 __all__ = ["SyntheticClassifier", "evaluate", "main", "train"]
 
 DEFAULTS: Dict[str, Any] = dict(image_size=128, num_classes=8, train_size=8_000, val_size=1_024, epochs=3,
-                                batch_size=64, lr=3e-3, weight_decay=5e-4, seed=0, num_workers=1)
+                                batch_size=64, lr=3e-3, weight_decay=5e-4, seed=0, num_workers=1, scene="classic")
 
 
 class SyntheticClassifier(pl.LightningModule):
@@ -62,18 +62,18 @@ class SyntheticClassifier(pl.LightningModule):
 
 def _loader(split: str, size: int, cfg: Dict[str, Any], shuffle: bool) -> DataLoader:
     data = SyntheticShapes(size=size, split=split, image_size=cfg["image_size"], seed=cfg["seed"],
-                           num_classes=cfg["num_classes"], annotations=False)
+                           num_classes=cfg["num_classes"], annotations=False, scene=cfg["scene"])
     return DataLoader(data, batch_size=cfg["batch_size"], shuffle=shuffle, num_workers=cfg["num_workers"],
                       persistent_workers=cfg["num_workers"] > 0)
 
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, val_size: int = 512, image_size: int = 128, num_classes: int = 8,
-             seed: int = 0, batch_size: int = 128) -> float:
+             seed: int = 0, batch_size: int = 128, scene: str = "classic") -> float:
     """Top-1 accuracy of ``model`` on the first ``val_size`` images of the ``val`` split."""
     model.eval()
     data = SyntheticShapes(size=val_size, split="val", image_size=image_size, seed=seed, num_classes=num_classes,
-                           annotations=False)
+                           annotations=False, scene=scene)
     correct = 0
     for batch in DataLoader(data, batch_size=batch_size):
         correct += int((model(batch["image"]).argmax(1) == batch["label"]).sum())
@@ -93,14 +93,15 @@ def train(name: str, out: Path, **overrides: Any) -> Dict[str, Any]:
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     model = build_synthetic_model(name, cfg["num_classes"])
     model.load_state_dict(state)
-    accuracy = evaluate(model, cfg["val_size"], cfg["image_size"], cfg["num_classes"], cfg["seed"])
+    accuracy = evaluate(model, cfg["val_size"], cfg["image_size"], cfg["num_classes"], cfg["seed"], scene=cfg["scene"])
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.pt"
     torch.save(state, path)
     card = {"name": name, "architecture": f"benchmark.synthetic.models.{name}",
             "parameters": sum(v.numel() for v in model.parameters()), "val_accuracy": accuracy,
             "val_images": cfg["val_size"],
-            "val_accuracy_512": evaluate(model, 512, cfg["image_size"], cfg["num_classes"], cfg["seed"]),
+            "val_accuracy_512": evaluate(model, 512, cfg["image_size"], cfg["num_classes"], cfg["seed"],
+                                         scene=cfg["scene"]),
             "config": cfg, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
             "versions": {"torch": torch.__version__, "pytorch_lightning": pl.__version__,
                          "python": platform.python_version()},
