@@ -81,6 +81,22 @@ METRICS: Dict[str, str] = {
     "fgsm_robustness": "Pearson ``r`` between the map of the explained class on ``x`` and on its FGSM input ``x'``.",
     "one_pixel_sensitivity": ("Map value at the pixel of a successful one-pixel attack, before and after it "
                               "(Nagy et al., Table 6)."),
+    "max_box_acc_v2": ("MaxBoxAccV2 in % (Choe et al., CVPR 2020): any component's box, mean over IoU 30/50/70 % "
+                       "of the best threshold."),
+    "pxap": ("PxAP in % (Choe et al., CVPR 2020): average precision of the map's pixels against the mask, over "
+             "the dataset."),
+    "road_morf": ("ROAD MoRF (Rong et al., ICML 2022): mean probability, most relevant pixels imputed first; lower "
+                  "is better."),
+    "road_lerf": ("ROAD LeRF (Rong et al., ICML 2022): mean probability, least relevant pixels imputed first; higher "
+                  "is better."),
+    "infidelity_square": ("Infidelity under square removal (Yeh et al., NeurIPS 2019), optimally scaled; lower is "
+                          "better."),
+    "infidelity_gaussian": ("Infidelity under Gaussian noise (Yeh et al., NeurIPS 2019), optimally scaled; lower is "
+                            "better."),
+    "max_sensitivity": ("Max-sensitivity (Yeh et al., NeurIPS 2019), relative to the map's norm as captum; lower is "
+                        "better."),
+    "mprt": ("Model-parameter randomization test (Adebayo et al., NeurIPS 2018): mean Spearman over layers; lower is "
+             "better."),
 }
 
 #: the metrics a run computes when none are named, in leaderboard order
@@ -97,7 +113,8 @@ DATAMODULES: Dict[str, str] = {
     "mnist": "MNIST digits from torchvision's local IDX files (1 x 28 x 28; no boxes)",
     "random": "seeded noise images and labels (smoke tests; no ground truth)",
     "synthetic": "SyntheticShapes: procedural scenes with exact boxes and masks, offline (the default)",
-    "voc2007": "PASCAL VOC2007: one item per (image, class present), for the pointing game",
+    "voc2007": ("PASCAL VOC2007: one item per (image, class present), for the pointing game; object masks with "
+                "segmentation=true"),
 }
 
 #: the shipped backbones: ``synthetic/<name>`` (checkpoints in the package) and ``digits/<name>`` (MNIST)

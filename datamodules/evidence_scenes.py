@@ -12,9 +12,13 @@ fill texture (:data:`CLASSES`: class ``k`` is outline ``k`` filled with texture 
 
 The ground-truth evidence is therefore the class object's visible mask and box (``Scene.masks`` /
 ``Scene.boxes``; the distractors are in ``Scene.distractor_masks``). Difficulty varies per scene -- object
-size (radius 7–22 % of the side), the number of distractors, and occlusion: a distractor may be drawn over
-part of the object (at most half of it is hidden; the mask is what stays visible) -- so that the
-confidence-drop metrics are not saturated.
+size (radius 14–35 % of the side, 12–28 % with several instances; distractors 7–20 %), the number of
+distractors, and occlusion: a distractor may be drawn over part of the object (at most half of it is
+hidden; the mask is what stays visible) -- so that the confidence-drop metrics are not saturated. The sizes
+are chosen for the seeds' localization error: a CAM of a stride-16 backbone thresholded at 15 % of its
+maximum yields a box of about 90 px on a 128 px image, so it reaches IoU >= 0.5 for objects of 64 px and
+more (about 40 % of the scenes) and not for small ones, while the whole-image box of a constant map
+(Fake-CAM) never does (objects stay under 90 px, IoU < 0.5).
 
 The drawing (outlines, textures, background, clutter) is that of :mod:`datamodules.shapes`; boxes are
 ``xyxy`` pixel-edge coordinates of the visible mask.
@@ -31,7 +35,11 @@ from datamodules.shapes import CLASSES, Scene, _colour_pair, _iou, _mask_box, _s
 __all__ = ["render_evidence_scene"]
 
 _DISTRACTOR_P = (0.15, 0.3, 0.3, 0.25)  # 0, 1, 2 or 3 class-neutral distractors
-_RADIUS = (0.07, 0.22)  # object radius as a fraction of the image side
+# radii as fractions of the image side: class objects large enough that a stride-16 CAM can outline them
+# (localization at IoU 0.5 is attainable), distractors smaller so they occlude without dominating
+_OBJECT_RADIUS = (0.14, 0.35)
+_OBJECTS_RADIUS = (0.12, 0.28)  # with ``multi_instance`` (2-3 objects must fit side by side)
+_DISTRACTOR_RADIUS = (0.07, 0.20)
 _MAX_HIDDEN = 0.5  # a distractor drawn over the object hides at most this share of it
 
 
@@ -43,7 +51,8 @@ def _place(size: int, count: int, objects: int, rng: np.random.Generator) -> Lis
     for _ in range(50 * count):
         if len(placed) == count:
             break
-        r = rng.uniform(*_RADIUS) * size
+        radius = _DISTRACTOR_RADIUS if len(placed) >= objects else _OBJECTS_RADIUS if objects > 1 else _OBJECT_RADIUS
+        r = rng.uniform(*radius) * size
         cx, cy = rng.uniform(r + 1, size - r - 1, 2)
         limit = 0.1 if len(placed) < objects else 0.25
         if all(_iou((cx, cy, r), other) < limit for other in placed):

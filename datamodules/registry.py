@@ -37,7 +37,8 @@ DATAMODULES: Dict[str, Type[pl.LightningDataModule]] = {
 _DESCRIPTIONS = {
     "synthetic": "SyntheticShapes: procedural scenes with exact boxes and masks, offline (the default)",
     "imagenet": "ILSVRC2012 validation with boxes (Kaggle LOC csv or per-image XML)",
-    "voc2007": "PASCAL VOC2007: one item per (image, class present), for the pointing game",
+    "voc2007": ("PASCAL VOC2007: one item per (image, class present), for the pointing game; object masks with "
+                "segmentation=true"),
     "hf": "Hugging Face `datasets` streaming (hub or local Parquet/imagefolder), split across ranks",
     "random": "seeded noise images and labels (smoke tests; no ground truth)",
     "chestxray14": "NIH ChestX-ray14: one item per (image, boxed finding), 14-way CheXNet class order",
@@ -68,8 +69,8 @@ def describe_datamodule(name: str) -> str:
     """One-line description of ``name``.
 
     Examples:
-        >>> describe_datamodule("voc2007")
-        'PASCAL VOC2007: one item per (image, class present), for the pointing game'
+        >>> describe_datamodule("mnist")
+        "MNIST digits from torchvision's local IDX files (1 x 28 x 28; no boxes)"
     """
     _lookup(name)
     return _DESCRIPTIONS[name]

@@ -38,6 +38,9 @@ Options:
   counted), the multiple-instance setting of Grad-CAM++ (Chattopadhyay et al., WACV 2018, Sec. 6,
   Table 3).
 * ``limit``: the first N items (annotations are parsed only until N items are found).
+* ``segmentation``: the segmentation subset -- images from ``ImageSets/Segmentation/<split>.txt``, and each
+  sample also carries ``masks`` (one per box, from ``SegmentationObject``; void pixels in none), the data
+  PxAP needs; see :mod:`datamodules.voc_segmentation` for the layout and checks.
 
 Bad input: a missing root, ``VOC2007`` folder, ``JPEGImages``/``Annotations`` folder or split file
 raises ``FileNotFoundError`` showing the layout. The annotations are parsed at setup (images are
@@ -69,6 +72,7 @@ from datamodules.base import (
 )
 from datamodules.images import load_image
 from datamodules.sample import make_sample, skipped_sample
+from datamodules.voc_segmentation import load_object_masks, segmentation_paths, segmentation_split_file
 
 __all__ = ["SPLITS", "VOC2007", "VOC2007DataModule", "VOC_CLASSES", "VOCObjects", "find_voc2007",
            "parse_annotation", "read_difficult_subset"]
@@ -203,11 +207,12 @@ def read_difficult_subset(source: Union[PathLike, IO]) -> Dict[str, Optional[Tup
     return subset
 
 
-def find_voc2007(root: PathLike, split: str = "test") -> str:
+def find_voc2007(root: PathLike, split: str = "test", segmentation: bool = False) -> str:
     """The ``VOC2007`` folder under ``root`` (itself, ``root/VOC2007`` or ``root/VOCdevkit/VOC2007``).
 
     Raises:
-        FileNotFoundError: a folder or the split file is missing (the message shows the layout).
+        FileNotFoundError: a folder or the split file (``ImageSets/Segmentation``'s and the mask folders with
+            ``segmentation``) is missing (the message shows the layout).
     """
     root = _as_path(root, "root")
     check_choice(split, "split", SPLITS)
@@ -223,7 +228,9 @@ def find_voc2007(root: PathLike, split: str = "test") -> str:
         if not os.path.isdir(os.path.join(base, folder)):
             raise FileNotFoundError(f"Missing folder {os.path.join(base, folder)!r}.\n{LAYOUT_HELP}")
     split_file = os.path.join(base, "ImageSets", "Main", f"{split}.txt")
-    if not os.path.isfile(split_file):
+    if segmentation:
+        segmentation_split_file(base, split)
+    elif not os.path.isfile(split_file):
         raise FileNotFoundError(f"Missing split file {split_file!r}.\n{LAYOUT_HELP}")
     return base
 
@@ -240,6 +247,7 @@ class VOC2007(CamDataset):
         multi_instance: only items whose class has >= 2 objects in the image.
         limit: keep the first ``limit`` items (None: all).
         on_error: ``"raise"`` or ``"skip"`` (see :class:`~datamodules.base.CamDataset`).
+        segmentation: the segmentation subset's images, with per-object ``masks`` (module docstring).
     """
 
     classes = VOC_CLASSES
@@ -247,16 +255,19 @@ class VOC2007(CamDataset):
     def __init__(self, root: PathLike, split: str = "test",
                  preprocessing: Union[Preprocessing, Mapping[str, Any], str, None] = None,
                  include_difficult: bool = False, difficult_subset: Optional[PathLike] = None,
-                 multi_instance: bool = False, limit: Optional[int] = None, on_error: str = "raise") -> None:
+                 multi_instance: bool = False, limit: Optional[int] = None, on_error: str = "raise",
+                 segmentation: bool = False) -> None:
         super().__init__(as_preprocessing(preprocessing), on_error)
+        self.segmentation = _check_bool(segmentation, "segmentation")
         self.split = check_choice(split, "split", SPLITS)
         self.include_difficult = _check_bool(include_difficult, "include_difficult")
         self.multi_instance = _check_bool(multi_instance, "multi_instance")
         self.limit = None if limit is None else check_positive_int(limit, "limit")
-        self.root = find_voc2007(root, split)
+        self.root = find_voc2007(root, split, self.segmentation)
         subset = None if difficult_subset is None else read_difficult_subset(_as_path(difficult_subset,
                                                                                       "difficult_subset"))
-        split_file = os.path.join(self.root, "ImageSets", "Main", f"{split}.txt")
+        split_file = segmentation_split_file(self.root, split) if self.segmentation else \
+            os.path.join(self.root, "ImageSets", "Main", f"{split}.txt")
         with open(split_file, encoding="utf-8") as file:
             ids = [line.split()[0] for line in file if line.strip()]
         #: per kept image: (image id, its objects or the error that made it unreadable)
@@ -290,6 +301,8 @@ class VOC2007(CamDataset):
         if not os.path.isfile(self.image_path(image_id)):
             raise FileNotFoundError(f"Image {image_id!r} of split {self.split!r} has no image file "
                                     f"{self.image_path(image_id)!r}.")
+        if self.segmentation:
+            segmentation_paths(self.root, image_id)
         return parse_annotation(xml, repr(xml))
 
     def _item_classes(self, objects: VOCObjects) -> List[int]:
@@ -330,8 +343,10 @@ class VOC2007(CamDataset):
             raise AnnotationError(f"{image_id}.xml: <size> says {objects.size[0]}x{objects.size[1]} but "
                                   f"{self.image_path(image_id)!r} is {image.width}x{image.height}.")
         boxes = torch.tensor(objects.boxes, dtype=torch.float64).reshape(-1, 4)
+        masks = load_object_masks(self.root, image_id, objects.labels, VOC_CLASSES, image.size) \
+            if self.segmentation else None
         return make_sample(image, self.preprocessing, self.transform, label=label, index=self.global_index(i),
-                           sample_id=self.sample_id(i), boxes=boxes, box_labels=objects.labels,
+                           sample_id=self.sample_id(i), boxes=boxes, box_labels=objects.labels, masks=masks,
                            difficult=objects.difficult, difficult_item=self.difficult_item(image_id, label))
 
 
@@ -339,7 +354,8 @@ class VOC2007DataModule(CamDataModule):
     """Predict datamodule over :class:`VOC2007` (same arguments, plus the loader's).
 
     Args:
-        root, split, include_difficult, difficult_subset, multi_instance, limit: see :class:`VOC2007`.
+        root, split, include_difficult, difficult_subset, multi_instance, limit, segmentation: see :class:`VOC2007`;
+            with ``segmentation=True`` the datamodule provides ``masks`` too (metrics such as ``pxap``).
         preprocessing, batch_size, num_workers, on_error: see :class:`~datamodules.base.CamDataModule`.
 
     Examples:
@@ -356,9 +372,12 @@ class VOC2007DataModule(CamDataModule):
     def __init__(self, root: PathLike, split: str = "test", include_difficult: bool = False,
                  difficult_subset: Optional[PathLike] = None, multi_instance: bool = False,
                  limit: Optional[int] = None, preprocessing: Union[Preprocessing, Mapping[str, Any], str, None] = None,
-                 batch_size: int = 32, num_workers: int = 0, on_error: str = "raise") -> None:
+                 batch_size: int = 32, num_workers: int = 0, on_error: str = "raise",
+                 segmentation: bool = False) -> None:
         super().__init__(preprocessing, batch_size, num_workers, on_error)
         _as_path(root, "root")
+        if _check_bool(segmentation, "segmentation"):
+            self.PROVIDES = frozenset({"boxes", "masks"})  # read by provides() (the run's annotation check)
         check_choice(split, "split", SPLITS)
         _check_bool(include_difficult, "include_difficult")
         _check_bool(multi_instance, "multi_instance")
@@ -370,11 +389,11 @@ class VOC2007DataModule(CamDataModule):
 
     def check_files(self) -> None:
         hp = self.hparams
-        find_voc2007(hp.root, hp.split)
+        find_voc2007(hp.root, hp.split, hp.segmentation)
         if hp.difficult_subset is not None and not os.path.isfile(_as_path(hp.difficult_subset, "difficult_subset")):
             raise FileNotFoundError(f"Difficult-subset file {os.fspath(hp.difficult_subset)!r} does not exist.")
 
     def build_dataset(self) -> VOC2007:
         hp = self.hparams
         return VOC2007(hp.root, hp.split, self.preprocessing, hp.include_difficult, hp.difficult_subset,
-                       hp.multi_instance, hp.limit, self.on_error)
+                       hp.multi_instance, hp.limit, self.on_error, hp.segmentation)

@@ -139,6 +139,20 @@ def metric_cost(name: str, batch: int, metric: object, size: Tuple[int, int], to
         "localization_error": lambda: Cost(((top_k - 1, "explainer", batch),)),
         "pointing_game_recall": lambda: Cost(((top_k - 1, "explainer", batch),)),
         "max_box_acc": Cost,
+        "max_box_acc_v2": Cost,
+        "pxap": Cost,
+        # one forward per percentage (the sparse solves of the imputation are CPU work, not counted)
+        "road_morf": lambda: Cost(((len(metric.percentiles), "forward", metric.chunk_size),)),
+        "road_lerf": lambda: Cost(((len(metric.percentiles), "forward", metric.chunk_size),)),
+        # one forward per perturbation (f(x) is recomputed beside them: not counted), each sample apart
+        "infidelity_square": lambda: Cost(((metric.n_perturb_samples, "forward",
+                                            min(metric.n_perturb_samples + 1, metric.chunk_size)),)),
+        "infidelity_gaussian": lambda: Cost(((metric.n_perturb_samples, "forward",
+                                              min(metric.n_perturb_samples + 1, metric.chunk_size)),)),
+        "max_sensitivity": lambda: Cost(((metric.n_perturb_samples, "explainer",
+                                          min(metric.n_perturb_samples, metric.chunk_size)),)),
+        # one explainer call per layer group on its randomized model (L unknown before a model is seen: 1)
+        "mprt": lambda: Cost(((metric.n_layers or 1, "explainer", batch),)),
         "pointing_game": Cost,
         "energy_pointing_game": Cost,
         "box_ratio": Cost,

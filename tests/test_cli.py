@@ -21,7 +21,7 @@ def test_demo_runs_predict_and_prints_summary(tmp_path, capsys):
 
 def test_run_offline_default_matrix_on_a_few_images(tmp_path, capsys):
     code = main(["run", "--data_args", "{size: 4}", "--batch_size", "2", "--backbones",
-                 "[synthetic/res_cnn, synthetic/plain_cnn]", "--explainers", "[gradcam, center]", "--bootstrap", "20",
+                 "[synthetic/res_cnn, synthetic/vgg_cnn]", "--explainers", "[gradcam, center]", "--bootstrap", "20",
                  "--out", str(tmp_path), "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"])
     assert code == 0
     out = capsys.readouterr().out
@@ -30,8 +30,8 @@ def test_run_offline_default_matrix_on_a_few_images(tmp_path, capsys):
     assert rows[0] == "dataset,backbone,method,metric,value,ci_low,ci_high,n,n_invalid"
     assert any(r.startswith("synthetic,synthetic/res_cnn,center,pointing_game_accuracy,") for r in rows)
     # every backbone of the matrix keeps its own per-sample files and reaches results.csv
-    assert {r.split(",")[1] for r in rows[1:]} == {"synthetic/res_cnn", "synthetic/plain_cnn"}
-    assert len(list((tmp_path / "per_sample" / "synthetic--plain_cnn" / "center").glob("shard_*.parquet"))) == 2
+    assert {r.split(",")[1] for r in rows[1:]} == {"synthetic/res_cnn", "synthetic/vgg_cnn"}
+    assert len(list((tmp_path / "per_sample" / "synthetic--vgg_cnn" / "center").glob("shard_*.parquet"))) == 2
     assert (tmp_path / "leaderboard.md").read_text() in out
     assert (tmp_path / "figures" / "synthetic--res_cnn_saliency.png").is_file()
     assert (tmp_path / "logs" / "synthetic--res_cnn" / "version_0" / "metrics.csv").is_file()

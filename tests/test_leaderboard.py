@@ -138,3 +138,17 @@ def test_the_cam_methods_beat_the_baselines_with_separate_intervals(metric, high
         return bool((worst.min() > best_baseline.max()) if higher else (worst.max() < best_baseline.min()))
 
     assert any(separated(g) for _, g in rows.groupby("backbone")), metric
+
+
+def test_every_listed_metric_tells_methods_apart_on_every_backbone(rerendered):
+    """Issue 17's bar for the shop window: each metric column of the committed leaderboard takes more than one
+    printed value on every backbone -- counting the real CAM methods only, without the baselines, so that a
+    column where every real method ties (a saturated metric) fails even if a baseline differs."""
+    text = rerendered.read_text()
+    results = pd.read_csv(COMMITTED / "results.csv")
+    for backbone in results["backbone"].unique():
+        header, table = _markdown_table(text, backbone)
+        real = [m for m in table if m not in BASELINES]
+        for title in header[1:]:
+            printed = {table[m][title].replace("**", "").split(" ")[0] for m in real}
+            assert len(printed) > 1, (backbone, title, printed)

@@ -16,7 +16,7 @@ from benchmark.explainers import default_explainers
 
 SMALL = ["--data_args", "{size: 12}", "--batch_size", "3", "--explainers", "[gradcam, center]", "--bootstrap", "50",
          "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"]
-BACKBONES = ["--backbones", "[synthetic/res_cnn, synthetic/plain_cnn]"]
+BACKBONES = ["--backbones", "[synthetic/res_cnn, synthetic/vgg_cnn]"]  # trained on the default scenes
 
 
 def _cli(*args, timeout=600):
@@ -47,11 +47,11 @@ def test_run_writes_every_output(reference):
     assert len(finite) > 0.8 * len(results)
     assert ((finite["ci_low"] <= finite["value"] + 1e-9) & (finite["value"] <= finite["ci_high"] + 1e-9)).all()
     board = (reference / "leaderboard.md").read_text()
-    for part in ("## synthetic / synthetic/res_cnn", "## synthetic / synthetic/plain_cnn", "Avg Drop ↓", "ADCC ↑",
+    for part in ("## synthetic / synthetic/res_cnn", "## synthetic / synthetic/vgg_cnn", "Avg Drop ↓", "ADCC ↑",
                  "Pointing ↑", "Win % (Average Drop)", "## Mean rank across backbones", "| Git commit |",
                  "cam-bench run --config config.yaml", "N = 12"):
         assert part in board, part
-    for figure in ("synthetic--res_cnn_saliency.png", "synthetic--plain_cnn_curves.png"):
+    for figure in ("synthetic--res_cnn_saliency.png", "synthetic--vgg_cnn_curves.png"):
         assert (reference / "figures" / figure).is_file() and f"(figures/{figure})" in board
     config = yaml.safe_load((reference / "config.yaml").read_text())
     assert config["explainers"] == ["gradcam", "center"] and config["data_args"]["size"] == 12
@@ -104,20 +104,21 @@ def test_sigkill_at_a_random_batch_then_resume_recomputes_only_the_rest(tmp_path
 
 def test_slurm_array_pattern_one_run_per_backbone_then_merge(reference, tmp_path, capsys):
     runs = []
-    for backbone in ("synthetic/res_cnn", "synthetic/plain_cnn"):
+    for backbone in ("synthetic/res_cnn", "synthetic/vgg_cnn"):
         runs.append(tmp_path / backbone.split("/")[1])
         assert main(["run", *SMALL, "--backbones", f"[{backbone}]", "--out", str(runs[-1])]) == 0
     merged = tmp_path / "merged" / "leaderboard.md"
     assert main(["leaderboard", *map(str, runs), "--out", str(merged)]) == 0
     assert (merged.parent / "results.csv").read_bytes() == (reference / "results.csv").read_bytes()
     board = merged.read_text()
-    assert board.count("## synthetic / ") == 2 and "cam-bench leaderboard res_cnn plain_cnn" in board
-    assert (merged.parent / "figures" / "synthetic--plain_cnn_saliency.png").is_file()
+    assert board.count("## synthetic / ") == 2 and "cam-bench leaderboard res_cnn vgg_cnn" in board
+    assert (merged.parent / "figures" / "synthetic--vgg_cnn_saliency.png").is_file()
 
 
 def test_merge_refuses_different_fingerprints_and_names_the_fields(reference, tmp_path):
     other = tmp_path / "other"
-    assert main(["run", *SMALL, "--backbones", "[synthetic/mobile_cnn]", "--metrics", "[deletion, complexity]",
+    assert main(["run", *SMALL, "--backbones", "[synthetic/mobile_cnn]", "--weights", "random",
+                 "--metrics", "[deletion, complexity]",
                  "--metric_args", "{deletion: {steps: 8}}", "--out", str(other)]) == 0
     with pytest.raises(ValueError, match=r"differ in metric_args\..*metric_args\.deletion\.steps.*--force"):
         main(["leaderboard", str(reference), str(other), "--out", str(tmp_path / "m.md")])
@@ -125,7 +126,8 @@ def test_merge_refuses_different_fingerprints_and_names_the_fields(reference, tm
     assert "| Merged with --force | differing: " in (tmp_path / "m.md").read_text()
     # the same directory with other settings is not resumed either
     with pytest.raises(ValueError, match=r"different settings \(.*metric_args.deletion.steps.*--overwrite true"):
-        main(["run", *SMALL, "--backbones", "[synthetic/mobile_cnn]", "--metrics", "[deletion, complexity]",
+        main(["run", *SMALL, "--backbones", "[synthetic/mobile_cnn]", "--weights", "random",
+              "--metrics", "[deletion, complexity]",
               "--out", str(other)])
 
 
@@ -134,6 +136,9 @@ def test_merge_refuses_different_fingerprints_and_names_the_fields(reference, tm
     (["--metrics", "[average_drop, avg_drop]"], KeyError, "average_drop"),
     (["--backbones", "[synthetic/res_cnnn]"], ValueError, "res_cnn"),
     (["--backbones", "[resnet1800]"], ValueError, "resnet18"),
+    # a shipped checkpoint trained on the classic scenes is not run on the (default) evidence scenes
+    (["--backbones", "[synthetic/plain_cnn]"], ValueError,
+     "trained on 'classic' scenes .* pass --data_args.scene classic"),
     (["--batch_size", "-4"], ValueError, "Expected `batch_size` to be positive, but got -4"),
     (["--target", "predicted"], ValueError, "prediction"),
     (["--data", "imagenett"], ValueError, "imagenet"),

@@ -24,9 +24,19 @@ def test_four_families_are_shipped():
     assert NAMES == ["mobile_cnn", "plain_cnn", "res_cnn", "vgg_cnn"]
 
 
+#: the accuracy a shipped checkpoint must reach on its scenes: the evidence scenes are a harder task (the class is
+#: the one object whose outline and texture agree, among distractors of the same vocabulary, up to half occluded)
+MIN_ACCURACY = {"classic": 0.95, "evidence": 0.92}
+
+
+def _scene(name):
+    """The scene family ``name`` was trained on (its card's ``config.scene``; cards before it: classic)."""
+    return model_card(name)["config"].get("scene", "classic")
+
+
 def _maps(name, methods):
     model, prep = create_backbone(f"synthetic/{name}")
-    data = SyntheticShapes(size=4, split="val", preprocessing=prep)
+    data = SyntheticShapes(size=4, split="val", preprocessing=prep, scene=_scene(name))
     images = torch.stack([data[i]["image"] for i in range(4)])
     labels = torch.tensor([data[i]["label"] for i in range(4)])
     return {m: create_explainer(m, model, input_size=prep.input_size).unnormalized_maps(images, labels)
@@ -56,7 +66,7 @@ def test_card_matches_the_checkpoint(name):
     card, path = model_card(name), shipped_checkpoint(name)
     assert path.stat().st_size <= 2 * 2**20
     assert hashlib.sha256(path.read_bytes()).hexdigest() == card["sha256"]
-    assert card["val_accuracy"] >= 0.95 and card["config"]["image_size"] == 128
+    assert card["val_accuracy"] >= MIN_ACCURACY[_scene(name)] and card["config"]["image_size"] == 128
     assert card["command"].startswith(f"cam-bench train-synthetic --model {name}")
 
 
@@ -64,7 +74,7 @@ def test_card_matches_the_checkpoint(name):
 def test_shipped_checkpoint_reaches_the_documented_accuracy_on_512_val_images(name):
     model, prep = create_backbone(f"synthetic/{name}")
     assert not model.training and prep.crop_size == 128
-    data = SyntheticShapes(size=512, split="val", preprocessing=prep, annotations=False)
+    data = SyntheticShapes(size=512, split="val", preprocessing=prep, annotations=False, scene=_scene(name))
     correct = 0
     with torch.no_grad():
         for start in range(0, 512, 128):
@@ -72,7 +82,7 @@ def test_shipped_checkpoint_reaches_the_documented_accuracy_on_512_val_images(na
             logits = model(torch.stack([s["image"] for s in batch]))
             correct += int((logits.argmax(1) == torch.tensor([s["label"] for s in batch])).sum())
     accuracy = correct / 512
-    assert accuracy >= 0.95
+    assert accuracy >= MIN_ACCURACY[_scene(name)]
     assert accuracy >= model_card(name)["val_accuracy_512"] - 1 / 512  # one image of float-rounding slack
 
 
@@ -90,7 +100,7 @@ def test_backbone_weights_options():
 def _run(name, explainers, metrics, size=128):
     model, prep = create_backbone(f"synthetic/{name}")
     module = ExplainerModule(model, explainers, keep_maps=False, input_size=prep.input_size, metrics=metrics)
-    dm = SyntheticShapesDataModule(size=size, preprocessing=prep, batch_size=64)
+    dm = SyntheticShapesDataModule(size=size, preprocessing=prep, batch_size=64, scene=_scene(name))
     pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
                enable_checkpointing=False).predict(module, datamodule=dm, return_predictions=False)
     return {(r["method"], r["metric"]): r["value"] for r in module.results}

@@ -9,11 +9,15 @@ from benchmark.metrics.base import PerSampleMetric
 from benchmark.metrics.box_ratio import BoxRatio
 from benchmark.metrics.fgsm import FGSMRobustness
 from benchmark.metrics.fidelity_contrastivity import Contrastivity, Fidelity
+from benchmark.metrics.infidelity import InfidelityGaussian, InfidelitySquare, MaxSensitivity
 from benchmark.metrics.insertion_deletion import Deletion, Insertion
 from benchmark.metrics.localization import LocalizationError, MaxBoxAcc
+from benchmark.metrics.mprt import MPRT
 from benchmark.metrics.occlusion_correlation import OcclusionCorrelation
 from benchmark.metrics.one_pixel import OnePixelSensitivity
 from benchmark.metrics.pointing import EnergyPointingGame, PointingGame, PointingGameRecall
+from benchmark.metrics.road import ROADLeRF, ROADMoRF
+from benchmark.metrics.wsol import MaxBoxAccV2, PxAP
 
 __all__ = ["METRICS", "create_metric", "default_metrics", "list_metrics"]
 
@@ -37,6 +41,14 @@ METRICS: Dict[str, Type[PerSampleMetric]] = {
     "occlusion_correlation": OcclusionCorrelation,
     "fgsm_robustness": FGSMRobustness,
     "one_pixel_sensitivity": OnePixelSensitivity,
+    "max_box_acc_v2": MaxBoxAccV2,
+    "pxap": PxAP,
+    "road_morf": ROADMoRF,
+    "road_lerf": ROADLeRF,
+    "infidelity_square": InfidelitySquare,
+    "infidelity_gaussian": InfidelityGaussian,
+    "max_sensitivity": MaxSensitivity,
+    "mprt": MPRT,
 }
 
 

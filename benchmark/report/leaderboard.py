@@ -29,6 +29,7 @@ from benchmark.report.figures import mean_curves, saliency_grid
 from benchmark.report.latex import latex_document
 from benchmark.report.reliability_report import reliability_section
 from benchmark.report.results import read_per_sample, reduce_per_sample, write_results_csv
+from benchmark.report.sanity import sanity_section
 from benchmark.report.stats import degenerate_maps, mean_ranks, on_most, rankable, unranked_methods, win_matrix
 from benchmark.runner.folder import fingerprint_diff, incomplete, run_gaps, safe_name
 
@@ -40,9 +41,13 @@ log = logging.getLogger("cam_bench.leaderboard")
 COLUMNS: Tuple[Tuple[str, str, bool, int], ...] = (
     ("average_drop", "Avg Drop ↓", False, 2), ("average_increase", "Avg Inc ↑", True, 2),
     ("deletion", "Deletion ↓", False, 3), ("insertion", "Insertion ↑", True, 3),
+    ("road_morf", "ROAD MoRF ↓", False, 3), ("road_lerf", "ROAD LeRF ↑", True, 3),
+    ("infidelity_square", "Infidelity (square) ↓", False, 4),
+    ("infidelity_gaussian", "Infidelity (Gaussian) ↓", False, 4),
     ("coherency", "Coherency ↑", True, 2), ("complexity", "Complexity ↓", False, 2), ("adcc", "ADCC ↑", True, 2),
     ("localization_error_top1", "Loc. err top-1 ↓", False, 2),
     ("localization_error_top5", "Loc. err top-5 ↓", False, 2), ("max_box_acc", "MaxBoxAcc ↑", True, 2),
+    ("max_box_acc_v2", "MaxBoxAccV2 ↑", True, 2), ("pxap", "PxAP ↑", True, 2),
     ("pointing_game_accuracy", "Pointing ↑", True, 2),
     ("pointing_game_difficult_accuracy", "Pointing (difficult) ↑", True, 2),
     ("energy_pointing_game", "Energy PG ↑", True, 2), ("box_ratio", "Box ratio ↑", True, 2),
@@ -50,6 +55,7 @@ COLUMNS: Tuple[Tuple[str, str, bool, int], ...] = (
     ("contrastivity_top1", "Contrastivity top-1% ↑", True, 2),
     ("contrastivity_top10", "Contrastivity top-10% ↑", True, 2),
     ("occlusion_correlation", "Occlusion ρ ↑", True, 3), ("fgsm_robustness", "FGSM r ↑", True, 3),
+    ("max_sensitivity", "Max-sensitivity ↓", False, 3), ("mprt", "MPRT ρ ↓", False, 3),
     ("one_pixel_sensitivity_change_mean", "1-pixel map change ↑", True, 3),
 )
 
@@ -240,6 +246,7 @@ def _backbone_section(dataset: str, backbone: str, results: pd.DataFrame, ranked
               for m in methods]
     lines.append("")
     lines += _figures(backbone, frame, metas, out)
+    lines += sanity_section(backbone, results, out)
     lines += _win_section(frame)
     n = metas[0]["fingerprint"]["subset"].get("n")
     caption = (f"{dataset} / {backbone}: mean over {'?' if n is None else n} images ± half the 95 % bootstrap "

@@ -45,6 +45,23 @@ def _positive(value: Any, name: str, allow_zero: bool = False) -> None:
         raise ValueError(f"Expected `{name}` to be {'>= 0' if allow_zero else 'positive'}, but got {value}.")
 
 
+def _check_scene(config: RunConfig, backbone: str) -> None:
+    """Refuse a shipped SyntheticShapes checkpoint on the other scene family than the one it was trained on:
+    its accuracy there is unmeasured, so its maps would explain a model that has not learned the task."""
+    if config.data != "synthetic" or not backbone.startswith("synthetic/") or config.weights is not None:
+        return
+    from benchmark.synthetic import model_card
+
+    trained = model_card(backbone.split("/", 1)[1])["config"].get("scene", "classic")
+    scene = (config.data_args or {}).get("scene", "classic")
+    if scene != trained:
+        raise ValueError(f"Expected the scenes {backbone} was trained on, but got --data_args.scene {scene!r}: its "
+                         f"shipped checkpoint was trained on {trained!r} scenes (its card), so its accuracy on "
+                         f"{scene!r} scenes is unmeasured; pass --data_args.scene {trained}, or train it for these "
+                         f"scenes with `cam-bench train-synthetic --model {backbone.split('/', 1)[1]} --scene "
+                         f"{scene}` and pass --weights <its .pt>.")
+
+
 def _check_backbone(name: str) -> None:
     """Fail on an unknown backbone name without building the model."""
     if name.startswith("hf/"):  # a local directory or a cached repo id, else FileNotFoundError (no download)
@@ -95,6 +112,7 @@ def validate(config: RunConfig) -> Any:
                          f"{config.backbones}, {config.explainers}, {config.metrics}.")
     for backbone in config.backbones:
         _check_backbone(backbone)
+        _check_scene(config, backbone)
     for what, per_backbone in (("target_layer", config.target_layer), ("layout", config.layout)):
         for backbone, value in per_backbone.items():
             if backbone not in config.backbones:
@@ -129,7 +147,10 @@ def validate(config: RunConfig) -> Any:
 
 
 def _check_annotations(config: RunConfig, data: Any) -> None:
-    """Refuse metrics that need boxes or masks the data do not carry (before any model is built)."""
+    """Refuse metrics that need boxes or masks the data do not carry (before any model is built), naming the
+    datamodules that carry them."""
+    from datamodules.registry import DATAMODULES
+
     provided = data.provides() if hasattr(data, "provides") else frozenset()
     for need in ("boxes", "masks"):
         names = [m for m in config.metrics if need in METRICS[m].needs]
@@ -137,8 +158,12 @@ def _check_annotations(config: RunConfig, data: Any) -> None:
             keep = [m for m in config.metrics if need not in METRICS[m].needs]
             hint = " or give the stream annotations (--data_args.annotations <LOC_val_solution.csv or XML folder>)" \
                 if config.data == "hf" and need == "boxes" else ""
+            carriers = sorted(n for n, cls in DATAMODULES.items() if need in getattr(cls, "PROVIDES", ()))
+            if need == "masks":  # VOC2007 carries masks on its segmentation subset only
+                carriers.append("voc2007 with --data_args.segmentation true")
             raise ValueError(f"Metrics {names} need {need}, which the {config.data!r} data do not provide; pass "
-                             f"--metrics \"[{', '.join(keep)}]\"{hint}.")
+                             f"--metrics \"[{', '.join(keep)}]\"{hint}, or use a datamodule with {need}: "
+                             f"{', '.join(carriers)}.")
 
 
 def _data_kwargs(config: RunConfig, preprocessing: Any = None) -> Dict[str, Any]:

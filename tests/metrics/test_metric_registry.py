@@ -11,7 +11,12 @@ from benchmark.runtime.module import ExplainerModule
 KWARGS = {"deletion": {"steps": 8}, "insertion": {"steps": 8}, "max_box_acc": {"thresholds": [0.1, 0.5]},
           # budgets cut for speed: 64 occlusion positions instead of 4,096; a 2-image, 3-generation attack
           "occlusion_correlation": {"patch_size": 16, "stride": 8},
-          "one_pixel_sensitivity": {"n_images": 2, "popsize": 10, "maxiter": 3}}
+          "one_pixel_sensitivity": {"n_images": 2, "popsize": 10, "maxiter": 3},
+          "road_morf": {"percentiles": [30, 70]}, "road_lerf": {"percentiles": [30, 70]},
+          # 3 perturbations instead of 10 (16-px squares on the 64 x 64 images)
+          "infidelity_square": {"n_perturb_samples": 3, "square_size": 16},
+          "infidelity_gaussian": {"n_perturb_samples": 3}, "max_sensitivity": {"n_perturb_samples": 3},
+          "mprt": {"layers": ["fc", "layer4"]}}  # 2 layer groups instead of ResNet-18's 10
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +32,7 @@ def _batch(seed):
             "boxes": [torch.tensor([[4.0, 8.0, 40.0, 50.0]]), torch.tensor([[0.0, 0.0, 64.0, 30.0], [10, 10, 20, 20]]),
                       torch.tensor([[30.0, 30.0, 60.0, 63.0]])],
             "box_labels": [torch.tensor([1]), torch.tensor([4, 0]), torch.tensor([2])],
+            "masks": [torch.rand(n, 64, 64, generator=g) > 0.7 for n in (1, 2, 1)],  # one per box
             "difficult_item": torch.tensor([False, True, False])}
 
 
