@@ -40,6 +40,14 @@ STUDY = ({"gradcam": {}, "gradientshap": {"n_samples": 2}, "occlusion": {"patch_
          {"fidelity": {}, "contrastivity": {"classes": 2}, "fgsm_robustness": {},
           "occlusion_correlation": {"patch_size": 15, "stride": 15}})
 
+#: the seeded faithfulness and sanity metrics of 2022-2026 (ROAD noise, infidelity/sensitivity draws and MPRT's
+#: randomized copies are seeded from the seed and the dataset index), at small budgets
+FAITHFULNESS = ({"gradcam": {}},
+                {"road_morf": {"percentiles": [30, 70]}, "road_lerf": {"percentiles": [30, 70]},
+                 "infidelity_square": {"n_perturb_samples": 3, "square_size": 16},
+                 "infidelity_gaussian": {"n_perturb_samples": 3}, "max_sensitivity": {"n_perturb_samples": 3},
+                 "mprt": {"layers": ["fc", "layer4"]}})
+
 
 def _run(tmp_path, name, devices, strategy, setup=CAMS):
     script = tmp_path / "run.py"
@@ -52,7 +60,7 @@ def _run(tmp_path, name, devices, strategy, setup=CAMS):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("setup", [CAMS, STUDY], ids=["cams", "study"])
+@pytest.mark.parametrize("setup", [CAMS, STUDY, FAITHFULNESS], ids=["cams", "study", "faithfulness"])
 def test_ddp_two_processes_match_one(tmp_path, setup):
     single = read_records(_run(tmp_path, "single", 1, "auto", setup))
     double_dir = _run(tmp_path, "ddp", 2, "ddp", setup)
