@@ -43,6 +43,7 @@ class MetricInputs:
     #: need "explain": ``explain(images, classes, indices=None) -> (N, H, W)`` maps of this explainer (the
     #: batch's dataset indices are used when ``images`` has the batch's length and ``indices`` is None)
     explain: Optional[Callable[..., Tensor]] = None
+    explainer: Optional[Any] = None  #: need "explain": the explainer object behind ``explain`` (MPRT re-builds it)
     expl_probs: Optional[Tensor] = None  #: need "expl_probs": ``(B,)`` probability of the target on x * CAM
     expl_saliency: Optional[Tensor] = None  #: need "expl_saliency": ``(B, H, W)`` CAM(x * CAM), same class
     topk_classes: Optional[Tensor] = None  #: need "topk": ``(B, k)`` top-k predicted classes

@@ -19,7 +19,6 @@ Name it: ``--metrics+=[mprt]``.
 from __future__ import annotations
 
 import copy
-import functools
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -146,12 +145,11 @@ class MPRT(PerSampleMetric):
         self.store(values.flatten(1), indices)
 
     def update_from(self, inputs: MetricInputs) -> None:
-        """Use the module's images, maps, targets, dataset indices and the explainer behind ``explain``."""
-        explain = inputs.explain
-        explainer = explain.args[0] if isinstance(explain, functools.partial) and explain.args else explain
+        """Use the module's images, maps, targets, dataset indices and explainer (``inputs.explainer``)."""
+        explainer = inputs.explainer
         if explainer is None or not isinstance(getattr(explainer, "model", None), nn.Module):
-            raise ValueError(f"{type(self).__name__} needs the explainer behind `inputs.explain` (its `needs` lists "
-                             "'explain'), an object with a `model`; got none.")
+            raise ValueError(f"{type(self).__name__} needs `inputs.explainer` (its `needs` lists 'explain'), an "
+                             "object with a `model`; got none.")
         self.update(inputs.images, inputs.saliency, inputs.targets, explainer, inputs.indices)
 
     @staticmethod

@@ -269,6 +269,7 @@ class ExplainerModule(pl.LightningModule):
                 inputs.expl_saliency = explainer(explanation, targets, indices=indices)
         if "explain" in needs:  # maps of other classes / perturbed inputs, seeded like the batch's own maps
             inputs.explain = functools.partial(_explain_with, explainer, indices)
+            inputs.explainer = explainer
         if "topk" in needs:
             k = min(self.top_k, probs.shape[1])
             inputs.topk_classes = probs.topk(k, dim=1).indices
