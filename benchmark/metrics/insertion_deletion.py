@@ -26,7 +26,29 @@ from benchmark.metrics.functional.insertion_deletion import _check_positive_int,
 __all__ = ["Deletion", "Insertion"]
 
 
-class _CausalMetric(PerSampleMetric):
+class InferenceCopyRunner:
+    """Mixin of the perturbation metrics: their forwards run on a cached BN-folded :class:`InferenceCopy` of the
+    model (``fast``, optionally ``compile``d), rebuilt when the model changes and never pickled with the metric."""
+
+    def _use_inference_copy(self, fast: bool, compile: bool) -> None:
+        self.fast, self.compile = bool(fast), bool(compile)
+        self._inference_copy: Optional[InferenceCopy] = None
+
+    def _runner(self, model: nn.Module):
+        if not self.fast:
+            return model
+        if self._inference_copy is None or self._inference_copy.model is not model:
+            # rebuilt by itself when the weights change
+            self._inference_copy = InferenceCopy(model, compile=self.compile)
+        return self._inference_copy
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state["_inference_copy"] = None  # a cache holding the model: not copied nor pickled with the metric
+        return state
+
+
+class _CausalMetric(InferenceCopyRunner, PerSampleMetric):
     needs = frozenset({"model"})
     plot_lower_bound = 0.0
     plot_upper_bound = 1.0
@@ -44,25 +66,10 @@ class _CausalMetric(PerSampleMetric):
         self.steps = None if steps is None else _check_positive_int(steps, "steps")
         self.chunk_size = _check_positive_int(chunk_size, "chunk_size")
         self.keep_curves = bool(keep_curves)
-        self.fast = bool(fast)
-        self.compile = bool(compile)
-        self._inference_copy: Optional[InferenceCopy] = None
+        self._use_inference_copy(fast, compile)
 
     def _curve(self, model, images: Tensor, saliency: Tensor, targets: Tensor) -> Tensor:
         raise NotImplementedError
-
-    def _runner(self, model: nn.Module):
-        if not self.fast:
-            return model
-        if self._inference_copy is None or self._inference_copy.model is not model:
-            # rebuilt by itself when the weights change
-            self._inference_copy = InferenceCopy(model, compile=self.compile)
-        return self._inference_copy
-
-    def __getstate__(self) -> dict:
-        state = super().__getstate__()
-        state["_inference_copy"] = None  # a cache holding the model: not copied nor pickled with the metric
-        return state
 
     def update(self, model: nn.Module, images: Tensor, saliency: Tensor, targets: Tensor,
                indices: Optional[Tensor] = None) -> None:

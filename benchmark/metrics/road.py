@@ -18,17 +18,17 @@ from typing import ClassVar, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from benchmark.explainers.fastpath import InferenceCopy
 from benchmark.metrics.base import MetricInputs, PerSampleMetric
 from benchmark.metrics.functional._common import check_choice, reduce_values
 from benchmark.metrics.functional.fgsm import IMAGENET_STD, channel_values
 from benchmark.metrics.functional.insertion_deletion import _check_positive_int
 from benchmark.metrics.functional.road import PERCENTILES, REMOVALS, _check_percentiles, _noise_scale, road_curve
+from benchmark.metrics.insertion_deletion import InferenceCopyRunner
 
 __all__ = ["ROADLeRF", "ROADMoRF"]
 
 
-class _ROAD(PerSampleMetric):
+class _ROAD(InferenceCopyRunner, PerSampleMetric):
     needs = frozenset({"model"})
     in_default_run = False  # P forwards + P sparse solves per image: opt in by name
     plot_lower_bound = 0.0
@@ -49,21 +49,7 @@ class _ROAD(PerSampleMetric):
         self.seed = seed
         self.removal = check_choice(removal, "removal", REMOVALS)
         self.chunk_size = _check_positive_int(chunk_size, "chunk_size")
-        self.fast = bool(fast)
-        self.compile = bool(compile)
-        self._inference_copy: Optional[InferenceCopy] = None
-
-    def _runner(self, model: nn.Module):
-        if not self.fast:
-            return model
-        if self._inference_copy is None or self._inference_copy.model is not model:
-            self._inference_copy = InferenceCopy(model, compile=self.compile)  # rebuilt when the weights change
-        return self._inference_copy
-
-    def __getstate__(self) -> dict:
-        state = super().__getstate__()
-        state["_inference_copy"] = None  # a cache holding the model: not copied nor pickled with the metric
-        return state
+        self._use_inference_copy(fast, compile)
 
     def update(self, model: nn.Module, images: Tensor, saliency: Tensor, targets: Tensor,
                indices: Optional[Tensor] = None) -> None:
