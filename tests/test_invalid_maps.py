@@ -118,3 +118,27 @@ def test_a_map_of_the_wrong_shape_names_the_method(tmp_path, cams):
     with pytest.raises(ValueError, match=r"Explainer 'smallcam' returned maps of shape \(3, 7, 7\); expected "
                                          r"\(B, H, W\) = \(3, 128, 128\)"):
         main([*RUN, "--explainers", f"[{cams}:SmallCAM]", "--out", str(tmp_path / "run")])
+
+
+OPT_IN = ["max_box_acc_v2", "pxap", "road_morf", "road_lerf", "infidelity_square", "infidelity_gaussian",
+          "max_sensitivity", "mprt"]
+
+
+def test_the_opt_in_metrics_count_nan_maps_invalid_and_never_rank_constant_ones(tmp_path, cams):
+    """The faithfulness and sanity metrics follow the same policy: a NaN map is undefined for each of them (never
+    an imputed, perturbed or randomized score), a method with constant maps is listed and not ranked."""
+    out = tmp_path / "run"
+    run = [a if a != "[average_drop, complexity, localization_error, pointing_game, coherency]" else
+           f"[{', '.join(OPT_IN)}]" for a in RUN]
+    assert main([*run, "--explainers", f"[gradcam, {cams}:NanCAM, {cams}:ConstCAM]", "--out", str(out)]) == 0
+    results = pd.read_csv(out / "results.csv").set_index(["method", "metric"])
+    for metric in OPT_IN:
+        assert results.loc[("nancam", metric), "n_invalid"] == 6, metric
+        assert results.loc[("gradcam", metric), "n_invalid"] == 0, metric
+        assert pd.isna(results.loc[("nancam", metric), "value"]), metric
+        assert pd.notna(results.loc[("constcam", metric), "value"]), metric  # computed and counted ...
+    board = (out / "leaderboard.md").read_text()
+    table = board[board.index("| Method |"):].split("\n\n")[0]
+    rows = {line.split(" | ")[0][2:]: line for line in table.splitlines() if line.startswith("| ")}
+    assert "**" not in rows["constcam"] and "**" not in rows["nancam"]  # ... never ranked nor bold
+    assert "**Not ranked** (constant or not finite on most images): constcam, nancam" in board

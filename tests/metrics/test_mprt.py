@@ -18,7 +18,7 @@ from benchmark.synthetic.models import build_synthetic_model
 
 def _ssim_reference(a: np.ndarray, b: np.ndarray) -> float:
     """skimage.metrics.structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-    data_range=1) written with scipy (scikit-image is not installed here): its filter, formula and 5-px crop."""
+    data_range=1) written with scipy: its filter, formula and 5-px crop."""
     blur = lambda x: ndimage.gaussian_filter(x, sigma=1.5, truncate=3.5)  # noqa: E731  (an 11 x 11 window)
     mu_a, mu_b = blur(a), blur(b)
     var_a, var_b, cov = blur(a * a) - mu_a ** 2, blur(b * b) - mu_b ** 2, blur(a * b) - mu_a * mu_b
@@ -42,7 +42,7 @@ def _cnn(seed: int = 0) -> nn.Module:
     return build_synthetic_model("plain_cnn").eval()  # random init, 7 layer groups
 
 
-def test_ssim_against_the_constant_closed_form_and_a_scipy_reference():
+def test_ssim_against_the_constant_closed_form_scikit_image_and_a_scipy_reference():
     a = torch.zeros(1, 12, 12)
     assert ssim(a, a + 0.5).item() == pytest.approx(1e-4 / (0.25 + 1e-4), rel=1e-9)  # C1 / (mu_b^2 + C1)
     g = torch.Generator().manual_seed(0)
@@ -52,6 +52,11 @@ def test_ssim_against_the_constant_closed_form_and_a_scipy_reference():
     ours = ssim(x, y)
     for i in range(3):
         assert ours[i].item() == pytest.approx(_ssim_reference(x[i].numpy(), y[i].numpy()), abs=1e-12)
+    skimage_metrics = pytest.importorskip("skimage.metrics")
+    for i in range(3):  # scikit-image itself (a test extra)
+        theirs = skimage_metrics.structural_similarity(x[i].numpy(), y[i].numpy(), gaussian_weights=True, sigma=1.5,
+                                                       use_sample_covariance=False, data_range=1.0)
+        assert ours[i].item() == pytest.approx(theirs, abs=1e-12)
     assert ssim(x, x).tolist() == [1.0, 1.0, 1.0]
     with pytest.raises(ValueError, match="at least 11 x 11"):
         ssim(torch.zeros(1, 8, 8), torch.zeros(1, 8, 8))
