@@ -29,6 +29,7 @@ EXPLAINERS: Dict[str, str] = {
     "center": "Centre: a centred Gaussian, sigma a fraction of the shorter side (sanity baseline).",
     "chefer2021": "Chefer et al. 2021: relevance propagated through the gradient-weighted attention of every block.",
     "eigencam": "Eigen-CAM: activations projected on their first principal component (class-agnostic).",
+    "eigengradcam": "EigenGrad-CAM: gradient x activation projected on its first principal component.",
     "fakecam": "Fake-CAM: 1/N everywhere but 0 at the top-left pixel (sanity baseline).",
     "gradcam": "Grad-CAM: channel weights = spatial mean of the class-score gradients.",
     "gradcampp": "Grad-CAM++: pixel-weighted positive gradients, paper Eq. 19 exactly.",

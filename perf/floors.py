@@ -25,7 +25,7 @@ from typing import Callable, Dict, Tuple
 __all__ = ["Cost", "GRADIENT_CAMS", "explainer_cost", "metric_cost"]
 
 #: methods that cost one forward + one backward to the target layer
-GRADIENT_CAMS = ("gradcam", "gradcampp", "hirescam", "layercam", "xgradcam")
+GRADIENT_CAMS = ("eigengradcam", "gradcam", "gradcampp", "hirescam", "layercam", "xgradcam")
 #: methods whose map needs no forward pass beyond the one every batch already runs
 FREE_EXPLAINERS = ("center", "fakecam")
 

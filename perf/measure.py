@@ -8,6 +8,7 @@ ratio is read within rounds (:meth:`Row.spread`).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -188,7 +189,10 @@ class Bench:
         full = probs.gather(1, t[:, None]).squeeze(1)
         half = self.size // 2
         box = torch.tensor([[half // 2, half // 2, half + half // 2, half + half // 2]], dtype=torch.float32)
-        batch_dict = {"label": t, "boxes": [box] * batch, "box_labels": [t[i:i + 1] for i in range(batch)]}
+        mask = torch.zeros(1, self.size, self.size, dtype=torch.bool)
+        mask[:, half // 2:half + half // 2, half // 2:half + half // 2] = True  # the box's pixels (PxAP)
+        batch_dict = {"label": t, "boxes": [box] * batch, "box_labels": [t[i:i + 1] for i in range(batch)],
+                      "masks": [mask] * batch}
         raw = torch.ones(batch, device=self.device)
 
         def update():
@@ -196,25 +200,27 @@ class Bench:
             module._update_metrics(metrics, explainer, batch_dict, x, t, torch.arange(batch), (current, raw),
                                    probs, full)
 
-        costs = [metric_cost(n, batch, m, (self.size, self.size), top_k) for n, m in zip(names, metrics)]
-        # what several metrics need is computed once per batch (e.g. the explanation forward): identical terms once
-        terms = tuple(dict.fromkeys(term for c in costs for term in c.terms))
-        if with_explainer:
-            terms = ((1, "grad", batch),) + terms
-        cost = Cost(terms)
+        def floor() -> Cost:
+            costs = [metric_cost(n, batch, m, (self.size, self.size), top_k) for n, m in zip(names, metrics)]
+            # what several metrics need is computed once per batch (the explanation forward): identical terms once
+            terms = tuple(dict.fromkeys(term for c in costs for term in c.terms))
+            return Cost((((1, "grad", batch),) if with_explainer else ()) + terms)
+
+        cost = floor()
         calls: Dict[str, Callable[[], object]] = {"ours": update}
-        if any(u == "explainer" for u, _ in cost.units()):
-            calls["explainer"] = lambda: explainer(x, t)
+        for b in sorted({b for u, b in cost.units() if u == "explainer"}):  # e.g. 10 perturbed copies at once
+            calls[f"explainer {b}"] = functools.partial(explainer, *self.inputs(b))
         if peer is not None:
             fn = peer_metric(peer, self.model, explainer.target_layer, explainer.layout)
             calls[peer] = lambda: fn(x, t, maps)
         warm = {"ours": warmup(metrics)} if warmup is not None else None
         times, units, peaks, rounds = self._timed(cost, calls, batch, warm, repeats)
-        rounds.pop("explainer", None)
-        if "explainer" in calls:
-            units[("explainer", batch)] = times["explainer"] / batch
+        for key in [k for k in calls if k.startswith("explainer ")]:
+            rounds.pop(key, None)
+            units[("explainer", int(key.split()[1]))] = times[key] / int(key.split()[1])
+        cost = floor()  # counts known once a model was seen (MPRT's layer groups); the same units
         return Row(self.backbone, batch, label or "+".join(names), cost,
                    cost.seconds(units) if cost.terms else None, times["ours"] / batch, units[("forward", batch)],
-                   {p: times[p] / batch for p in calls if p not in ("ours", "explainer")},
-                   {k: v for k, v in peaks.items() if k != "explainer"}, note=PEER_METRICS.get(peer, ""),
+                   {p: times[p] / batch for p in calls if p != "ours" and not p.startswith("explainer ")},
+                   {k: v for k, v in peaks.items() if not k.startswith("explainer ")}, note=PEER_METRICS.get(peer, ""),
                    rounds=rounds)

@@ -2,7 +2,7 @@
 
 >>> from benchmark.explainers import create_explainer, default_explainers, list_explainers
 >>> len(list_explainers()), len(default_explainers())
-(20, 12)
+(21, 12)
 
 Each method is registered by its module's import below (explicit, no ``import *``).
 """
@@ -12,6 +12,7 @@ from benchmark.explainers import (  # noqa: E402  (registration imports)
     center,
     chefer,
     eigencam,
+    eigengradcam,
     fakecam,
     gradcam,
     gradcampp,

@@ -12,6 +12,33 @@ from torch import Tensor
 from benchmark.explainers.base import BaseExplainer, CAMInputs
 from benchmark.explainers.registry import register_explainer
 
+__all__ = ["EigenCAM", "first_component"]
+
+
+def first_component(maps: Tensor, center: bool = False) -> Tensor:
+    """Projection of each image's ``(h*w, C)`` matrix on its first principal direction, ``(B, h, w)``.
+
+    ``center=False`` (Eigen-CAM's paper): the raw matrix; the sign makes the projection sum to >= 0.
+    ``center=True`` (pytorch-grad-cam's ``get_2d_projection``): columns centred over the positions first; the
+    projection then sums to 0, so the sign makes its largest magnitude positive (``|max| >= |min|``, Seg-Eigen-CAM
+    Eq. 13). The SVD runs in float64.
+
+    Examples:
+        >>> first_component(torch.tensor([[[[1.0, 2.0]], [[2.0, 4.0]]]]))  # rank 1: |v| = (1, 2) / sqrt(5)
+        tensor([[[2.2361, 4.4721]]])
+        >>> first_component(torch.tensor([[[[1.0, 2.0, 6.0]]]]), center=True)
+        tensor([[[-2., -1.,  3.]]])
+    """
+    batch, _, height, width = maps.shape
+    matrix = maps.flatten(2).transpose(1, 2).double()  # (B, hw, C)
+    if center:
+        matrix = matrix - matrix.mean(dim=1, keepdim=True)
+    v = torch.linalg.svd(matrix, full_matrices=False).Vh[:, 0, :]  # (B, C)
+    projection = (matrix @ v.unsqueeze(2)).squeeze(2)  # (B, hw)
+    flip = (projection.amax(dim=1) < -projection.amin(dim=1)) if center else projection.sum(dim=1) < 0
+    projection = torch.where(flip[:, None], -projection, projection)
+    return projection.to(maps.dtype).view(batch, height, width)
+
 
 @register_explainer
 class EigenCAM(BaseExplainer):

@@ -181,6 +181,27 @@ def test_eigencam_rank1_activation():
     assert torch.equal(ours, explainer(images, torch.tensor([2, 2])))
 
 
+@pytest.mark.parametrize("center", [False, True])
+def test_eigengradcam_rank1_gradient_times_activation(center):
+    """Reference: with GAP + linear, ``dS_c/dA_k = W_ck / hw`` everywhere, so ``G * A = s (W_c * a)^T / hw`` is
+    rank 1 and its first principal direction is ``W_c * a``: the projection is ``s`` (``center=False``, signed to
+    sum >= 0) or ``s - mean(s)`` (``center=True``, signed so that its largest magnitude is positive)."""
+    a = torch.tensor([0.5, 1.0, 2.0, 0.25, 3.0, 1.5])
+    b = torch.tensor([1.0, -0.5, 0.25])
+    x = torch.randn(1, 3, 48, 40, generator=torch.Generator().manual_seed(3))
+    x[:, 0] += 0.5
+    images = torch.cat([x, -x])
+    s = torch.einsum("c,bchw->bhw", b.double(), images.double())
+    if center:
+        s = s - s.mean(dim=(1, 2), keepdim=True)
+        s = torch.where((s.amax(dim=(1, 2)) < -s.amin(dim=(1, 2))).view(-1, 1, 1), -s, s)
+    else:
+        s = torch.stack([s[0], s[0]])  # -s[1] == s[0]: the sign rule flips image 1
+    explainer = create_explainer("eigengradcam", rank1_model(a, b), target_layer="0", input_size=(3, 48, 40),
+                                 center=center)
+    assert_close_maps(explainer(images, torch.tensor([0, 1])), reference_postprocess(s, size=(48, 40)))
+
+
 # ----------------------------------------------------------------------------------- baselines
 @pytest.mark.parametrize("size", [(1, 1), (1, 5), (2, 2), (7, 3), (33, 48), (64, 64)])
 def test_fakecam_is_ones_but_top_left(size):

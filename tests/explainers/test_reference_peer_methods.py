@@ -1,0 +1,68 @@
+"""The methods of pytorch-grad-cam and torch-cam that we added for parity, against those packages (test-only).
+
+EigenGrad-CAM: pytorch-grad-cam's ``get_2d_projection`` centres the columns and keeps LAPACK's SVD sign, which is
+arbitrary. Ours (``center=True``) equals its raw projection up to that sign on every image; where the signs agree
+the final maps agree, and where they do not, pytorch-grad-cam's ReLU keeps the other half of the map.
+"""
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from benchmark.explainers import create_explainer
+
+pytorch_grad_cam = pytest.importorskip("pytorch_grad_cam")
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
+from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection  # noqa: E402
+
+SIZE = 64
+
+
+def _minmax(maps: torch.Tensor) -> torch.Tensor:
+    flat = maps.double().flatten(1)
+    low, high = flat.amin(dim=1, keepdim=True), flat.amax(dim=1, keepdim=True)
+    return torch.where(high > low, (flat - low) / (high - low), torch.zeros_like(flat)).view_as(maps)
+
+
+def _package(cam_class, model, layer, images, targets, **kwargs) -> torch.Tensor:
+    """A pytorch-grad-cam method's maps, re-normalised per image (its resize commutes with min-max)."""
+    with cam_class(model, [model.get_submodule(layer)], **kwargs) as cam:
+        out = cam(images, [ClassifierOutputTarget(int(c)) for c in targets])
+    model.zero_grad(set_to_none=True)
+    return _minmax(torch.from_numpy(np.asarray(out)))
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(num_classes=10).eval()
+
+
+@pytest.fixture(scope="module")
+def images():
+    return torch.randn(6, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("layer", ["layer3", "layer4"])
+def test_eigengradcam_equals_grad_cam_package_up_to_its_svd_sign(resnet, images, layer):
+    targets = torch.tensor([1, 7, 0, 3, 9, 4])
+    explainer = create_explainer("eigengradcam", resnet, target_layer=layer, input_size=(3, SIZE, SIZE), center=True)
+    ours_raw = explainer.unnormalized_maps(images, targets).double()
+    acts, grads = explainer.layer_gradients(images, targets)
+    theirs_raw = torch.from_numpy(get_2d_projection((grads * acts).numpy())).double()
+    sign = torch.sign((ours_raw * theirs_raw).sum(dim=(1, 2)))
+    scale = theirs_raw.abs().amax()
+    assert (ours_raw - sign.view(-1, 1, 1) * theirs_raw).abs().max() <= 1e-5 * scale
+    ours = explainer(images, targets)
+    theirs = _package(pytorch_grad_cam.EigenGradCAM, resnet, layer, images, targets)
+    same = sign > 0
+    assert (ours[same].double() - theirs[same]).abs().max() <= 1e-5
+    if (~same).any():  # the other sign: the package shows the half of the map that ours cuts off
+        other = create_explainer("eigengradcam", resnet, target_layer=layer, input_size=(3, SIZE, SIZE),
+                                 center=True)
+        flipped = _minmax(torch.nn.functional.interpolate(
+            (-other.unnormalized_maps(images[~same], targets[~same])).relu()[:, None], size=(SIZE, SIZE),
+            mode="bilinear", align_corners=False)[:, 0])
+        assert (flipped - theirs[~same]).abs().max() <= 1e-5
+    # our sign rule: the largest magnitude of the projection is positive
+    assert (ours_raw.flatten(1).amax(dim=1) >= -ours_raw.flatten(1).amin(dim=1)).all()
