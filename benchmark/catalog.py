@@ -42,6 +42,7 @@ EXPLAINERS: Dict[str, str] = {
     "hirescam": "HiResCAM: each activation weighted by its own gradient (no spatial averaging).",
     "integratedgradients": ("Integrated Gradients from a constant baseline (captum), path integral in "
                             "``steps`` points."),
+    "kpcacam": "KPCA-CAM: activations projected on their first kernel principal component (class-agnostic).",
     "layercam": "Layer-CAM: each activation weighted by its own positive gradient.",
     "occlusion": "Occlusion: score drop when a patch around each pixel is filled (captum, batched patches).",
     "random": "Random: seeded uniform noise on the target layer's grid (sanity baseline).",

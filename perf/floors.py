@@ -82,6 +82,7 @@ def explainer_cost(name: str, batch: int, channels: int, explainer: object, size
         "ablationcam": lambda: Cost(((1, "forward", batch), (channels, "tail", chunk))),
         "smoothgradcampp": lambda: Cost(((1, "forward", batch), (explainer.n_samples, "grad", batch))),
         "eigencam": lambda: Cost(((1, "forward", batch),)),
+        "kpcacam": lambda: Cost(((1, "forward", batch),)),  # + an (hw x hw) eigendecomposition, not counted
         "random": lambda: Cost(((1, "forward", batch),)),  # one hooked forward for the layer's grid
         "attentionrollout": lambda: Cost(((1, "forward", batch),)),  # one forward reading every block's attention
         # one forward + backward to the first block's attention: about a backward to the input

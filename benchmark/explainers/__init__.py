@@ -2,7 +2,7 @@
 
 >>> from benchmark.explainers import create_explainer, default_explainers, list_explainers
 >>> len(list_explainers()), len(default_explainers())
-(21, 12)
+(22, 12)
 
 Each method is registered by its module's import below (explicit, no ``import *``).
 """
@@ -21,6 +21,7 @@ from benchmark.explainers import (  # noqa: E402  (registration imports)
     guided_gradcam,
     hirescam,
     integrated_gradients,
+    kpcacam,
     layercam,
     occlusion,
     random_cam,

@@ -66,3 +66,32 @@ def test_eigengradcam_equals_grad_cam_package_up_to_its_svd_sign(resnet, images,
         assert (flipped - theirs[~same]).abs().max() <= 1e-5
     # our sign rule: the largest magnitude of the projection is positive
     assert (ours_raw.flatten(1).amax(dim=1) >= -ours_raw.flatten(1).amin(dim=1)).all()
+
+
+@pytest.mark.parametrize("kernel", ["sigmoid", "rbf", "poly", "linear", "cosine"])
+def test_kpcacam_equals_grad_cam_package(resnet, images, kernel):
+    """pytorch-grad-cam's KPCA_CAM (scikit-learn's KernelPCA, whose sign is deterministic) on layer3: 4 x 4
+    positions, scikit-learn's dense solver."""
+    targets = torch.tensor([1, 7, 0, 3, 9, 4])
+    ours = create_explainer("kpcacam", resnet, target_layer="layer3", input_size=(3, SIZE, SIZE), kernel=kernel)
+    ref = _package(pytorch_grad_cam.KPCA_CAM, resnet, "layer3", images, targets, kernel=kernel)
+    maps = ours(images, targets)
+    assert (maps.double() - ref).abs().max() <= 1e-5
+    assert maps.flatten(1).amax(dim=1).min() == 1.0  # no all-zero map in the comparison
+
+
+def test_kpcacam_raw_projection_equals_scikit_learn_on_a_larger_grid(resnet):
+    """On 8 x 8 = 64 positions (dense solver) and 16 x 16 = 256 (ARPACK), the raw coordinates equal
+    ``KernelPCA(n_components=1).fit_transform`` of the centred activations."""
+    decomposition = pytest.importorskip("sklearn.decomposition")
+    for size in (128, 256):
+        x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(2))
+        ours = create_explainer("kpcacam", resnet, target_layer="layer3", input_size=(3, size, size))
+        raw = ours.unnormalized_maps(x, torch.tensor([0, 1])).double()
+        acts = create_explainer("gradcam", resnet, target_layer="layer3",
+                                input_size=(3, size, size)).layer_gradients(x, torch.tensor([0, 1]))[0]
+        for i in range(2):
+            matrix = acts[i].flatten(1).T.double().numpy()
+            matrix = matrix - matrix.mean(axis=0)
+            ref = decomposition.KernelPCA(n_components=1, kernel="sigmoid").fit_transform(matrix)[:, 0]
+            assert np.abs(raw[i].flatten().numpy() - ref).max() <= 1e-6 * np.abs(ref).max()

@@ -13,7 +13,7 @@ from benchmark.explainers.registry import _REGISTRY
 BATCH_TOLERANCE = {"ablationcam": 3e-3}
 EXPECTED = {"gradcam", "gradcampp", "xgradcam", "scorecam", "smoothgradcampp", "layercam", "hirescam",
             "ablationcam", "eigencam", "fakecam", "random", "center", "guidedbackprop", "guidedgradcam",
-            "guidedgradcampp", "integratedgradients", "gradientshap", "occlusion", "eigengradcam"}
+            "guidedgradcampp", "integratedgradients", "gradientshap", "occlusion", "eigengradcam", "kpcacam"}
 #: small budgets for the costly methods (occlusion: 15 x 15 patches every 8 px instead of 45 x 45 at every pixel)
 OPTIONS = {"scorecam": {"chunk_size": 256}, "ablationcam": {"chunk_size": 256},
            "occlusion": {"patch_size": 15, "stride": 8}, "integratedgradients": {"steps": 8},
