@@ -120,7 +120,7 @@ DATAMODULES: Dict[str, str] = {
 }
 
 #: the shipped backbones: ``synthetic/<name>`` (checkpoints in the package) and ``digits/<name>`` (MNIST)
-SYNTHETIC_BACKBONES: Tuple[str, ...] = ("mobile_cnn", "plain_cnn", "res_cnn", "vgg_cnn")
+SYNTHETIC_BACKBONES: Tuple[str, ...] = ("conv_vit", "mobile_cnn", "plain_cnn", "res_cnn", "vgg_cnn")
 DIGITS_BACKBONES: Tuple[str, ...] = ("mnist_cnn",)
 
 #: model class -> its default target layer (the papers' choice for CNNs)

@@ -1,11 +1,12 @@
-"""The offline default benchmark: SyntheticShapes x two shipped backbones x every explainer x every metric.
+"""The offline default benchmark: SyntheticShapes x three shipped backbones x every explainer x every metric.
 
 Everything here runs without network or downloads: the scenes are generated -- scenes with known evidence,
 where one object decides the class among class-neutral distractors (:mod:`datamodules.evidence_scenes`) --
 and the backbones are checkpoints shipped in the package
 (``synthetic/<name>``): ``res_cnn`` (global average pooling + linear head, where Grad-CAM, HiResCAM and
-XGrad-CAM coincide) and ``vgg_cnn`` (VGG-16's flatten -> FC -> ReLU -> FC head, where they differ), both
-trained on these scenes. ``plain_cnn`` and ``mobile_cnn`` are trained on the classic scenes and run when
+XGrad-CAM coincide), ``vgg_cnn`` (VGG-16's flatten -> FC -> ReLU -> FC head, where they differ) and
+``conv_vit`` (a vision transformer on a convolutional stem, explained at a token layer through the layout
+adapter), all trained on these scenes. ``plain_cnn`` and ``mobile_cnn`` are trained on the classic scenes and run when
 named with ``--data_args.scene classic`` (a checkpoint is refused on scenes it was not trained on). The settings in
 :data:`OFFLINE_DEFAULTS` -- the defaults of :class:`benchmark.runner.settings.RunConfig` -- are chosen so
 that the whole matrix finishes within 6 minutes on 2 CPU cores (``leaderboards/synthetic``); larger settings
@@ -21,7 +22,7 @@ __all__ = ["OFFLINE_DEFAULTS"]
 OFFLINE_DEFAULTS: Dict[str, Any] = {
     # scenes with known evidence: one object decides the class among class-neutral distractors
     "data": {"size": 96, "split": "val", "image_size": 128, "seed": 0, "scene": "evidence"},
-    "backbones": ["synthetic/res_cnn", "synthetic/vgg_cnn"],
+    "backbones": ["synthetic/res_cnn", "synthetic/vgg_cnn", "synthetic/conv_vit"],
     "metric_settings": {
         # RISE: 224 steps of 224 pixels at 224 x 224; here 16 steps of 1024 pixels cover 128 x 128
         "deletion": {"steps": 16}, "insertion": {"steps": 16},

@@ -4,7 +4,7 @@ Naming (``create_backbone(name)``):
 
 * ``"torchvision/<name>"`` -- a torchvision classification model (``resnet18``, ``vgg16_bn``, ...);
 * ``"timm/<name>"`` -- a timm model, optionally with a pretrained tag (``timm/resnet18.a1_in1k``);
-* ``"synthetic/<name>"`` -- a shipped SyntheticShapes model (``res_cnn``, ``vgg_cnn``, ``plain_cnn``,
+* ``"synthetic/<name>"`` -- a shipped SyntheticShapes model (``res_cnn``, ``vgg_cnn``, ``conv_vit``, ``plain_cnn``,
   ``mobile_cnn``, ...; see :mod:`benchmark.synthetic`), 8 classes, 128 x 128 inputs;
 * ``"digits/<name>"`` -- a digit classifier (``mnist_cnn``, PyTorch's MNIST-example CNN; see
   :mod:`benchmark.digits`), 10 classes, 1 x 28 x 28 inputs with the MNIST preprocessing;

@@ -13,17 +13,21 @@ auto-detection of :mod:`benchmark.explainers.layers`). The heads cover the two k
 * ``plain_cnn`` -- VGG-style: 3x3 conv + BN + ReLU stages with max pooling, GAP head;
 * ``vgg_cnn`` -- the same kind of conv stages with VGG's fully connected head;
 * ``res_cnn`` -- a small ResNet: a strided stem and one basic residual block per stage;
-* ``mobile_cnn`` -- MobileNetV2-style inverted residual blocks (depthwise separable) and a 1x1 head.
+* ``mobile_cnn`` -- MobileNetV2-style inverted residual blocks (depthwise separable) and a 1x1 head;
+* ``conv_vit`` -- a vision transformer (timm ``VisionTransformer``, class token, 4 blocks of width 96) on
+  a convolutional stem (Xiao et al., NeurIPS 2021, "Early Convolutions Help Transformers See Better"):
+  its 64 patch tokens form the same 8 x 8 grid, and the CAM methods explain the token layer
+  ``blocks.3.norm1`` through the layout adapter (class token dropped, tokens reshaped to the grid).
 """
 from __future__ import annotations
 
-from typing import Callable, Dict
+from typing import Any, Callable, Dict, Tuple
 
 import torch
 from torch import Tensor, nn
 from torchvision.models.mobilenetv2 import InvertedResidual
 
-__all__ = ["SYNTHETIC_MODELS", "SyntheticNet", "SyntheticVGG", "build_synthetic_model"]
+__all__ = ["SYNTHETIC_MODELS", "ConvStem", "SyntheticNet", "SyntheticVGG", "build_synthetic_model"]
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -103,9 +107,53 @@ def mobile_cnn(num_classes: int = 8) -> SyntheticNet:
     return SyntheticNet(features, 128, num_classes)
 
 
+class ConvStem(nn.Module):
+    """Patch embedding of four stride-2 3x3 conv-BN-ReLU and a 1x1 projection (timm ``embed_layer``).
+
+    Args:
+        img_size: Input side (square).
+        patch_size: Total stride (16: four stride-2 convolutions).
+        in_chans: Input channels.
+        embed_dim: Token width.
+        **kwargs: timm's other patch-embedding arguments (``bias``, ``dynamic_img_pad``, ...), unused.
+
+    Examples:
+        >>> ConvStem(128, 16, 3, 96)(torch.zeros(2, 3, 128, 128)).shape
+        torch.Size([2, 64, 96])
+    """
+
+    def __init__(self, img_size: int = 128, patch_size: int = 16, in_chans: int = 3, embed_dim: int = 96,
+                 **kwargs: Any) -> None:
+        super().__init__()
+        if patch_size != 16:
+            raise ValueError(f"ConvStem has stride 16 (four stride-2 convolutions); got patch_size={patch_size}.")
+        widths = (in_chans, 24, 48, embed_dim, embed_dim)
+        self.img_size: Tuple[int, int] = (img_size, img_size)
+        self.patch_size: Tuple[int, int] = (patch_size, patch_size)
+        self.grid_size: Tuple[int, int] = (img_size // patch_size, img_size // patch_size)
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        self.convs = nn.Sequential(*(_conv(a, b, 2) for a, b in zip(widths, widths[1:])))
+        self.proj = nn.Conv2d(embed_dim, embed_dim, 1)
+
+    def feat_ratio(self, as_scalar: bool = True) -> int:
+        """The stride of the token grid (timm reads it for feature info)."""
+        return self.patch_size[0] if as_scalar else self.patch_size
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(self.convs(x)).flatten(2).transpose(1, 2)
+
+
+def conv_vit(num_classes: int = 8) -> nn.Module:
+    """Small ViT on a conv stem: 128 -> 64 tokens + class token, width 96, depth 4, 3 heads."""
+    from timm.models.vision_transformer import VisionTransformer  # timm is only needed for this family
+
+    return VisionTransformer(img_size=128, patch_size=16, num_classes=num_classes, embed_dim=96, depth=4,
+                             num_heads=3, mlp_ratio=3.0, global_pool="token", embed_layer=ConvStem)
+
+
 #: Architecture name -> constructor ``(num_classes) -> nn.Module``.
 SYNTHETIC_MODELS: Dict[str, Callable[[int], nn.Module]] = {
-    "plain_cnn": plain_cnn, "res_cnn": res_cnn, "mobile_cnn": mobile_cnn, "vgg_cnn": vgg_cnn}
+    "plain_cnn": plain_cnn, "res_cnn": res_cnn, "mobile_cnn": mobile_cnn, "vgg_cnn": vgg_cnn, "conv_vit": conv_vit}
 
 
 def build_synthetic_model(name: str, num_classes: int = 8) -> nn.Module:
