@@ -146,8 +146,11 @@ def mprt_similarity(saliency: Tensor, randomized: Tensor, reduction: str = "mean
     original = saliency.to(randomized.device).unsqueeze(1).expand_as(randomized).reshape(batch * layers, -1)
     other = randomized.reshape(batch * layers, -1)
     maps = (original.view(-1, *saliency.shape[-2:]), other.view(-1, *saliency.shape[-2:]))
-    values = torch.stack([rank_correlation(original, other, True), rank_correlation(original, other, False),
-                          ssim(*maps)], dim=1).view(batch, layers, 3).transpose(1, 2)
+    absolute = rank_correlation(original, other, True)
+    # non-negative maps (every post-ReLU CAM): |x| = x, so the signed correlation is the same number
+    nonnegative = not ((original < 0).any() or (other < 0).any())
+    signed = absolute if nonnegative else rank_correlation(original, other, False)
+    values = torch.stack([absolute, signed, ssim(*maps)], dim=1).view(batch, layers, 3).transpose(1, 2)
     bad = torch.isnan(original).any(dim=1) | torch.isnan(other).any(dim=1)
     values = values.masked_fill(bad.view(batch, 1, layers), float("nan"))
     return reduce_values(values, reduction, nan_policy)
