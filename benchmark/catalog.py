@@ -31,6 +31,7 @@ EXPLAINERS: Dict[str, str] = {
     "eigencam": "Eigen-CAM: activations projected on their first principal component (class-agnostic).",
     "eigengradcam": "EigenGrad-CAM: gradient x activation projected on its first principal component.",
     "fakecam": "Fake-CAM: 1/N everywhere but 0 at the top-left pixel (sanity baseline).",
+    "fullgrad": "FullGrad: input-gradient x input plus every layer's bias-gradients, rescaled and summed.",
     "gradcam": "Grad-CAM: channel weights = spatial mean of the class-score gradients.",
     "gradcampp": "Grad-CAM++: pixel-weighted positive gradients, paper Eq. 19 exactly.",
     "gradientshap": ("Gradient SHAP: expected gradients over random baselines and path points (captum, seeded "
@@ -46,7 +47,10 @@ EXPLAINERS: Dict[str, str] = {
     "layercam": "Layer-CAM: each activation weighted by its own positive gradient.",
     "occlusion": "Occlusion: score drop when a patch around each pixel is filled (captum, batched patches).",
     "random": "Random: seeded uniform noise on the target layer's grid (sanity baseline).",
+    "rise": "RISE: the class score of randomly masked inputs, averaged over the masks that keep each pixel.",
     "scorecam": "Score-CAM: channel weights = class score of the input masked by the channel.",
+    "shapleycam": ("Shapley-CAM: channel weights = spatial mean of the gradient minus half the Hessian-activation "
+                   "product."),
     "smoothgradcampp": "Smooth Grad-CAM++: Grad-CAM++ with gradients averaged over noisy inputs (seeded).",
     "xgradcam": "XGrad-CAM: gradients weighted by the normalised activations (axiom-based Grad-CAM).",
 }

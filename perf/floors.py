@@ -81,18 +81,23 @@ def explainer_cost(name: str, batch: int, channels: int, explainer: object, size
         "scorecam": lambda: Cost(((1, "forward", batch), (channels, "forward", chunk))),
         "ablationcam": lambda: Cost(((1, "forward", batch), (channels, "tail", chunk))),
         "smoothgradcampp": lambda: Cost(((1, "forward", batch), (explainer.n_samples, "grad", batch))),
+        # one forward + backward to the layer, then the Hessian-vector product: a second backward through the tail
+        "shapleycam": lambda: Cost(((2, "grad", batch),)),
         "eigencam": lambda: Cost(((1, "forward", batch),)),
         "kpcacam": lambda: Cost(((1, "forward", batch),)),  # + an (hw x hw) eigendecomposition, not counted
         "random": lambda: Cost(((1, "forward", batch),)),  # one hooked forward for the layer's grid
         "attentionrollout": lambda: Cost(((1, "forward", batch),)),  # one forward reading every block's attention
         # one forward + backward to the first block's attention: about a backward to the input
         "chefer2021": lambda: Cost(((1, "input", batch),)),
+        "fullgrad": lambda: Cost(((1, "input", batch),)),  # one forward + backward to the input
         "guidedbackprop": lambda: Cost(((1, "input", batch),)),
         "guidedgradcam": lambda: Cost(((1, "grad", batch), (1, "input", batch))),
         "guidedgradcampp": lambda: Cost(((1, "grad", batch), (1, "input", batch))),
         "integratedgradients": lambda: Cost(((explainer.steps, "input", min(chunk, explainer.steps * batch)),)),
         "gradientshap": lambda: Cost(((explainer.n_samples, "input", explainer.n_samples),)),
         # the clean score, then one forward per patch position (captum batches chunk_size // batch per image)
+        # the class check's forward, then n_masks masked forwards per image in chunks of chunk_size
+        "rise": lambda: Cost(((1, "forward", batch), (explainer.n_masks, "forward", chunk))),
         "occlusion": lambda: _occlusion_cost(explainer.patch_size, explainer.stride, chunk, batch, size),
     }
     if name not in special:

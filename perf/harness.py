@@ -4,7 +4,7 @@ Run ``python -m perf.harness`` (needs the test extra for the peers:
 ``pip install -e ".[test]"``); it writes ``leaderboards/speed.md``. For each backbone (random
 init, eval mode, 224 x 224 by default):
 
-* every registered explainer at each ``--batch-sizes`` (Score-CAM and Ablation-CAM on
+* every registered explainer at each ``--batch-sizes`` (Score-CAM, Ablation-CAM and RISE on
   ``--perturb-images`` images), beside ``grad-cam`` and ``torch-cam`` where they have the method;
 * every registered metric given the Grad-CAM maps, through ``ExplainerModule``'s metric path
   (deletion / insertion on ``--perturb-images`` images); Average Drop + Increase beside
@@ -42,7 +42,7 @@ from perf.options import OptionRow, measure_options
 from perf.report import render
 
 #: explainers and metrics whose cost grows with the channels / steps: run on ``--perturb-images`` only
-PERTURBATION_EXPLAINERS = ("ablationcam", "scorecam")
+PERTURBATION_EXPLAINERS = ("ablationcam", "rise", "scorecam")
 PERTURBATION_METRICS = ("deletion", "insertion")
 
 
@@ -114,7 +114,7 @@ def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
                         help="any create_backbone name, transformers included (vit_small_patch16_224)")
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32])
     parser.add_argument("--perturb-images", type=int, default=1,
-                        help="images for Score-CAM, Ablation-CAM, deletion and insertion")
+                        help="images for Score-CAM, Ablation-CAM, RISE, deletion and insertion")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (medians)")
     parser.add_argument("--perturb-repeats", type=int, default=3, help="timed rounds of the perturbation rows")
     parser.add_argument("--explainers", nargs="+", default=default_explainers())

@@ -6,8 +6,8 @@ and removes its hooks afterwards, so a peer's hooks never run during our measure
 peer batches its perturbed forwards, it gets our chunk size, so both run the same protocol:
 
 * ``grad-cam`` (pytorch-grad-cam): GradCAM, GradCAMPlusPlus, XGradCAM, LayerCAM, HiResCAM,
-  ScoreCAM, AblationCAM, EigenCAM; DropInConfidence + IncreaseInConfidence for Average
-  Drop / Increase given the map.
+  ScoreCAM, AblationCAM, EigenCAM, EigenGradCAM, KPCA_CAM, ShapleyCAM, FullGrad; DropInConfidence +
+  IncreaseInConfidence for Average Drop / Increase given the map.
 * ``torch-cam``: GradCAM, GradCAMpp, XGradCAM, LayerCAM, ScoreCAM, SmoothGradCAMpp; its
   ``ClassificationMetric`` (Average Drop / Increase *including* its Grad-CAM map).
 
@@ -28,7 +28,8 @@ from benchmark.explainers.layouts import Layout
 __all__ = ["GRAD_CAM", "PEERS", "TORCH_CAM", "peer_explainer", "peer_metric", "reshape_transform"]
 
 GRAD_CAM = {"gradcam": "GradCAM", "gradcampp": "GradCAMPlusPlus", "xgradcam": "XGradCAM", "layercam": "LayerCAM",
-            "hirescam": "HiResCAM", "scorecam": "ScoreCAM", "ablationcam": "AblationCAM", "eigencam": "EigenCAM"}
+            "hirescam": "HiResCAM", "scorecam": "ScoreCAM", "ablationcam": "AblationCAM", "eigencam": "EigenCAM",
+            "eigengradcam": "EigenGradCAM", "kpcacam": "KPCA_CAM", "shapleycam": "ShapleyCAM", "fullgrad": "FullGrad"}
 TORCH_CAM = {"gradcam": "GradCAM", "gradcampp": "GradCAMpp", "xgradcam": "XGradCAM", "layercam": "LayerCAM",
              "scorecam": "ScoreCAM", "smoothgradcampp": "SmoothGradCAMpp"}
 #: metric adapters: name in our results -> what the peer computes
@@ -85,7 +86,8 @@ def peer_explainer(peer: str, name: str, model: nn.Module, layer: str, ours: obj
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
         def run(images: Tensor, targets: Tensor, saliency: Optional[Tensor] = None) -> None:
-            cam = cls(model=model, target_layers=[model.get_submodule(layer)],
+            layers = [] if name == "fullgrad" else [model.get_submodule(layer)]  # FullGrad finds its own
+            cam = cls(model=model, target_layers=layers,
                       reshape_transform=reshape_transform(layout, images.shape[-2:]))
             if chunk is not None:
                 cam.batch_size = chunk

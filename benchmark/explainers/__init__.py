@@ -2,7 +2,7 @@
 
 >>> from benchmark.explainers import create_explainer, default_explainers, list_explainers
 >>> len(list_explainers()), len(default_explainers())
-(22, 12)
+(25, 12)
 
 Each method is registered by its module's import below (explicit, no ``import *``).
 """
@@ -14,6 +14,7 @@ from benchmark.explainers import (  # noqa: E402  (registration imports)
     eigencam,
     eigengradcam,
     fakecam,
+    fullgrad,
     gradcam,
     gradcampp,
     gradient_shap,
@@ -25,7 +26,9 @@ from benchmark.explainers import (  # noqa: E402  (registration imports)
     layercam,
     occlusion,
     random_cam,
+    rise,
     scorecam,
+    shapleycam,
     smoothgradcampp,
     xgradcam,
 )

@@ -246,11 +246,13 @@ class BaseExplainer:
                 raise ValueError(f"Target layer {self.target_layer!r} was not called by the forward pass.")
             logits = self._check_logits(logits, images)
             targets = self._check_classes(targets, logits)
-            grads = None
-            if with_gradients:
-                score = logits.gather(1, targets[:, None]).sum()
-                grads = torch.autograd.grad(score, store[-1])[0]
+            grads = self.score_gradients(logits, targets, store[-1]) if with_gradients else None
         return CAMInputs(images, targets, logits.detach(), store[-1].detach(), grads, indices)
+
+    def score_gradients(self, logits: Tensor, targets: Tensor, activations: Tensor) -> Tensor:
+        """``dS_c/dA`` of the target logits (the graph runs from ``activations``, the hooked layer output); a
+        method with another score or derivative overrides it (Shapley-CAM: ReST and a Hessian term)."""
+        return torch.autograd.grad(logits.gather(1, targets[:, None]).sum(), activations)[0]
 
     def layer_gradients(self, images: Tensor, targets: Tensor) -> Tuple[Tensor, Tensor]:
         """Activations and gradients of the target class score at the layer, for ``images``."""

@@ -292,3 +292,29 @@ def test_normalize_maps_infinite_value_gives_nan(raw_maps, value):
     maps = raw_maps.clone()
     maps[0, 0, 0] = value
     assert normalize_maps(maps, (7, 7))[0].isnan().all()
+
+
+# ----------------------------------------------------------------------------------- Shapley-CAM
+def test_shapleycam_rest_on_a_gap_linear_head():
+    """Reference: with ``A`` the 1x1 convolution's output, GAP and ``y = W mean(A) + b``, ReST ``S = 2 y_c - LSE(y)``
+    has ``dS/dA_k = (2 W_c - W^T p)_k / hw`` and ``H A = -(1 / hw) W^T (diag p - p p^T) W mean(A)`` at every
+    position, so ``w = (2 W_c - W^T p) / hw + W^T (diag p - p p^T) W mean(A) / (2 hw)``; with the logit the
+    Hessian is zero and Shapley-CAM is Grad-CAM."""
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(3, 6, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 4)).eval()
+    images, targets = torch.randn(2, 3, 12, 10), torch.tensor([3, 1])
+    with torch.no_grad():
+        acts = model[0](images).double()
+    weight, bias, hw = model[3].weight.double(), model[3].bias.double(), 12 * 10
+    mean = acts.mean(dim=(2, 3))
+    probs = (mean @ weight.T + bias).softmax(dim=1)
+    expected = []
+    for i, c in enumerate(targets.tolist()):
+        cov = torch.diag(probs[i]) - torch.outer(probs[i], probs[i])
+        w = (2 * weight[c] - weight.T @ probs[i]) / hw + weight.T @ cov @ weight @ mean[i] / (2 * hw)
+        expected.append(torch.einsum("k,khw->hw", w, acts[i]))
+    ours = create_explainer("shapleycam", model, target_layer="0", input_size=(3, 12, 10))(images, targets)
+    assert_close_maps(ours, reference_postprocess(torch.stack(expected), size=(12, 10)))
+    logit = create_explainer("shapleycam", model, target_layer="0", input_size=(3, 12, 10), score="logit")
+    gradcam = create_explainer("gradcam", model, target_layer="0", input_size=(3, 12, 10))
+    assert torch.allclose(logit(images, targets), gradcam(images, targets), atol=1e-6)

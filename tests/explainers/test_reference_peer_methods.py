@@ -24,10 +24,10 @@ def _minmax(maps: torch.Tensor) -> torch.Tensor:
     return torch.where(high > low, (flat - low) / (high - low), torch.zeros_like(flat)).view_as(maps)
 
 
-def _package(cam_class, model, layer, images, targets, **kwargs) -> torch.Tensor:
+def _package(cam_class, model, layer, images, targets, target=ClassifierOutputTarget, **kwargs) -> torch.Tensor:
     """A pytorch-grad-cam method's maps, re-normalised per image (its resize commutes with min-max)."""
     with cam_class(model, [model.get_submodule(layer)], **kwargs) as cam:
-        out = cam(images, [ClassifierOutputTarget(int(c)) for c in targets])
+        out = cam(images, [target(int(c)) for c in targets])
     model.zero_grad(set_to_none=True)
     return _minmax(torch.from_numpy(np.asarray(out)))
 
@@ -95,3 +95,41 @@ def test_kpcacam_raw_projection_equals_scikit_learn_on_a_larger_grid(resnet):
             matrix = matrix - matrix.mean(axis=0)
             ref = decomposition.KernelPCA(n_components=1, kernel="sigmoid").fit_transform(matrix)[:, 0]
             assert np.abs(raw[i].flatten().numpy() - ref).max() <= 1e-6 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("score, target_class", [("rest", "ClassifierOutputReST"), ("logit", "ClassifierOutputTarget")])
+@pytest.mark.parametrize("layer", ["layer3", "layer4"])
+def test_shapleycam_equals_grad_cam_package(resnet, images, score, target_class, layer):
+    """pytorch-grad-cam's ShapleyCAM (the authors' code) with its ReST target or the logit."""
+    targets = torch.tensor([1, 7, 0, 3, 9, 4])
+    ours = create_explainer("shapleycam", resnet, target_layer=layer, input_size=(3, SIZE, SIZE), score=score)
+    maps = ours(images, targets)
+    ref = _package(pytorch_grad_cam.ShapleyCAM, resnet, layer, images, targets,
+                   target=getattr(pytorch_grad_cam.utils.model_targets, target_class))
+    assert (maps.double() - ref).abs().max() <= 1e-5
+    assert (maps.flatten(1).amax(dim=1) == 1.0).sum() >= 2  # not a comparison of all-zero maps
+
+
+def test_fullgrad_pytorch_grad_cam_convention_equals_the_package():
+    """pytorch-grad-cam's FullGrad (each channel rescaled on its own, OpenCV upsampling, 1e-7 epsilons made
+    negligible by a 1e5-scaled head) on VGG-11-BN with running statistics that are not the identity."""
+    torch.manual_seed(0)
+    model = torchvision.models.vgg11_bn(num_classes=6).eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.ReLU):
+                module.inplace = False
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 2.0)
+        model.classifier[6].weight.mul_(1e5)
+        model.classifier[6].bias.mul_(1e5)
+    images, targets = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(4)), torch.tensor([2, 5])
+    ours = create_explainer("fullgrad", model, input_size=(3, SIZE, SIZE), convention="pytorch-grad-cam")
+    with pytorch_grad_cam.FullGrad(model, []) as cam:
+        ref = _minmax(torch.from_numpy(np.asarray(cam(images, [ClassifierOutputTarget(int(c)) for c in targets]))))
+    model.zero_grad(set_to_none=True)
+    maps = ours(images, targets)
+    assert (maps.double() - ref).abs().max() <= 1e-4
+    authors = create_explainer("fullgrad", model, input_size=(3, SIZE, SIZE))(images, targets)
+    assert (authors - maps).abs().max() > 1e-2  # the two conventions differ

@@ -13,11 +13,15 @@ from benchmark.explainers.registry import _REGISTRY
 BATCH_TOLERANCE = {"ablationcam": 3e-3}
 EXPECTED = {"gradcam", "gradcampp", "xgradcam", "scorecam", "smoothgradcampp", "layercam", "hirescam",
             "ablationcam", "eigencam", "fakecam", "random", "center", "guidedbackprop", "guidedgradcam",
-            "guidedgradcampp", "integratedgradients", "gradientshap", "occlusion", "eigengradcam", "kpcacam"}
+            "guidedgradcampp", "integratedgradients", "gradientshap", "occlusion",
+            # issue 19: parity with the peers
+            "eigengradcam", "kpcacam", "rise", "shapleycam", "fullgrad"}
 #: small budgets for the costly methods (occlusion: 15 x 15 patches every 8 px instead of 45 x 45 at every pixel)
 OPTIONS = {"scorecam": {"chunk_size": 256}, "ablationcam": {"chunk_size": 256},
            "occlusion": {"patch_size": 15, "stride": 8}, "integratedgradients": {"steps": 8},
-           "gradientshap": {"n_samples": 4}}
+           "gradientshap": {"n_samples": 4}, "rise": {"n_masks": 16, "chunk_size": 16},
+           # on this random-init model ReST's map of one image is all negative (zero after the ReLU): the logit
+           "shapleycam": {"score": "logit"}}
 
 
 @pytest.fixture(scope="module")
