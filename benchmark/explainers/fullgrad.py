@@ -12,8 +12,12 @@ rescaled to ``[0, 1]`` and bilinearly upsampled to the image. Conventions, both 
 * ``convention="pytorch-grad-cam"``: each channel rescaled on its own, half-pixel (OpenCV) upsampling.
 
 Fully-connected layers' bias-gradients complete the decomposition but have no spatial extent and are left out
-of the map, as in both codes. One forward and one backward to the input. Hooks return a copy of each layer's
-output, so in-place operations after it (``ReLU(inplace=True)``) never change the gradient taken.
+of the map, as in both codes. Completeness is checked on every batch (as the authors' code asserts it): a model
+where the full gradients do not sum to the logit (layer norm, attention, GELU / SiLU: a vision transformer) is
+refused with an error, not given a map that is not FullGrad's. One forward and one backward to the input; each
+term's channels are summed before the upsampling (which is linear), one map per layer instead of one per channel.
+Hooks return a copy of each layer's output, so in-place operations after it (``ReLU(inplace=True)``) never change
+the gradient taken.
 """
 from typing import List, Tuple
 
@@ -65,6 +69,22 @@ class FullGrad(BaseExplainer):
         super().__init__(model, target_layer, input_size, layout=layout)
         self.convention = check_choice(convention, "convention", CONVENTIONS)
 
+    def _check_completeness(self, input_term: Tensor, terms: List[Tensor], logits: Tensor, targets) -> None:
+        """Refuse a model whose full gradients do not sum to the logit (the authors' code asserts it too): biases
+        the decomposition cannot see (layer norm, attention, GELU / SiLU) make the map something else."""
+        parts = [input_term.flatten(1).double(), *(t.flatten(1).double() for t in terms)]
+        total = sum(p.sum(dim=1) for p in parts)
+        scale = sum(p.abs().sum(dim=1) for p in parts)
+        picked = logits.gather(1, self._check_classes(targets, logits)[:, None]).squeeze(1).double()
+        gap = (total - picked).abs()
+        if bool((gap > 1e-3 * scale + 1e-6).any()):
+            worst = int(gap.argmax())
+            raise ValueError(
+                f"FullGrad's decomposition is incomplete on {type(self.model).__name__}: the full gradients sum to "
+                f"{float(total[worst]):.6g}, the logit is {float(picked[worst]):.6g}. FullGrad is defined for "
+                "piecewise-linear networks whose biases are in convolution, linear and batch-norm layers (ReLU "
+                "CNNs); this model has others (layer norm, attention, GELU / SiLU). Use another method for it.")
+
     def full_gradients(self, images: Tensor, targets) -> Tuple[Tensor, List[Tensor], Tensor]:
         """``(df/dx * x, [df/dz_l * b_l for every layer with a bias, linear layers included], logits)``."""
         kinds = (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm)
@@ -73,7 +93,10 @@ class FullGrad(BaseExplainer):
 
         def hook(module: nn.Module, args: tuple, output: Tensor) -> Tensor:
             outputs.append(output)
-            biases.append(effective_bias(module))
+            bias = effective_bias(module)  # along the channels (dim 1); a linear layer's along the last dim
+            shape = [1] * output.ndim
+            shape[-1 if isinstance(module, nn.Linear) else 1] = -1
+            biases.append(bias.view(shape))
             return output.clone()
 
         handles = [m.register_forward_hook(hook) for m in self.model.modules()
@@ -88,16 +111,16 @@ class FullGrad(BaseExplainer):
         finally:
             for handle in handles:
                 handle.remove()
-        terms = [g * b.view(1, -1, *([1] * (g.ndim - 2))) for g, b in zip(grads[1:], biases) if g is not None]
+        terms = [g * b for g, b in zip(grads[1:], biases) if g is not None]
         return (grads[0] * x).detach(), [t.detach() for t in terms], logits.detach()
 
     def raw_maps(self, images, targets, indices) -> Tensor:
-        input_term, terms, _ = self.full_gradients(images, targets)
+        input_term, terms, logits = self.full_gradients(images, targets)
+        self._check_completeness(input_term, terms, logits, targets)
         authors = self.convention == "authors"
         dims = (1, 2, 3) if authors else (2, 3)
         cam = _rescale(input_term, dims).sum(dim=1)
-        for term in (t for t in terms if t.ndim == 4):
-            scaled = F.interpolate(_rescale(term, dims), size=images.shape[-2:], mode="bilinear",
-                                   align_corners=authors)
-            cam = cam + scaled.sum(dim=1)
+        for term in (t for t in terms if t.ndim == 4):  # bilinear upsampling is linear: sum the channels first
+            summed = _rescale(term, dims).sum(dim=1, keepdim=True)
+            cam = cam + F.interpolate(summed, size=images.shape[-2:], mode="bilinear", align_corners=authors)[:, 0]
         return cam

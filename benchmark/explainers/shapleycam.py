@@ -6,11 +6,13 @@ A second-order estimate of each activation's Shapley value: the channel weights 
 ``S`` is the paper's ReST, the residual softmax target ``y_c - CE(y, c) = y_c + log softmax(y)_c``
 (``score="rest"``, default; pytorch-grad-cam's ``ClassifierOutputReST``), or the logit (``score="logit"``): after
 a piecewise-linear head the logit's Hessian is zero and Shapley-CAM is Grad-CAM. One forward, one backward and
-one Hessian-vector product.
+one Hessian-vector product; attention runs on PyTorch's math kernel (the fused ones have no double backward), so
+vision transformers work through the layout adapter.
 """
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from benchmark._utils import check_choice
 from benchmark.explainers.base import BaseExplainer, CAMInputs
@@ -49,6 +51,11 @@ class ShapleyCAM(BaseExplainer):
                  layout=None) -> None:
         super().__init__(model, target_layer, input_size, layout=layout)
         self.score = check_choice(score, "score", SCORES)
+
+    def raw_maps(self, images, targets, indices) -> Tensor:
+        # the fused scaled-dot-product attention kernels have no double backward; the math kernel has
+        with sdpa_kernel(SDPBackend.MATH):
+            return super().raw_maps(images, targets, indices)
 
     def score_gradients(self, logits: Tensor, targets: Tensor, activations: Tensor) -> Tensor:
         """``g - H A / 2`` of the score (the base's ``gradients`` for :meth:`weights`)."""

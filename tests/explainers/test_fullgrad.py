@@ -79,3 +79,12 @@ def test_equals_the_authors_saliency():
         assert (raw[i] - ref).abs().max() <= 1e-5 * ref.abs().max()
         # the authors' epsilon only matters where a term's maximum is small: here below 1e-3 of the map
         assert (raw[i] - _authors_saliency(model, images[i:i + 1], t, eps=1e-6)).abs().max() <= 1e-3 * ref.max()
+
+
+def test_a_model_where_completeness_fails_is_refused():
+    """A vision transformer's layer norms, attention and GELUs hold biases the decomposition cannot see."""
+    timm = pytest.importorskip("timm")
+    vit = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=1, num_classes=4).eval()
+    fullgrad = create_explainer("fullgrad", vit, input_size=(3, 32, 32))
+    with pytest.raises(ValueError, match="decomposition is incomplete on VisionTransformer.*piecewise-linear"):
+        fullgrad(torch.randn(2, 3, 32, 32), torch.tensor([0, 1]))

@@ -133,3 +133,47 @@ def test_fullgrad_pytorch_grad_cam_convention_equals_the_package():
     assert (maps.double() - ref).abs().max() <= 1e-4
     authors = create_explainer("fullgrad", model, input_size=(3, SIZE, SIZE))(images, targets)
     assert (authors - maps).abs().max() > 1e-2  # the two conventions differ
+
+
+def _tiny_vit():
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    return timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2, num_classes=5).eval()
+
+
+VIT_CASES = [("kpcacam", "KPCA_CAM", {}), ("eigengradcam", "EigenGradCAM", {"center": True})]
+
+
+@pytest.mark.parametrize("name, cls, kwargs", VIT_CASES)
+def test_token_layers_of_a_vision_transformer_through_the_layout_adapter(name, cls, kwargs):
+    """On a timm ViT's ``blocks.1.norm1`` (class token + 4 x 4 patch tokens) our layout adapter and the package's
+    ``reshape_transform`` (drop the class token, reshape to the grid) give the same maps (EigenGrad-CAM: where the
+    SVD signs agree)."""
+    vit = _tiny_vit()
+    images, targets = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(6)), torch.tensor([0, 1, 2, 4])
+    ours = create_explainer(name, vit, input_size=(3, 32, 32), **kwargs)
+    assert (ours.target_layer, str(ours.layout)) == ("blocks.1.norm1", "tokens:1")
+    maps = ours(images, targets).double()
+
+    def reshape(t):
+        return t[:, 1:].reshape(t.shape[0], 4, 4, t.shape[2]).permute(0, 3, 1, 2)
+
+    with getattr(pytorch_grad_cam, cls)(vit, [vit.get_submodule("blocks.1.norm1")], reshape_transform=reshape) as cam:
+        ref = _minmax(torch.from_numpy(np.asarray(cam(images, [ClassifierOutputTarget(int(c)) for c in targets]))))
+    vit.zero_grad(set_to_none=True)
+    close = (maps - ref).flatten(1).abs().amax(dim=1) <= 1e-5
+    assert close.all() if name != "eigengradcam" else close.any()
+    assert (maps.flatten(1).amax(dim=1) == 1.0).sum() >= 2
+
+
+def test_shapleycam_runs_on_a_vision_transformer():
+    """pytorch-grad-cam's ShapleyCAM cannot run here (its weights see the 3-D token activations: "Invalid activation
+    shape", and the fused attention kernel has no double backward); ours reads the tokens through the layout adapter
+    and runs attention on the math kernel. The Hessian term is not zero there (layer norm, softmax attention)."""
+    vit = _tiny_vit()
+    images, targets = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(6)), torch.tensor([0, 1, 2, 4])
+    shapley = create_explainer("shapleycam", vit, input_size=(3, 32, 32), score="logit")
+    assert str(shapley.layout) == "tokens:1"
+    maps = shapley(images, targets)
+    gradcam = create_explainer("gradcam", vit, input_size=(3, 32, 32))(images, targets)
+    assert maps.shape == (4, 32, 32) and torch.isfinite(maps).all() and (maps - gradcam).abs().max() > 1e-3
