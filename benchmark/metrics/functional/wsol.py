@@ -17,7 +17,7 @@ pixel at score 0), as wsolevaluation scores the zeros its ``normalize_scoremap``
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -29,6 +29,7 @@ from benchmark.metrics.functional._common import (
     check_saliency,
     reduce_values,
 )
+from benchmark.metrics.functional._components import sweep
 from benchmark.metrics.functional.localization import default_thresholds
 
 __all__ = ["max_box_acc_v2", "pxap"]
@@ -48,55 +49,6 @@ def _sweep(thresholds: Optional[Sequence[float]], device: torch.device) -> Tenso
     return thr
 
 
-def _distinct(nodes: Tensor, slot: Tensor) -> Tensor:
-    """``nodes`` without repeats (one occurrence kept, without sorting); ``slot`` is a scratch array over all nodes."""
-    position = torch.arange(len(nodes), device=nodes.device)
-    slot.index_copy_(0, nodes, position)
-    return nodes.masked_select(slot.index_select(0, nodes) == position)
-
-
-def _jump(parent: Tensor, nodes: Tensor) -> Tensor:
-    """Pointer jumping over ``nodes`` (every node of their paths must be among them): their roots, to which
-    their pointers are set; ``log2(depth)`` rounds."""
-    while True:
-        up = parent.index_select(0, nodes)
-        upper = parent.index_select(0, up)
-        if torch.equal(upper, up):
-            return up
-        parent.index_copy_(0, nodes, upper)  # repeats write the same value
-
-
-def _hook(parent: Tensor, age: Tensor, best: Tensor, ru: Tensor, rv: Tensor) -> Tensor:
-    """Merge the trees of the roots linked by ``(ru, rv)``; returns the new roots of ``cat([ru, rv])``.
-
-    Each round hangs the younger root of every link still between two trees under the oldest root it
-    is linked to (Shiloach-Vishkin hooking; ages decrease along a path, so there is no cycle), then
-    jumps pointers over those roots (the only nodes of the paths made), until every link is inside a tree.
-    """
-    ends, half = torch.cat([ru, rv]), len(ru)
-    roots = ends
-    while True:
-        ru, rv = roots[:half], roots[half:]
-        crossing = ru != rv
-        if not bool(crossing.any()):
-            return roots
-        ru, rv = ru.masked_select(crossing), rv.masked_select(crossing)
-        older = age.index_select(0, ru) < age.index_select(0, rv)
-        young, old = torch.where(older, rv, ru), torch.where(older, ru, rv)
-        best.scatter_reduce_(0, young, age.index_select(0, old), reduce="amin")
-        parent.index_copy_(0, young, best.index_select(0, young) % len(parent))  # repeats write the same value
-        roots = _jump(parent, ends)
-
-
-def _edges(batch: int, height: int, width: int, connectivity: int, device: torch.device) -> List[Tensor]:
-    """``[u, v]``: flat indices of the neighbouring pixel pairs of ``batch`` images."""
-    index = torch.arange(batch * height * width, device=device).view(batch, height, width)
-    pairs = [(index[:, :, :-1], index[:, :, 1:]), (index[:, :-1, :], index[:, 1:, :])]
-    if connectivity == 8:
-        pairs += [(index[:, :-1, :-1], index[:, 1:, 1:]), (index[:, :-1, 1:], index[:, 1:, :-1])]
-    return [torch.cat([p[side].reshape(-1) for p in pairs]) for side in (0, 1)]
-
-
 def _hits_of(boxes: Tensor, gt: Tensor, valid: Tensor, deltas: Tensor) -> Tensor:
     """``(M, D)``: whether each ``(M, 4)`` box reaches IoU >= delta with one of its ``(M, G, 4)`` boxes (the
     operations of :func:`~benchmark.metrics.functional.localization.box_iou`, so the same float64 IoU)."""
@@ -110,60 +62,20 @@ def _hits_of(boxes: Tensor, gt: Tensor, valid: Tensor, deltas: Tensor) -> Tensor
     return ((iou[..., None] >= deltas) & valid[..., None]).any(dim=1)
 
 
-def _starts(values: Tensor, steps: int) -> List[int]:
-    """``starts[L]``: where value ``L`` begins among ``values`` sorted ascending (length ``steps + 2``)."""
-    counts = torch.bincount(values, minlength=steps + 1)
-    return [0] + counts.cumsum(0).tolist()
-
-
 def _sweep_hits(levels: Tensor, steps: int, gt: Tensor, valid: Tensor, deltas: Tensor, connectivity: int) -> Tensor:
-    """``(B, D, steps)`` bool: at each threshold, does the box of any component hit? One sweep for all thresholds.
-
-    ``levels[b, y, x]`` is how many of the ascending thresholds the pixel exceeds (it is foreground at
-    threshold ``k`` iff ``k < level``). Going down from the highest threshold, the pixels and the
-    neighbour links that appear there are added to a union-find forest (pixels and links sorted by
-    level once). Each root keeps its component's box (the union of its pixels' boxes) and whether that
-    box hits; a component that does not change keeps its box, so only the roots touched at a threshold
-    are scored again, and an image hits while it has a hitting root. Merged roots hang under the oldest
-    root of the group (then the lowest index); after a threshold's merges one pointer jump over the forest
-    makes every pixel point at its root again.
+    """``(B, D, steps)`` bool: at each threshold, does the box of any component hit? One
+    :func:`~benchmark.metrics.functional._components.sweep` for all thresholds: each root keeps whether its
+    component's box hits; a component that does not change keeps its box, so only the roots touched at a threshold
+    are scored again, and an image hits while it has a hitting root.
     """
     batch, height, width = levels.shape
-    device, plane, size = levels.device, height * width, levels.numel()
-    flat = levels.reshape(-1)
-    node = torch.arange(size, device=device)
-    x, y = node % width, node // width % height
-    box = torch.stack([x, y, x + 1, y + 1])  # (4, N): a root's row is its component's box
-    parent = node.clone()
-    hits = torch.zeros(size, len(deltas), dtype=torch.bool, device=device)
+    device, plane = levels.device, height * width
+    hits = torch.zeros(levels.numel(), len(deltas), dtype=torch.bool, device=device)
     count = torch.zeros(batch, len(deltas), dtype=torch.long, device=device)  # hitting roots per image
     out = torch.zeros(batch, len(deltas), steps, dtype=torch.bool, device=device)
-    u, v = _edges(batch, height, width, connectivity, device)
-    weight = torch.minimum(flat.index_select(0, u), flat.index_select(0, v))  # a link lives while both pixels do
-    order = torch.argsort(weight, stable=True)
-    u, v, weight = u.index_select(0, order), v.index_select(0, order), weight.index_select(0, order)
-    pixels = torch.argsort(flat, stable=True)
-    pixel_start, edge_start = _starts(flat, steps), _starts(weight, steps)
-    age = (steps - flat) * size + node  # smaller = foreground since a higher threshold; unique
-    best = age.clone()  # per root: the age of the root it is hooked under (its own while a root)
-    slot = torch.empty_like(node)  # scratch for _distinct
-    for level in range(steps, 0, -1):
-        touched = [pixels[pixel_start[level]:pixel_start[level + 1]]]  # new pixels: roots of themselves
-        ends = torch.cat([u[edge_start[level]:edge_start[level + 1]], v[edge_start[level]:edge_start[level + 1]]])
-        ru, rv = parent.index_select(0, ends).chunk(2)  # every pixel points at its root at each level's start
-        crossing = ru != rv
-        if bool(crossing.any()):
-            ends = torch.cat([ru.masked_select(crossing), rv.masked_select(crossing)])  # roots linked here
-            dead = _distinct(ends.masked_select(_hook(parent, age, best, *ends.chunk(2)) != ends), slot)
-            into = parent.index_select(0, dead)  # their new roots
-            box[:2].scatter_reduce_(1, into.expand(2, -1), box[:2].index_select(1, dead), reduce="amin")
-            box[2:].scatter_reduce_(1, into.expand(2, -1), box[2:].index_select(1, dead), reduce="amax")
-            count.index_add_(0, dead // plane, -hits.index_select(0, dead).long())
-            hits.index_fill_(0, dead, False)
-            touched.append(into)
-            parent = parent.index_select(0, parent)  # a dead root points at its new root: one jump restores that
-        roots = torch.cat(touched)
-        roots = _distinct(roots.masked_select(parent.index_select(0, roots) == roots), slot)
+    for level, dead, _, roots, box in sweep(levels, steps, connectivity):
+        count.index_add_(0, dead // plane, -hits.index_select(0, dead).long())
+        hits.index_fill_(0, dead, False)
         if len(roots):
             image = roots // plane
             now = _hits_of(box.index_select(1, roots).T.double(), gt.index_select(0, image),
