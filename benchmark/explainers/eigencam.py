@@ -6,6 +6,8 @@ As in the paper, ``M`` is not mean-centred. The SVD's sign is arbitrary; it is f
 the projection sums to a non-negative value (for non-negative activations ``v_1`` is then the
 non-negative Perron vector). Class-agnostic: ``targets`` do not change the map.
 """
+from typing import Tuple
+
 import torch
 from torch import Tensor
 
@@ -30,14 +32,19 @@ def first_component(maps: Tensor, center: bool = False) -> Tensor:
         tensor([[[-2., -1.,  3.]]])
     """
     batch, _, height, width = maps.shape
+    projection, _ = _signed_first_direction(maps, center)
+    return projection.to(maps.dtype).view(batch, height, width)
+
+
+def _signed_first_direction(maps: Tensor, center: bool) -> Tuple[Tensor, Tensor]:
+    """``(projection (B, hw), v (B, C))`` in float64, both with :func:`first_component`'s sign."""
     matrix = maps.flatten(2).transpose(1, 2).double()  # (B, hw, C)
     if center:
         matrix = matrix - matrix.mean(dim=1, keepdim=True)
     v = torch.linalg.svd(matrix, full_matrices=False).Vh[:, 0, :]  # (B, C)
     projection = (matrix @ v.unsqueeze(2)).squeeze(2)  # (B, hw)
-    flip = (projection.amax(dim=1) < -projection.amin(dim=1)) if center else projection.sum(dim=1) < 0
-    projection = torch.where(flip[:, None], -projection, projection)
-    return projection.to(maps.dtype).view(batch, height, width)
+    flip = ((projection.amax(dim=1) < -projection.amin(dim=1)) if center else projection.sum(dim=1) < 0)[:, None]
+    return torch.where(flip, -projection, projection), torch.where(flip, -v, v)
 
 
 @register_explainer
@@ -53,8 +60,5 @@ class EigenCAM(BaseExplainer):
     uses_gradients = False
 
     def weights(self, inputs: CAMInputs) -> Tensor:
-        matrix = inputs.activations.flatten(2).transpose(1, 2).double()  # (B, hw, C)
-        v = torch.linalg.svd(matrix, full_matrices=False).Vh[:, 0, :]  # (B, C)
-        sign = torch.where((matrix @ v.unsqueeze(2)).sum(dim=(1, 2)) < 0, -1.0, 1.0).to(v)
-        v = v * sign[:, None]
+        _, v = _signed_first_direction(inputs.activations, center=False)
         return v.to(inputs.activations.dtype).view(*v.shape, 1, 1)

@@ -51,6 +51,16 @@ _PERTURBED = {"deletion": "deleted", "insertion": "inserted"}
 PathLike = Union[str, os.PathLike]
 
 
+def line_style(i: int) -> dict:
+    """The ``i``-th method's line: one of the 10 default colours, then a new dash pattern every 10 methods.
+
+    Examples:
+        >>> line_style(12)
+        {'color': 'C2', 'linestyle': '--'}
+    """
+    return {"color": f"C{i % 10}", "linestyle": ("-", "--", ":", "-.")[i // 10 % 4]}
+
+
 def _save(fig: Figure, path: PathLike) -> Path:
     """Save ``fig`` as a PNG without time- or version-dependent metadata."""
     path = Path(path)
@@ -312,7 +322,7 @@ def mean_curves(frame: pd.DataFrame, path: PathLike, metrics: Sequence[str] = ("
         for i, (method, mean) in enumerate(table.items()):
             label = f"{method} (no defined curve)" if np.isnan(mean[0]) else f"{method} (AUC {mean[0]:.3f})"
             ax.plot(np.linspace(0.0, 1.0, mean.size - 1), mean[1:], label=label,
-                    color=f"C{i % 10}", linestyle=("-", "--", ":", "-.")[i // 10 % 4])
+                    **line_style(i))
         ax.set_xlim(0.0, 1.0)
         ax.set_ylim(0.0, 1.0)
         ax.set_title(metric)

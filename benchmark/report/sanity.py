@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from benchmark.report.figures import DPI, _save
+from benchmark.report.figures import DPI, _save, line_style
 from benchmark.runner.folder import safe_name
 
 __all__ = ["layer_table", "sanity_figure", "sanity_section"]
@@ -50,7 +50,7 @@ def sanity_figure(spearman: pd.DataFrame, ssim: pd.DataFrame, path: Path, title:
     for ax, (name, table) in zip(axes, (("Spearman rank correlation", spearman), ("SSIM", ssim))):
         for i, (method, row) in enumerate(table.iterrows()):
             ax.plot(row.index.to_numpy(), row.to_numpy(dtype=float), marker="o", markersize=3, label=str(method),
-                    color=f"C{i % 10}", linestyle=("-", "--", ":", "-.")[i // 10 % 4])
+                    **line_style(i))
         low = np.nanmin(table.to_numpy(dtype=float), initial=0.0) if table.size else 0.0
         ax.set_ylim(-1.05 if name.startswith("Spearman") else min(-0.05, low - 0.05), 1.05)  # SSIM may be < 0
         ax.set_xticks(list(table.columns))

@@ -271,6 +271,35 @@ def default_thresholds(device: Optional[torch.device] = None) -> Tensor:
     return torch.arange(100, dtype=torch.float64, device=device) / 100
 
 
+def check_thresholds(thresholds: Optional[Sequence[float]], device: Optional[torch.device] = None) -> Tensor:
+    """The thresholds of a sweep as a float64 tensor, checked to lie in ``[0, 1]``; :func:`default_thresholds` when
+    None."""
+    if thresholds is None:
+        return default_thresholds(device)
+    thr = torch.as_tensor(thresholds, dtype=torch.float64, device=device).reshape(-1)
+    if thr.numel() == 0 or torch.isnan(thr).any() or (thr < 0).any() or (thr > 1).any():
+        raise ValueError(f"Expected `thresholds` to be a non-empty sequence of numbers in [0, 1], but got "
+                         f"{thr.tolist()}.")
+    return thr
+
+
+def threshold_levels(saliency: Tensor, thresholds: Optional[Sequence[float]] = None) -> Tuple[Tensor, Tensor]:
+    """``(levels, order)``: how many of the sorted thresholds each pixel exceeds (``saliency > t * max``, in the
+    map's dtype; NaN pixels none, as the comparison gives) as ``(B, H, W)``, and the sort that ordered the
+    caller's thresholds (``sorted = thresholds[order]``).
+
+    Examples:
+        >>> threshold_levels(torch.tensor([[[1.0, 0.4], [0.0, 0.7]]]), [0.5, 0.0])
+        (tensor([[[2, 1],
+                 [0, 2]]]), tensor([1, 0]))
+    """
+    ascending, order = torch.sort(check_thresholds(thresholds, saliency.device).to(saliency.dtype), stable=True)
+    flat = saliency.reshape(len(saliency), -1)
+    peak = torch.nan_to_num(flat, nan=0.0).amax(dim=1)
+    levels = torch.searchsorted((ascending[None, :] * peak[:, None]).contiguous(), flat.contiguous())
+    return levels.masked_fill(torch.isnan(flat), 0).view(saliency.shape), order
+
+
 def max_box_acc(saliency: Tensor, boxes: Sequence[Tensor], thresholds: Optional[Sequence[float]] = None,
                 iou_threshold: float = 0.5, connectivity: int = 4, reduction: str = "mean",
                 nan_policy: str = "omit") -> Tensor:
@@ -313,21 +342,9 @@ def max_box_acc(saliency: Tensor, boxes: Sequence[Tensor], thresholds: Optional[
     iou_threshold = _check_threshold(iou_threshold, "iou_threshold")
     batch, height, width = saliency.shape
     gt = check_boxes(boxes, batch, height, width)
-    if thresholds is None:
-        thr = default_thresholds(saliency.device)
-    else:
-        thr = torch.as_tensor(thresholds, dtype=torch.float64, device=saliency.device).reshape(-1)
-        if thr.numel() == 0 or torch.isnan(thr).any() or (thr < 0).any() or (thr > 1).any():
-            raise ValueError(f"Expected `thresholds` to be a non-empty sequence of numbers in [0, 1], but got "
-                             f"{thr.tolist()}.")
-    ascending, order = torch.sort(thr.to(saliency.dtype), stable=True)
-    flat = saliency.reshape(batch, -1)
-    peak = torch.nan_to_num(flat, nan=0.0).amax(dim=1)
-    # how many thresholds each pixel exceeds (saliency > t * max); NaN pixels none, as the comparison gives
-    levels = torch.searchsorted((ascending[None, :] * peak[:, None]).contiguous(), flat.contiguous())
-    levels = levels.masked_fill(torch.isnan(flat), 0).view(batch, height, width)
+    levels, order = threshold_levels(saliency, thresholds)
     per_chunk = max(1, _SWEEP_PIXELS // max(1, height * width))
-    swept = torch.cat([largest_component_boxes(levels[i:i + per_chunk], len(thr), connectivity)
+    swept = torch.cat([largest_component_boxes(levels[i:i + per_chunk], len(order), connectivity)
                        for i in range(0, batch, per_chunk)])
     pred = torch.empty_like(swept)
     pred[:, order] = swept  # back to the caller's threshold order

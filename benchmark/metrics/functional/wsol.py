@@ -30,23 +30,12 @@ from benchmark.metrics.functional._common import (
     reduce_values,
 )
 from benchmark.metrics.functional._components import sweep
-from benchmark.metrics.functional.localization import default_thresholds
+from benchmark.metrics.functional.localization import check_thresholds, threshold_levels
 
 __all__ = ["max_box_acc_v2", "pxap"]
 
 IOU_THRESHOLDS = (0.3, 0.5, 0.7)  #: wsolevaluation's ``iou_threshold_list`` 30, 50, 70 (%)
 _CHUNK_PIXELS = 1 << 19  # pixels swept at once by max_box_acc_v2 (~170 bytes each)
-
-
-def _sweep(thresholds: Optional[Sequence[float]], device: torch.device) -> Tensor:
-    """The thresholds as a float64 tensor, checked; :func:`default_thresholds` when None."""
-    if thresholds is None:
-        return default_thresholds(device)
-    thr = torch.as_tensor(thresholds, dtype=torch.float64, device=device).reshape(-1)
-    if thr.numel() == 0 or torch.isnan(thr).any() or (thr < 0).any() or (thr > 1).any():
-        raise ValueError(f"Expected `thresholds` to be a non-empty sequence of numbers in [0, 1], but got "
-                         f"{thr.tolist()}.")
-    return thr
 
 
 def _hits_of(boxes: Tensor, gt: Tensor, valid: Tensor, deltas: Tensor) -> Tensor:
@@ -142,13 +131,11 @@ def max_box_acc_v2(saliency: Tensor, boxes: Sequence[Tensor], thresholds: Option
                          f"{deltas.tolist()}.")
     batch, height, width = saliency.shape
     gt = check_boxes(boxes, batch, height, width)
-    ascending, order = torch.sort(_sweep(thresholds, saliency.device).to(saliency.dtype), stable=True)
-    steps = len(ascending)
-    flat = saliency.reshape(batch, -1)
-    peak = torch.nan_to_num(flat, nan=0.0).amax(dim=1)
-    levels = torch.searchsorted((ascending[None, :] * peak[:, None]).contiguous(), flat.contiguous())  # # t*max < s
-    undefined = torch.isnan(flat).any(dim=1) | torch.tensor([len(g) == 0 for g in gt], device=saliency.device)
-    levels = levels.masked_fill(undefined[:, None], 0).view(batch, height, width)
+    levels, order = threshold_levels(saliency, thresholds)
+    steps = len(order)
+    no_box = torch.tensor([len(g) == 0 for g in gt], device=saliency.device)
+    undefined = torch.isnan(saliency).flatten(1).any(dim=1) | no_box
+    levels = levels.masked_fill(undefined[:, None, None], 0)
     most = max([len(g) for g in gt] + [1])
     padded = torch.zeros(batch, most, 4, dtype=torch.float64, device=saliency.device)
     valid = torch.zeros(batch, most, dtype=torch.bool, device=saliency.device)
@@ -235,7 +222,7 @@ def pxap(saliency: Tensor, masks: Tensor, thresholds: Optional[Sequence[float]] 
     check_choice(reduction, "reduction", ("mean", "none"))
     check_choice(nan_policy, "nan_policy", NAN_POLICIES)
     masks = _check_masks(masks, saliency.shape).to(saliency.device)
-    edges = _sweep(thresholds, saliency.device)
+    edges = check_thresholds(thresholds, saliency.device)
     edges = torch.unique(torch.cat([edges, edges.new_ones(1)])).to(saliency.dtype)  # sorted, with 1.0
     batch, steps = len(saliency), len(edges)
     flat, positive = saliency.reshape(batch, -1), masks.reshape(batch, -1)
