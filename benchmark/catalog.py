@@ -31,6 +31,7 @@ EXPLAINERS: Dict[str, str] = {
     "eigencam": "Eigen-CAM: activations projected on their first principal component (class-agnostic).",
     "eigengradcam": "EigenGrad-CAM: gradient x activation projected on its first principal component.",
     "fakecam": "Fake-CAM: 1/N everywhere but 0 at the top-left pixel (sanity baseline).",
+    "finercam": "Finer-CAM: Grad-CAM weights of the target score minus its most similar classes' scores.",
     "fullgrad": "FullGrad: input-gradient x input plus every layer's bias-gradients, rescaled and summed.",
     "gradcam": "Grad-CAM: channel weights = spatial mean of the class-score gradients.",
     "gradcampp": "Grad-CAM++: pixel-weighted positive gradients, paper Eq. 19 exactly.",
@@ -43,6 +44,7 @@ EXPLAINERS: Dict[str, str] = {
     "hirescam": "HiResCAM: each activation weighted by its own gradient (no spatial averaging).",
     "integratedgradients": ("Integrated Gradients from a constant baseline (captum), path integral in "
                             "``steps`` points."),
+    "iscam": "IS-CAM: channel weights = softmax over channels of the target logit integrated along the masked path.",
     "kpcacam": "KPCA-CAM: activations projected on their first kernel principal component (class-agnostic).",
     "layercam": "Layer-CAM: each activation weighted by its own positive gradient.",
     "occlusion": "Occlusion: score drop when a patch around each pixel is filled (captum, batched patches).",
@@ -52,6 +54,7 @@ EXPLAINERS: Dict[str, str] = {
     "shapleycam": ("Shapley-CAM: channel weights = spatial mean of the gradient minus half the Hessian-activation "
                    "product."),
     "smoothgradcampp": "Smooth Grad-CAM++: Grad-CAM++ with gradients averaged over noisy inputs (seeded).",
+    "sscam": "SS-CAM: channel weights = softmax over channels of the target logit averaged over noisy masks.",
     "xgradcam": "XGrad-CAM: gradients weighted by the normalised activations (axiom-based Grad-CAM).",
 }
 

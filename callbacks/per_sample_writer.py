@@ -9,7 +9,8 @@ has to be gathered in memory, and a re-run skips what is on disk
 batch's data report (``counts``, ``skipped``) goes to ``<backbone>/_data/<shard>.json``.
 One row per (dataset index, backbone, method): ``dataset, backbone, method, index, target,
 prediction, probability, target_probability, seconds, target_layer, layout, map_status`` (``ok``,
-``constant`` or ``not_finite``: :func:`benchmark.explainers.base.map_status`) and one column per metric: the value the
+``constant`` or ``not_finite``: :func:`benchmark.explainers.base.map_status`), the method's passes per image of its
+batch (:data:`benchmark.passes.PASS_COLUMNS`) and one column per metric: the value the
 metric stored for that sample (``double``), or its vector of values (``list<double>``) for metrics
 that store several per sample; NaN = undefined.
 :func:`benchmark.report.results.read_per_sample` joins the files of all ranks, sorted by dataset index.
@@ -26,6 +27,7 @@ import pandas as pd
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 
+from benchmark.passes import PASS_COLUMNS
 from benchmark.report.figure_labels import CLASSES_FILE, class_names_of, write_class_names, write_sidecar
 from benchmark.runner.folder import atomic_write, safe_name
 from datamodules.shards import current_shard
@@ -34,7 +36,7 @@ __all__ = ["PER_SAMPLE_COLUMNS", "PerSampleWriter", "records_to_frame"]
 
 #: The fixed columns of a per-sample row (metric columns follow).
 PER_SAMPLE_COLUMNS = ("dataset", "backbone", "method", "index", "target", "prediction", "probability",
-                      "target_probability", "seconds", "target_layer", "layout", "map_status")
+                      "target_probability", "seconds", "target_layer", "layout", "map_status", *PASS_COLUMNS)
 
 
 def records_to_frame(records: Sequence[Dict[str, Any]], dataset: str, backbone: str) -> pd.DataFrame:
@@ -50,7 +52,9 @@ def records_to_frame(records: Sequence[Dict[str, Any]], dataset: str, backbone: 
     """
     rows: List[Dict[str, Any]] = []
     for rec in records:
-        row = {"dataset": dataset, "backbone": backbone, **{k: rec.get(k) for k in PER_SAMPLE_COLUMNS[2:]}}
+        passes = rec.get("passes") or {}
+        row = {"dataset": dataset, "backbone": backbone, **{k: rec.get(k) for k in PER_SAMPLE_COLUMNS[2:]},
+               **{k: float(passes.get(k, float("nan"))) for k in PASS_COLUMNS}}
         row.update({name: [float(v) for v in values] if isinstance(values, (list, tuple)) else float(values)
                     for name, values in rec.get("metric_values", {}).items()})
         rows.append(row)

@@ -25,7 +25,7 @@ from typing import Callable, Dict, Tuple
 __all__ = ["Cost", "GRADIENT_CAMS", "explainer_cost", "metric_cost"]
 
 #: methods that cost one forward + one backward to the target layer
-GRADIENT_CAMS = ("eigengradcam", "gradcam", "gradcampp", "hirescam", "layercam", "xgradcam")
+GRADIENT_CAMS = ("eigengradcam", "finercam", "gradcam", "gradcampp", "hirescam", "layercam", "xgradcam")
 #: methods whose map needs no forward pass beyond the one every batch already runs
 FREE_EXPLAINERS = ("center", "fakecam")
 
@@ -80,6 +80,11 @@ def explainer_cost(name: str, batch: int, channels: int, explainer: object, size
     special: Dict[str, Callable[[], Cost]] = {
         "scorecam": lambda: Cost(((1, "forward", batch), (channels, "forward", chunk))),
         "ablationcam": lambda: Cost(((1, "forward", batch), (channels, "tail", chunk))),
+        # N noisy masks per channel; IS-CAM: one per positive path coefficient (N - 1 for the paper's, N for
+        # torch-cam's)
+        "sscam": lambda: Cost(((1, "forward", batch), (explainer.n_samples * channels, "forward", chunk))),
+        "iscam": lambda: Cost(((1, "forward", batch), (_positive_coefficients(explainer) * channels, "forward",
+                                                       chunk))),
         "smoothgradcampp": lambda: Cost(((1, "forward", batch), (explainer.n_samples, "grad", batch))),
         # one forward + backward to the layer, then the Hessian-vector product: a second backward through the tail
         "shapleycam": lambda: Cost(((2, "grad", batch),)),
@@ -103,6 +108,11 @@ def explainer_cost(name: str, batch: int, channels: int, explainer: object, size
     if name not in special:
         raise KeyError(f"No floor is defined for explainer {name!r}; add it to perf/floors.py.")
     return special[name]()
+
+
+def _positive_coefficients(explainer: object) -> int:
+    """IS-CAM's masked forwards per channel: the paper's first coefficient is 0 (a constant, no forward)."""
+    return explainer.n_samples - (explainer.schedule == "paper")
 
 
 def _occlusion_cost(patch_size: int, stride: int, chunk_size: int, batch: int, size: Tuple[int, int]) -> Cost:

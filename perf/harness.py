@@ -4,8 +4,9 @@ Run ``python -m perf.harness`` (needs the test extra for the peers:
 ``pip install -e ".[test]"``); it writes ``leaderboards/speed.md``. For each backbone (random
 init, eval mode, 224 x 224 by default):
 
-* every registered explainer at each ``--batch-sizes`` (Score-CAM, Ablation-CAM and RISE on
-  ``--perturb-images`` images), beside ``grad-cam`` and ``torch-cam`` where they have the method;
+* every registered explainer at each ``--batch-sizes`` (Score-CAM, SS-CAM, IS-CAM, Ablation-CAM and RISE
+  on ``--perturb-images`` images), beside ``grad-cam`` and ``torch-cam`` where they have the method;
+  ``--explainer-options sscam.n_samples=2`` sets an option of ours, which the peers are given too;
 * every registered metric given the Grad-CAM maps, through ``ExplainerModule``'s metric path
   (deletion / insertion on ``--perturb-images`` images); Average Drop + Increase beside
   grad-cam's DropInConfidence + IncreaseInConfidence (given the map) and torch-cam's
@@ -27,10 +28,11 @@ building and warm-up are not in any figure.
 from __future__ import annotations
 
 import argparse
+import ast
 import sys
 import time
 from pathlib import Path
-from typing import List
+from typing import Dict, List
 
 import torch
 
@@ -42,7 +44,7 @@ from perf.options import OptionRow, measure_options
 from perf.report import render
 
 #: explainers and metrics whose cost grows with the channels / steps: run on ``--perturb-images`` only
-PERTURBATION_EXPLAINERS = ("ablationcam", "rise", "scorecam")
+PERTURBATION_EXPLAINERS = ("ablationcam", "iscam", "rise", "scorecam", "sscam")
 PERTURBATION_METRICS = ("deletion", "insertion")
 
 
@@ -61,7 +63,7 @@ def measure_backbone(name: str, args: argparse.Namespace) -> tuple[List[Row], Li
     metrics = [m for m in args.metrics if m not in PERTURBATION_METRICS]
     for batch in args.batch_sizes:
         for explainer in explainers:
-            rows.append(bench.explainer_row(explainer, batch))
+            rows.append(bench.explainer_row(explainer, batch, options=args.explainer_options.get(explainer)))
             _log(rows[-1])
         maps = gradcam(*bench.inputs(batch)) if args.metrics else None
         for metric in metrics:
@@ -74,7 +76,8 @@ def measure_backbone(name: str, args: argparse.Namespace) -> tuple[List[Row], Li
             _log(rows[-2], rows[-1])
     batch = args.perturb_images
     for explainer in (e for e in args.explainers if e in PERTURBATION_EXPLAINERS):
-        rows.append(bench.explainer_row(explainer, batch, small_warmup=True, repeats=args.perturb_repeats))
+        rows.append(bench.explainer_row(explainer, batch, small_warmup=True, repeats=args.perturb_repeats,
+                                        options=args.explainer_options.get(explainer)))
         _log(rows[-1])
     curve_maps = gradcam(*bench.inputs(batch)) if args.metrics or name in args.options_backbones else None
     for metric in (m for m in args.metrics if m in PERTURBATION_METRICS):
@@ -119,6 +122,8 @@ def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--perturb-repeats", type=int, default=3, help="timed rounds of the perturbation rows")
     parser.add_argument("--explainers", nargs="+", default=default_explainers())
     parser.add_argument("--metrics", nargs="*", default=default_metrics(), help="none: explainers only")
+    parser.add_argument("--explainer-options", nargs="*", default=[], metavar="NAME.KEY=VALUE",
+                        help="an explainer's option for ours and the peers, e.g. sscam.n_samples=2 (a Python literal)")
     parser.add_argument("--options-backbones", nargs="*", default=["resnet18", "resnet50"])
     parser.add_argument("--options-repeats", type=int, default=None,
                         help="timed rounds of the Score-CAM / curve options (default: --perturb-repeats)")
@@ -131,7 +136,30 @@ def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if max(args.batch_sizes) > 64 or args.perturb_images > 64:
         parser.error("batch sizes and --perturb-images are at most 64 (the harness's fixed input set)")
+    args.explainer_options = _explainer_options(args.explainer_options, parser)
     return args
+
+
+def _explainer_options(items: List[str], parser: argparse.ArgumentParser) -> Dict[str, dict]:
+    """``["sscam.n_samples=2"]`` -> ``{"sscam": {"n_samples": 2}}`` (values are Python literals).
+
+    Examples:
+        >>> _explainer_options(["iscam.n_samples=3", "iscam.schedule='torch-cam'"], argparse.ArgumentParser())
+        {'iscam': {'n_samples': 3, 'schedule': 'torch-cam'}}
+    """
+    options: Dict[str, dict] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        name, dot, option = key.partition(".")
+        try:
+            parsed = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            parsed = None
+            sep = ""
+        if not (sep and dot and name and option):
+            parser.error(f"--explainer-options takes NAME.KEY=VALUE with a Python literal value, got {item!r}")
+        options.setdefault(name, {})[option] = parsed
+    return options
 
 
 def main(argv: List[str] | None = None) -> None:

@@ -6,9 +6,10 @@ and removes its hooks afterwards, so a peer's hooks never run during our measure
 peer batches its perturbed forwards, it gets our chunk size, so both run the same protocol:
 
 * ``grad-cam`` (pytorch-grad-cam): GradCAM, GradCAMPlusPlus, XGradCAM, LayerCAM, HiResCAM,
-  ScoreCAM, AblationCAM, EigenCAM, EigenGradCAM, KPCA_CAM, ShapleyCAM, FullGrad; DropInConfidence +
-  IncreaseInConfidence for Average Drop / Increase given the map.
-* ``torch-cam``: GradCAM, GradCAMpp, XGradCAM, LayerCAM, ScoreCAM, SmoothGradCAMpp; its
+  ScoreCAM, AblationCAM, EigenCAM, EigenGradCAM, KPCA_CAM, ShapleyCAM, FullGrad, FinerCAM (its own choice of
+  target and references: the predicted class, ``targets=None``); DropInConfidence + IncreaseInConfidence for
+  Average Drop / Increase given the map.
+* ``torch-cam``: GradCAM, GradCAMpp, XGradCAM, LayerCAM, ScoreCAM, SmoothGradCAMpp, SSCAM, ISCAM, FinerCAM; its
   ``ClassificationMetric`` (Average Drop / Increase *including* its Grad-CAM map).
 
 A target layer that is not NCHW (a ViT block's ``(B, 1 + h*w, C)`` tokens, a Swin stage's NHWC) reaches
@@ -29,9 +30,13 @@ __all__ = ["GRAD_CAM", "PEERS", "TORCH_CAM", "peer_explainer", "peer_metric", "r
 
 GRAD_CAM = {"gradcam": "GradCAM", "gradcampp": "GradCAMPlusPlus", "xgradcam": "XGradCAM", "layercam": "LayerCAM",
             "hirescam": "HiResCAM", "scorecam": "ScoreCAM", "ablationcam": "AblationCAM", "eigencam": "EigenCAM",
-            "eigengradcam": "EigenGradCAM", "kpcacam": "KPCA_CAM", "shapleycam": "ShapleyCAM", "fullgrad": "FullGrad"}
+            "eigengradcam": "EigenGradCAM", "kpcacam": "KPCA_CAM", "shapleycam": "ShapleyCAM", "fullgrad": "FullGrad",
+            "finercam": "FinerCAM"}
 TORCH_CAM = {"gradcam": "GradCAM", "gradcampp": "GradCAMpp", "xgradcam": "XGradCAM", "layercam": "LayerCAM",
-             "scorecam": "ScoreCAM", "smoothgradcampp": "SmoothGradCAMpp"}
+             "scorecam": "ScoreCAM", "smoothgradcampp": "SmoothGradCAMpp", "sscam": "SSCAM", "iscam": "ISCAM",
+             "finercam": "FinerCAM"}
+#: the score-weighted methods: torch-cam batches their masked forwards (our chunk size) and needs no graph
+SCORE_FAMILY = ("scorecam", "sscam", "iscam")
 #: metric adapters: name in our results -> what the peer computes
 PEER_METRICS = {"grad-cam": "average_drop+average_increase", "torch-cam": "gradcam+average_drop+average_increase"}
 PEERS = ("grad-cam", "torch-cam")
@@ -92,22 +97,29 @@ def peer_explainer(peer: str, name: str, model: nn.Module, layer: str, ours: obj
             if chunk is not None:
                 cam.batch_size = chunk
             try:
-                cam(input_tensor=images, targets=[ClassifierOutputTarget(int(c)) for c in targets])
+                if name == "finercam":  # no class-score targets: it picks the predicted class and its references
+                    cam(input_tensor=images)
+                else:
+                    cam(input_tensor=images, targets=[ClassifierOutputTarget(int(c)) for c in targets])
             finally:
-                cam.activations_and_grads.release()
+                getattr(cam, "base_cam", cam).activations_and_grads.release()
         return run
 
     kwargs = {}
-    if name == "scorecam":
+    if name in SCORE_FAMILY:
         kwargs["batch_size"] = chunk
-    if name == "smoothgradcampp":
+    if name in ("smoothgradcampp", "sscam"):
         kwargs.update(num_samples=ours.n_samples, std=ours.sigma)
+    if name == "iscam":
+        kwargs["num_samples"] = ours.n_samples
+    if name == "finercam":
+        kwargs.update(gamma=ours.alpha, num_references=ours.n_references)
 
     def run_torchcam(images: Tensor, targets: Tensor, saliency: Optional[Tensor] = None) -> None:
         extractor = cls(model, target_layer=layer, input_shape=tuple(images.shape[1:]),
                         **_reshape_kwarg(layout, images), **kwargs)
         try:
-            with torch.set_grad_enabled(name != "scorecam"):
+            with torch.set_grad_enabled(name not in SCORE_FAMILY):
                 scores = model(images)
             extractor(class_idx=targets.tolist(), scores=scores)
         finally:

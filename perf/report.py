@@ -98,11 +98,14 @@ def render(rows: Sequence[Row], options: Sequence[OptionRow], args: argparse.Nam
 
     lines = [f"# Speed: every explainer and metric against its forward-pass floor and the peers ({args.size}x"
              f"{args.size}, random init)", "", *run_header(command, seconds, args.device),
-             f"- batch sizes {args.batch_sizes} ({args.repeats} alternated rounds, medians); Score-CAM, Ablation-CAM, "
-             f"deletion and insertion on {args.perturb_images} image(s) ({args.perturb_repeats} rounds); times are "
-             "per image", "- floor passes: F(b) = plain batched forward at batch b, G(b) = forward + backward from "
-             "the logits to the target layer, T(b) = the layers after the target layer, E(b) = one explainer call; "
-             "all timed in the same rounds; efficiency = floor / ours", f"- {RATIO_NOTE}", "", "## Targets", "",
+             f"- batch sizes {args.batch_sizes} ({args.repeats} alternated rounds, medians); the perturbation "
+             f"explainers (Score-CAM, SS-CAM, IS-CAM, Ablation-CAM, RISE), deletion and insertion on "
+             f"{args.perturb_images} image(s) ({args.perturb_repeats} rounds); times are per image",
+             *([f"- explainer options (ours and the peers): {getattr(args, 'explainer_options')}"]
+               if getattr(args, "explainer_options", None) else []),
+             "- floor passes: F(b) = plain batched forward at batch b, G(b) = forward + backward from the logits "
+             "to the target layer, T(b) = the layers after the target layer, E(b) = one explainer call; all timed "
+             "in the same rounds; efficiency = floor / ours", f"- {RATIO_NOTE}", "", "## Targets", "",
              *targets(rows, options), ""]
     metric_names = set(_metric_items(rows))
     for backbone in dict.fromkeys(r.backbone for r in rows):

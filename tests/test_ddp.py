@@ -34,7 +34,7 @@ SCRIPT = textwrap.dedent("""
 
 
 CAMS = ({"gradcam": {}, "gradcampp": {}, "random": {}, "smoothgradcampp": {"n_samples": 2}, "eigengradcam": {},
-         "rise": {"n_masks": 8, "chunk_size": 4}},
+         "rise": {"n_masks": 8, "chunk_size": 4}, "sscam": {"n_samples": 1, "chunk_size": 64}},
         ["average_drop", "average_increase", "coherency", "complexity", "adcc"])
 #: the reproduction study's seeded / perturbation explainers and metrics, at small budgets
 STUDY = ({"gradcam": {}, "gradientshap": {"n_samples": 2}, "occlusion": {"patch_size": 15, "stride": 15}},

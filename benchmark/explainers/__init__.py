@@ -2,7 +2,7 @@
 
 >>> from benchmark.explainers import create_explainer, default_explainers, list_explainers
 >>> len(list_explainers()), len(default_explainers())
-(25, 12)
+(28, 12)
 
 Each method is registered by its module's import below (explicit, no ``import *``).
 """
@@ -14,6 +14,7 @@ from benchmark.explainers import (  # noqa: E402  (registration imports)
     eigencam,
     eigengradcam,
     fakecam,
+    finercam,
     fullgrad,
     gradcam,
     gradcampp,
@@ -22,6 +23,7 @@ from benchmark.explainers import (  # noqa: E402  (registration imports)
     guided_gradcam,
     hirescam,
     integrated_gradients,
+    iscam,
     kpcacam,
     layercam,
     occlusion,
@@ -30,6 +32,7 @@ from benchmark.explainers import (  # noqa: E402  (registration imports)
     scorecam,
     shapleycam,
     smoothgradcampp,
+    sscam,
     xgradcam,
 )
 from benchmark.explainers.base import BaseExplainer, CAMInputs, normalize_maps

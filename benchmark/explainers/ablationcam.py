@@ -34,6 +34,7 @@ class AblationCAM(BaseExplainer):
     """
 
     uses_gradients = False
+    class_free = True  # every class's weights come from the same ablated forwards
 
     def __init__(self, model, target_layer=None, input_size=(3, 224, 224), chunk_size: int = 32,
                  use_tail: bool = True, *, layout: Optional[str] = None) -> None:

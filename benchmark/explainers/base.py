@@ -140,6 +140,9 @@ class BaseExplainer:
     #: part of the default method set of ``cam-bench run`` / ``ExplainerModule`` (:func:`default_explainers`);
     #: the costly pixel-attribution methods run only when named
     in_default_run: ClassVar[bool] = True
+    #: one call gives the maps of every class: the maps do not depend on the class, or the method's masked
+    #: forwards score every class at once (the pass model, :mod:`benchmark.runtime.pass_model`, needs no top-k calls)
+    class_free: ClassVar[bool] = False
 
     #: the target layer's layout (``None`` for methods that use no layer)
     layout: Optional[Layout] = None

@@ -58,6 +58,7 @@ class EigenCAM(BaseExplainer):
     """
 
     uses_gradients = False
+    class_free = True  # the map does not depend on the class
 
     def weights(self, inputs: CAMInputs) -> Tensor:
         _, v = _signed_first_direction(inputs.activations, center=False)

@@ -24,6 +24,8 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
+from benchmark import passes
+
 log = logging.getLogger(__name__)
 
 __all__ = ["InferenceCopy"]
@@ -75,6 +77,7 @@ class InferenceCopy:
         if self._copy is None or key != self._key:
             self._copy, self._key = self._build(), key
         images = images.contiguous(memory_format=torch.channels_last)
+        passes.count("forward", len(images))
         if self.compile and len(images) < self._batch:  # a smaller batch than compiled for: uncompiled
             return self._eager(images)
         self._batch = len(images)

@@ -50,6 +50,7 @@ class KPCACAM(BaseExplainer):
 
     name = "kpcacam"
     uses_gradients = False
+    class_free = True  # the map does not depend on the class
     in_default_run = False  # issue 19's methods run when named until the default run's budget is re-measured
 
     def __init__(self, model, target_layer=None, input_size=(3, 224, 224), kernel: str = "sigmoid",

@@ -28,6 +28,7 @@ class RandomCAM(BaseExplainer):
 
     name = "random"
     uses_gradients = False
+    class_free = True  # the map does not depend on the class
 
     def __init__(self, model, target_layer=None, input_size=(3, 224, 224), seed: int = 0, *,
                  layout: Optional[str] = None) -> None:

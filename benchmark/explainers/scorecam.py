@@ -31,6 +31,21 @@ from benchmark.explainers.fastpath import InferenceCopy
 from benchmark.explainers.registry import register_explainer
 
 
+def normalized_masks(acts: Tensor, size) -> Tensor:
+    """``(n, 1, H, W)`` masks: the ``(n, h, w)`` activations upsampled (bilinear) to ``size`` and min-max
+    normalised each; a constant one gives 0.
+
+    Examples:
+        >>> normalized_masks(torch.tensor([[[1.0, 3.0]], [[2.0, 2.0]]]), (1, 2)).flatten(1)
+        tensor([[0., 1.],
+                [0., 0.]])
+    """
+    masks = F.interpolate(acts.unsqueeze(1), size=tuple(size), mode="bilinear", align_corners=False)
+    low, high = masks.flatten(1).aminmax(dim=1)
+    span = (high - low).view(-1, 1, 1, 1)
+    return torch.where(span > 0, (masks - low.view(-1, 1, 1, 1)) / span, torch.zeros_like(masks))
+
+
 @register_explainer
 class ScoreCAM(BaseExplainer):
     """Score-CAM: channel weights = class score of the input masked by the channel.
@@ -43,6 +58,7 @@ class ScoreCAM(BaseExplainer):
     """
 
     uses_gradients = False
+    class_free = True  # every class's weights come from the same masked forwards
 
     def __init__(self, model, target_layer=None, input_size=(3, 224, 224), channel_softmax: bool = False,
                  chunk_size: int = 32, autocast: Optional[str] = None, compile: bool = False, *,
@@ -70,12 +86,7 @@ class ScoreCAM(BaseExplainer):
         scores = acts.new_zeros(live.shape)
         for chunk in live.nonzero().split(self.chunk_size):
             b, k = chunk.unbind(dim=1)
-            masks = F.interpolate(acts[b, k].unsqueeze(1), size=images.shape[-2:], mode="bilinear",
-                                  align_corners=False)
-            low, high = masks.flatten(1).aminmax(dim=1)
-            span = (high - low).view(-1, 1, 1, 1)
-            masks = torch.where(span > 0, (masks - low.view(-1, 1, 1, 1)) / span, torch.zeros_like(masks))
-            out = self._masked_forward(images[b] * masks)
+            out = self._masked_forward(images[b] * normalized_masks(acts[b, k], images.shape[-2:]))
             out = out if self.channel_softmax else out.softmax(dim=1)
             scores[b, k] = out.gather(1, targets[b, None]).squeeze(1).to(scores.dtype)
         if not self.channel_softmax:

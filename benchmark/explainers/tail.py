@@ -15,6 +15,8 @@ from typing import List, Optional, Sequence, Tuple
 
 from torch import Tensor, fx, nn
 
+from benchmark import passes
+
 __all__ = ["LayerSplit", "split_at_layer"]
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,7 @@ class LayerSplit:
         """The layer's output and the live-in values for ``images``; ``None`` when a live-in is neither a
         ``(B, ...)`` tensor nor a flag (``None`` / bool, e.g. timm attention's ``attn_mask``, ``is_causal``):
         the tail could not run on a subset of the batch."""
+        passes.count("partial", len(images))
         activation, *live_ins = self.prefix(images)
         if not all((isinstance(v, Tensor) and v.ndim >= 1 and len(v) == len(images)) or v is None
                    or isinstance(v, bool) for v in live_ins):
@@ -39,6 +42,7 @@ class LayerSplit:
         return activation, live_ins
 
     def run_tail(self, activation: Tensor, live_ins: Sequence[Tensor]) -> Tensor:
+        passes.count("partial", len(activation))
         return self.tail(activation, *live_ins)
 
 

@@ -27,10 +27,12 @@ import pandas as pd
 
 from benchmark.report.figures import mean_curves, saliency_grid
 from benchmark.report.latex import latex_document
+from benchmark.report.passes_report import backbone_passes, passes_text
+from benchmark.report.rank_sections import rank_section, win_section
 from benchmark.report.reliability_report import reliability_section
 from benchmark.report.results import read_per_sample, reduce_per_sample, write_results_csv
 from benchmark.report.sanity import sanity_section
-from benchmark.report.stats import degenerate_maps, mean_ranks, on_most, rankable, unranked_methods, win_matrix
+from benchmark.report.stats import degenerate_maps, on_most, rankable, unranked_methods
 from benchmark.runner.folder import fingerprint_diff, incomplete, run_gaps, safe_name
 
 __all__ = ["COLUMNS", "IncompleteRuns", "incomplete", "load_runs", "render_runs", "run_gaps"]
@@ -133,7 +135,7 @@ def render_runs(run_dirs: Sequence[Union[str, os.PathLike]], out: Union[str, os.
         tables.append((dataset, backbone, group, ranked))
         table += [{"backbone": backbone, "method": m, **dict(zip(g["metric"], ranked.loc[g.index]))}
                   for m, g in group.groupby("method", sort=False)]
-    lines += _rank_section(pd.DataFrame(table))
+    lines += rank_section(pd.DataFrame(table), {c[0]: c[2] for c in COLUMNS})
     lines += [""] + reliability_section(tables, COLUMNS, replicates, config["bootstrap"])
     out.write_text("\n".join(lines).rstrip() + "\n")
     title = lines[0].removeprefix("# cam-bench leaderboard: ") + (" -- INCOMPLETE: a partial run" if gaps else "")
@@ -179,6 +181,8 @@ def _header(metas: List[Dict[str, Any]], frame: pd.DataFrame, missing: Mapping[T
              f"| Precision, batch size | {fp.get('precision', 'not recorded')}, "
              f"{fp.get('batch_size', 'not recorded')} |",
              f"| Completeness | {_completeness(missing, fp['subset'].get('n'))} |",
+             f"| Passes per image | {passes_text(backbone_passes(frame))} (images through the network: forward, "
+             "backward and partial; the minimum is the protocol's, benchmark.runtime.pass_model) |",
              f"| Versions | {' / '.join(versions)} |",
              f"| Git commit | {', '.join(commits)} |",
              f"| Reproduce | {reproduce} |"]
@@ -247,7 +251,7 @@ def _backbone_section(dataset: str, backbone: str, results: pd.DataFrame, ranked
     lines.append("")
     lines += _figures(backbone, frame, metas, out)
     lines += sanity_section(backbone, results, out)
-    lines += _win_section(frame)
+    lines += win_section(frame)
     n = metas[0]["fingerprint"]["subset"].get("n")
     caption = (f"{dataset} / {backbone}: mean over {'?' if n is None else n} images ± half the 95 % bootstrap "
                "interval; bold: best at the precision shown.")
@@ -356,41 +360,4 @@ def _figures(backbone: str, frame: pd.DataFrame, metas: List[Dict[str, Any]], ou
     path = mean_curves(frame, folder / f"{safe_name(backbone)}_curves.png", title=backbone)
     if path is not None:
         lines += [f"![Mean deletion and insertion curves, {backbone}](figures/{path.name})", ""]
-    return lines
-
-
-def _win_section(frame: pd.DataFrame) -> List[str]:
-    if "average_drop" not in frame.columns or frame["method"].nunique() < 2:
-        return []
-    pivot = frame.pivot(index="index", columns="method", values="average_drop")
-    methods = list(dict.fromkeys(frame["method"]))
-    win, p = win_matrix({m: pivot[m].to_numpy(dtype=float) for m in methods}, lower_is_better=True)
-    lines = ["Win % (Average Drop): share of images where the row method's drop is lower than the column "
-             "method's (ties count half); * p < 0.05, two-sided sign test, Holm-corrected.", "",
-             "| | " + " | ".join(methods) + " |", "|:--|" + "--:|" * len(methods)]
-    for a in methods:
-        cells = ["–" if a == b or not np.isfinite(win.loc[a, b]) else
-                 f"{win.loc[a, b]:.1f}" + ("*" if p.loc[a, b] < 0.05 else "") for b in methods]
-        lines.append(f"| {a} | " + " | ".join(cells) + " |")
-    return lines + [""]
-
-
-def _rank(value: float) -> str:
-    return f"{value:.2f}" if np.isfinite(value) else "–"
-
-
-def _rank_section(table: pd.DataFrame) -> List[str]:
-    directions = {c[0]: c[2] for c in COLUMNS if c[0] in table.columns}
-    if table.empty or not directions:
-        return []
-    ranks = mean_ranks(table, directions)
-    backbones = [c for c in ranks.columns if c != "mean rank"]
-    lines = ["## Mean rank across backbones", "",
-             "Rank of each method per backbone and table column (1 = best; values equal at the precision shown "
-             "tie and share the average rank), averaged over the columns and then over the backbones; a cell "
-             "undefined on most images, and a method whose maps are "
-             "constant or not finite on most images, are not ranked (–).", "",
-             "| Method | mean rank | " + " | ".join(backbones) + " |", "|:--|--:|" + "--:|" * len(backbones)]
-    for method, row in ranks.iterrows():
-        lines.append(f"| {method} | " + " | ".join(_rank(row[c]) for c in ["mean rank", *backbones]) + " |")
     return lines

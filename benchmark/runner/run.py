@@ -3,8 +3,9 @@
 Output directory (``config.out_dir``, default ``runs/<name>``; the folder itself is managed by
 :mod:`benchmark.runner.folder`: lock, fingerprint, overwrite, provenance)::
 
-    run.json               config, fingerprint, per-backbone preprocessing, timing and target layers
-                           (layer + layout per method), versions, commit, command
+    run.json               config, fingerprint, per-backbone preprocessing, timing, target layers
+                           (layer + layout per method) and passes per image beside the protocol's minimum
+                           (:mod:`benchmark.report.passes_report`), versions, commit, command
     config.yaml            the resolved config: ``cam-bench run --config config.yaml`` reproduces the run
     per_sample/<backbone>/<method>/shard_<s>.parquet   one row per (dataset index, backbone, method)
     per_sample/<backbone>/_data/shard_<s>.json         the data report of each shard (counts, skipped samples)
@@ -37,6 +38,7 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from benchmark.explainers import resolve_explainer
+from benchmark.report.passes_report import read_backbone_passes
 from benchmark.runner.config import RunConfig, _data_kwargs, dataset_subset, fingerprint, validate
 from benchmark.runner.folder import (
     READY_NAME,
@@ -209,5 +211,6 @@ def _run_backbone(config: RunConfig, trainer_args: Dict[str, Any], out: Path, ba
         if rank_zero_only.rank == 0:
             record_backbone(out, backbone, {"preprocessing": asdict(prep), "weights": config.weights,
                                             "num_classes": config.num_classes, "layers": module.layers,
-                                            "weights_sha256": weights, "complete": complete},
+                                            "weights_sha256": weights, "complete": complete,
+                                            "passes_per_image": read_backbone_passes(out, backbone)},
                             time.perf_counter() - start, done)

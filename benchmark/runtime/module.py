@@ -7,7 +7,11 @@ prediction), runs every explainer, and returns one record per (sample, method)::
     {"index": 17, "method": "gradcam", "target_layer": "layer4", "layout": "nchw", "target": 3,
      "prediction": 3, "probability": 0.91, "target_probability": 0.91, "seconds": 0.02,
      "metric_values": {"average_drop": 12.5, "pointing_game": [1.0, 3.0, 0.0], ...},
+     "passes": {"passes_explainer": 2.0, "passes_topk": 2.0, "passes_metric": 35.0, ...},
      "saliency": <(H, W) float32 CPU tensor, or None when keep_maps=False>}
+
+``passes`` is the method's passes per image of its batch, by phase, the backward ones among them and the protocol's
+minimum (:mod:`benchmark.passes`, :mod:`benchmark.runtime.pass_model`).
 
 ``metric_values`` holds, per configured metric, the value (or the vector of values) that metric
 stored for this sample (float64; NaN = undefined): :func:`benchmark.report.results.reduce_per_sample`
@@ -59,9 +63,12 @@ from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor, nn
 from torch.utils.data import DistributedSampler
 
-from benchmark.explainers import create_explainer, default_explainers, resolve_explainer
+from benchmark import passes
+from benchmark.explainers import default_explainers, resolve_explainer
 from benchmark.explainers.base import check_maps, map_status
 from benchmark.metrics import MetricInputs, create_metric
+from benchmark.runtime.explainer_setup import Config, as_config, build_explainer, explain_with
+from benchmark.runtime.pass_model import minimum_passes, pass_columns
 from datamodules.shards import current_shard
 
 __all__ = ["ExplainerModule", "merge_records"]
@@ -114,16 +121,16 @@ class ExplainerModule(pl.LightningModule):
         self.allow_zero_length_dataloader_with_multiple_devices = not self.reduce
         if target not in _TARGETS:
             raise ValueError(f"Expected `target` to be one of {_TARGETS}, but got {target!r}.")
-        config = _as_config(default_explainers() if explainers is None else explainers, "explainers")
+        config = as_config(default_explainers() if explainers is None else explainers, "explainers")
         config = {resolve_explainer(spec): kwargs for spec, kwargs in config.items()}  # files, modules, plugins
         if not config:
             raise ValueError("Expected at least one explainer, but got none.")
         self.model = model.eval()
         self.target = target
         self.keep_maps = keep_maps if isinstance(keep_maps, bool) else frozenset(int(i) for i in keep_maps)
-        self.explainers = {name: _build_explainer(name, model, target_layer, layout, input_size, kwargs)
+        self.explainers = {name: build_explainer(name, model, target_layer, layout, input_size, kwargs)
                            for name, kwargs in config.items()}
-        metric_config = _as_config(metrics or {}, "metrics")
+        metric_config = as_config(metrics or {}, "metrics")
         self.metrics = nn.ModuleDict({f"{method}/{name}": create_metric(name, **dict(kwargs or {}))
                                       for method in self.explainers for name, kwargs in metric_config.items()})
         self.top_k = int(top_k)
@@ -174,6 +181,10 @@ class ExplainerModule(pl.LightningModule):
 
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> List[Dict[str, Any]]:
         """Explain one batch; see the module docstring for the record format."""
+        with passes.counting(self.model) as counter:
+            return self._explain_batch(batch, batch_idx, dataloader_idx, counter)
+
+    def _explain_batch(self, batch, batch_idx, dataloader_idx, counter: passes.PassCounter) -> List[Dict[str, Any]]:
         if isinstance(batch, Mapping):
             self._counts.update({k: int(v) for k, v in (batch.get("counts") or {}).items()})
             self._skipped.extend(dict(s) for s in batch.get("skipped") or [])
@@ -183,7 +194,7 @@ class ExplainerModule(pl.LightningModule):
             keys = list(batch) if isinstance(batch, Mapping) else type(batch).__name__
             raise ValueError(f"Expected a batch dict with `image` and `index` (and `label`), but got {keys}.")
         images, indices = batch["image"], torch.as_tensor(batch["index"]).long()
-        with torch.no_grad(), self._section("forward"):
+        with torch.no_grad(), self._section("forward"), passes.phase("batch"):
             probs = self.model(images).float().softmax(dim=1)
         probability, prediction = probs.max(dim=1)
         targets = self._targets(batch, prediction)
@@ -199,8 +210,8 @@ class ExplainerModule(pl.LightningModule):
             for callback in trainer.callbacks if trainer is not None else ():
                 if hasattr(callback, "on_explainer_start"):
                     callback.on_explainer_start(name)
-            start = time.perf_counter()
-            with self._section(f"explainer/{name}"):
+            start, before = time.perf_counter(), counter.snapshot()
+            with self._section(f"explainer/{name}"), passes.phase("explainer"):
                 maps = explainer(images, targets, indices=indices)
             check_maps(name, maps, images)
             raw_max = explainer.last_raw_max
@@ -211,7 +222,7 @@ class ExplainerModule(pl.LightningModule):
             metrics = {key.split("/")[1]: m for key, m in self.metrics.items() if key.split("/")[0] == name}
             per_sample: Dict[str, List[Any]] = {}
             if metrics:
-                with self._section(f"metrics/{name}"):
+                with self._section(f"metrics/{name}"), passes.phase("metric"):
                     self._update_metrics(list(metrics.values()), explainer, batch, images, targets, indices,
                                          (maps, raw_max), probs, target_probability)
                 not_finite = torch.tensor([s == "not_finite" for s in status])
@@ -223,11 +234,14 @@ class ExplainerModule(pl.LightningModule):
             kept = [self.keep_maps if isinstance(self.keep_maps, bool) else row[0] in self.keep_maps
                     for row in columns]
             maps = maps.cpu() if any(kept) else None
+            spent = counter.per_image(len(images), since=before)  # this method's passes per image of the batch
+            minimum, _ = minimum_passes(explainer, metrics, spent, tuple(images.shape[-2:]), len(self.explainers))
             for i, (index, target, pred, prob, tprob) in enumerate(columns):
                 records.append({"index": index, "method": name, "target_layer": explainer.target_layer,
                                 "layout": layouts[name], "map_status": status[i], "target": target,
                                 "prediction": pred, "probability": prob,
                                 "target_probability": tprob, "seconds": seconds,
+                                "passes": pass_columns(spent, minimum),
                                 "metric_values": {metric: rows[i] for metric, rows in per_sample.items()},
                                 "saliency": maps[i] if kept[i] else None})
         return records
@@ -268,7 +282,7 @@ class ExplainerModule(pl.LightningModule):
             if "expl_saliency" in needs:
                 inputs.expl_saliency = explainer(explanation, targets, indices=indices)
         if "explain" in needs:  # maps of other classes / perturbed inputs, seeded like the batch's own maps
-            inputs.explain = functools.partial(_explain_with, explainer, indices)
+            inputs.explain = functools.partial(explain_with, explainer, indices)
             inputs.explainer = explainer
         if "topk" in needs:
             k = min(self.top_k, probs.shape[1])
@@ -293,7 +307,8 @@ class ExplainerModule(pl.LightningModule):
         rows, cols = torch.nonzero(~reuse, as_tuple=True)
         for part in torch.arange(len(rows), device=rows.device).split(b):  # at most a batch per call (memory, speed)
             r, c = rows[part], cols[part]
-            topk[r, c] = explainer(images[r], classes[r, c], indices=indices[r])
+            with passes.phase("topk"):
+                topk[r, c] = explainer(images[r], classes[r, c], indices=indices[r])
             raw[r, c] = explainer.last_raw_max.to(raw.device)
         return topk, raw
 
@@ -332,39 +347,6 @@ class ExplainerModule(pl.LightningModule):
             self.logger.log_metrics({f"{r['method']}/{r['metric']}": r["value"] for r in self.results},
                                     step=self._logged_batches)
             self.logger.save()
-
-
-Config = Union[Sequence[str], Mapping[str, Optional[Mapping[str, Any]]], None]
-
-
-def _as_config(value: Config, what: str) -> Dict[str, Dict[str, Any]]:
-    """Names or a mapping name -> keyword arguments, as a dict name -> kwargs."""
-    if isinstance(value, str):
-        raise TypeError(f"Expected `{what}` to be a list of names or a mapping, but got the str {value!r}.")
-    if isinstance(value, Mapping):
-        return {name: dict(kwargs or {}) for name, kwargs in value.items()}
-    return {name: {} for name in value}
-
-
-def _build_explainer(name: str, model: nn.Module, target_layer: Optional[str], layout: Optional[str],
-                     input_size: Sequence[int], kwargs: Mapping[str, Any]):
-    """The explainer ``name``; the module-level layer and layout go to the methods that read a layer
-    (an explainer's own ``target_layer`` / ``layout`` arguments win)."""
-    from benchmark.explainers.registry import _lookup
-
-    shared: Dict[str, Any] = {"target_layer": target_layer, "input_size": tuple(input_size)}
-    if layout is not None and getattr(_lookup(name), "uses_layer", True):
-        shared["layout"] = layout
-    return create_explainer(name, model, **{**shared, **kwargs})
-
-
-def _explain_with(explainer, batch_indices: Tensor, images: Tensor, classes: Tensor,
-                  indices: Optional[Tensor] = None) -> Tensor:
-    """``MetricInputs.explain``: ``explainer(images, classes)`` with the batch's dataset indices when ``images``
-    is the batch (or a perturbed copy of it) and ``indices`` is not given."""
-    if indices is None and len(images) == len(batch_indices):
-        indices = batch_indices
-    return explainer(images, classes, indices=indices)
 
 
 def _as_lists(*tensors: Tensor) -> List[Tuple]:

@@ -15,11 +15,12 @@ EXPECTED = {"gradcam", "gradcampp", "xgradcam", "scorecam", "smoothgradcampp", "
             "ablationcam", "eigencam", "fakecam", "random", "center", "guidedbackprop", "guidedgradcam",
             "guidedgradcampp", "integratedgradients", "gradientshap", "occlusion",
             # issue 19: parity with the peers
-            "eigengradcam", "kpcacam", "rise", "shapleycam", "fullgrad"}
+            "eigengradcam", "kpcacam", "rise", "shapleycam", "fullgrad", "sscam", "iscam", "finercam"}
 #: small budgets for the costly methods (occlusion: 15 x 15 patches every 8 px instead of 45 x 45 at every pixel)
 OPTIONS = {"scorecam": {"chunk_size": 256}, "ablationcam": {"chunk_size": 256},
            "occlusion": {"patch_size": 15, "stride": 8}, "integratedgradients": {"steps": 8},
            "gradientshap": {"n_samples": 4}, "rise": {"n_masks": 16, "chunk_size": 16},
+           "sscam": {"n_samples": 2, "chunk_size": 256}, "iscam": {"n_samples": 3, "chunk_size": 256},
            # on this random-init model ReST's map of one image is all negative (zero after the ReLU): the logit
            "shapleycam": {"score": "logit"}}
 

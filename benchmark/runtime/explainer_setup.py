@@ -1,0 +1,43 @@
+"""How :class:`~benchmark.runtime.module.ExplainerModule` reads its explainer and metric configs and builds its
+explainers."""
+from __future__ import annotations
+
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
+
+from torch import Tensor, nn
+
+from benchmark.explainers import create_explainer
+
+__all__ = ["Config", "as_config", "build_explainer", "explain_with"]
+
+Config = Union[Sequence[str], Mapping[str, Optional[Mapping[str, Any]]], None]
+
+
+def as_config(value: Config, what: str) -> Dict[str, Dict[str, Any]]:
+    """Names or a mapping name -> keyword arguments, as a dict name -> kwargs."""
+    if isinstance(value, str):
+        raise TypeError(f"Expected `{what}` to be a list of names or a mapping, but got the str {value!r}.")
+    if isinstance(value, Mapping):
+        return {name: dict(kwargs or {}) for name, kwargs in value.items()}
+    return {name: {} for name in value}
+
+
+def build_explainer(name: str, model: nn.Module, target_layer: Optional[str], layout: Optional[str],
+                    input_size: Sequence[int], kwargs: Mapping[str, Any]):
+    """The explainer ``name``; the module-level layer and layout go to the methods that read a layer
+    (an explainer's own ``target_layer`` / ``layout`` arguments win)."""
+    from benchmark.explainers.registry import _lookup
+
+    shared: Dict[str, Any] = {"target_layer": target_layer, "input_size": tuple(input_size)}
+    if layout is not None and getattr(_lookup(name), "uses_layer", True):
+        shared["layout"] = layout
+    return create_explainer(name, model, **{**shared, **kwargs})
+
+
+def explain_with(explainer, batch_indices: Tensor, images: Tensor, classes: Tensor,
+                 indices: Optional[Tensor] = None) -> Tensor:
+    """``MetricInputs.explain``: ``explainer(images, classes)`` with the batch's dataset indices when ``images``
+    is the batch (or a perturbed copy of it) and ``indices`` is not given."""
+    if indices is None and len(images) == len(batch_indices):
+        indices = batch_indices
+    return explainer(images, classes, indices=indices)

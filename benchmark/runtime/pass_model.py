@@ -1,0 +1,103 @@
+"""The protocol's minimum passes per image, beside those a run counts (:mod:`benchmark.passes`).
+
+For one method and one batch, the measured explainer call ``E`` (its passes per image, whatever they are) is taken
+as given. What the protocol needs on top of it is:
+
+* top-k maps: one call ``E`` per other top-k class. A method whose maps of every class come from one call has
+  ``class_free = True``: its maps do not depend on the class (Eigen-CAM, random, ...), or its masked forwards
+  score every class at once (Score-CAM, Ablation-CAM, RISE, ...). For such a method they need nothing.
+* Average Drop / Increase: one forward of ``x * CAM``. Coherency: one call ``E`` on ``x * CAM``, whose forward
+  also gives the drop's probability; when ``E`` makes no forward of its own, one forward is added.
+* Deletion: ``n_steps - 1`` forwards. ``p(x)`` is the batch's forward, and the fully deleted image is the same
+  constant for every image (one forward per backbone, not counted).
+* Insertion: ``n_steps - 1`` forwards, plus the blurred image's, which every method shares (1 / methods).
+* Complexity, ADCC, and the box, mask and pointing metrics: nothing beyond the maps.
+* Any other metric that runs the model (``needs`` ``model`` or ``explain``): not modelled. Its measured metric
+  passes count as its minimum, and :func:`minimum_passes` names it.
+
+Passes are images through the network, with forward, backward and partial passes summed (:mod:`benchmark.passes`).
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Mapping, Sequence, Tuple
+
+from benchmark.metrics.functional.insertion_deletion import _pixels_per_step
+
+__all__ = ["minimum_passes", "pass_columns", "summarize"]
+
+#: metrics that need no pass beyond the maps (and the boxes or masks)
+FREE_METRICS = frozenset({"complexity", "adcc", "localization_error", "max_box_acc", "max_box_acc_v2", "pxap",
+                          "pointing_game", "pointing_game_recall", "energy_pointing_game", "box_coverage"})
+
+
+def _curve_steps(metric: object, image_hw: Tuple[int, int]) -> int:
+    height, width = image_hw
+    per_step = _pixels_per_step(height, width, metric.pixels_per_step, metric.steps)
+    return -(-height * width // per_step)
+
+
+def minimum_passes(explainer: object, metrics: Mapping[str, object], measured: Mapping[str, float],
+                   image_hw: Tuple[int, int], n_methods: int) -> Tuple[float, List[str]]:
+    """The minimum passes per image for ``explainer`` and its ``metrics`` (name -> metric), and the names of the
+    metrics not modelled.
+
+    ``measured`` holds the passes per image of this method's batch, keyed ``"<phase>/<kind>"`` as
+    :meth:`benchmark.passes.PassCounter.per_image` gives them.
+
+    Examples:
+        >>> class Grad: class_free = False
+        >>> class Curve: needs, pixels_per_step, steps = frozenset({"model"}), None, 16
+        >>> measured = {"explainer/forward": 1.0, "explainer/backward": 1.0, "topk/forward": 1.0,
+        ...             "topk/backward": 1.0, "metric/forward": 40.0, "metric/backward": 1.0}
+        >>> minimum_passes(Grad(), {"deletion": Curve(), "insertion": Curve()}, measured, (32, 32), 4)
+        (32.25, [])
+    """
+    def phase(name: str, kinds: Sequence[str] = ("forward", "backward", "partial")) -> float:
+        return sum(measured.get(f"{name}/{kind}", 0.0) for kind in kinds)
+
+    call = phase("explainer")
+    needs = frozenset().union(*(getattr(m, "needs", frozenset()) for m in metrics.values()))
+    topk = 0.0 if getattr(explainer, "class_free", False) or "topk" not in needs else phase("topk")
+    metric = 0.0
+    if "expl_saliency" in needs:
+        metric += call + (0.0 if phase("explainer", ("forward",)) > 0 else 1.0)
+    elif "expl_probs" in needs:
+        metric += 1.0
+    unmodelled = []
+    for name, instance in metrics.items():
+        if name in ("deletion", "insertion"):
+            metric += _curve_steps(instance, image_hw) - 1 + (1.0 / n_methods if name == "insertion" else 0.0)
+        elif name not in FREE_METRICS and getattr(instance, "needs", frozenset()) & {"model", "explain"}:
+            unmodelled.append(name)
+    if unmodelled:  # their passes cannot be told apart from the others': the whole metric phase counts as needed
+        metric = phase("metric")
+    return call + topk + metric, unmodelled
+
+
+def summarize(rows: Sequence[Dict[str, float]]) -> Dict[str, float]:
+    """Sum per-image passes over rows: ``{"actual", "minimum", "ratio"}``.
+
+    Examples:
+        >>> summarize([{"actual": 4.0, "minimum": 2.0}, {"actual": 2.0, "minimum": 2.0}])
+        {'actual': 6.0, 'minimum': 4.0, 'ratio': 1.5}
+    """
+    actual = sum(r["actual"] for r in rows)
+    minimum = sum(r["minimum"] for r in rows)
+    return {"actual": actual, "minimum": minimum, "ratio": actual / minimum if minimum else float("nan")}
+
+
+def pass_columns(measured: Mapping[str, float], minimum: float) -> Dict[str, float]:
+    """The :data:`~benchmark.passes.PASS_COLUMNS` of a method's batch: passes per image by phase (all kinds), the
+    backward passes among them, and the minimum.
+
+    Examples:
+        >>> columns = pass_columns({"explainer/forward": 1.0, "explainer/backward": 1.0, "metric/forward": 3.0}, 4.0)
+        >>> columns["passes_explainer"], columns["passes_metric"], columns["passes_backward"], columns["passes_topk"]
+        (2.0, 3.0, 1.0, 0.0)
+    """
+    def total(prefix: str) -> float:
+        return sum(v for k, v in measured.items() if k.startswith(prefix))
+
+    return {"passes_explainer": total("explainer/"), "passes_topk": total("topk/"), "passes_metric": total("metric/"),
+            "passes_backward": sum(v for k, v in measured.items() if k.endswith("/backward")),
+            "passes_minimum": float(minimum)}

@@ -1,0 +1,87 @@
+"""Pass accounting: the counts of a tiny run pinned by hand, and the minimum of the pass model."""
+import pytest
+import torch
+from torchvision.models import resnet18
+
+from benchmark import passes
+from benchmark.passes import PASS_COLUMNS
+from benchmark.report.passes_report import backbone_passes, passes_text
+from benchmark.runtime.module import ExplainerModule
+from callbacks.per_sample_writer import records_to_frame
+
+METRICS = {"average_drop": {}, "average_increase": {}, "coherency": {}, "complexity": {},
+           "deletion": {"steps": 4}, "insertion": {"steps": 4}, "localization_error": {"top_k": [1, 2]}}
+
+
+@pytest.fixture(scope="module")
+def run():
+    torch.manual_seed(0)
+    model = resnet18(num_classes=4).eval()
+    module = ExplainerModule(model, {"gradcam": {}, "eigencam": {}, "scorecam": {"chunk_size": 16}},
+                             target="prediction", input_size=(3, 64, 64), metrics=METRICS, top_k=2,
+                             keep_maps=False)
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    boxes = [torch.tensor([[8.0, 8.0, 40.0, 40.0]] * 4)] * 2  # one box of every class, for the top-k maps
+    batch = {"image": images, "label": torch.tensor([0, 1]), "index": torch.tensor([0, 1]), "boxes": boxes,
+             "box_labels": [torch.arange(4)] * 2}
+    records = module.predict_step(batch, 0)
+    return model, images, {r["method"]: r["passes"] for r in records}, records
+
+
+def test_gradient_cam_counts_by_hand(run):
+    """Grad-CAM on 2 images, top-2 maps of the predicted class: per image one forward + backward for the map, one for
+    the other top-2 class, and in the metrics ``x * CAM`` (1 forward), ``CAM(x * CAM)`` (1 + 1 backward) and two
+    4-step curves of 5 points each (10 forwards)."""
+    _, _, spent, _ = run
+    assert spent["gradcam"]["passes_explainer"] == 2.0
+    assert spent["gradcam"]["passes_topk"] == 2.0
+    assert spent["gradcam"]["passes_metric"] == 1 + 2 + 10
+    assert spent["gradcam"]["passes_backward"] == 3.0
+    # minimum: the map (2), the other class's map (2), CAM(x * CAM) whose forward gives the drop's probability (2),
+    # 3 + 3 curve points (p(x) and the fully deleted / inserted image are known) and the blurred image shared by the
+    # 3 methods (1/3)
+    assert spent["gradcam"]["passes_minimum"] == pytest.approx(2 + 2 + 2 + 3 + 3 + 1 / 3)
+
+
+def test_class_free_methods_need_no_topk_pass(run):
+    """Eigen-CAM's map does not depend on the class: the run recomputes it for the other top-2 class (1 forward), the
+    minimum does not."""
+    _, _, spent, _ = run
+    eigen = spent["eigencam"]
+    assert (eigen["passes_explainer"], eigen["passes_topk"], eigen["passes_backward"]) == (1.0, 1.0, 0.0)
+    assert eigen["passes_metric"] == 1 + 1 + 10
+    assert eigen["passes_minimum"] == pytest.approx(1 + 1 + 3 + 3 + 1 / 3)
+
+
+def test_score_cam_counts_its_masked_forwards(run):
+    """Score-CAM: one hooked forward, then one masked forward per non-constant channel of layer4 (counted here from
+    the activations) on the inference copy."""
+    model, images, spent, _ = run
+    kept = []
+    handle = model.layer4.register_forward_hook(lambda m, a, out: kept.append(out.detach()))
+    with torch.no_grad():
+        model(images)
+    handle.remove()
+    flat = kept[0].flatten(2)
+    live = (flat.amax(dim=2) > flat.amin(dim=2)).sum().item()
+    assert spent["scorecam"]["passes_explainer"] == 1 + live / 2
+    assert spent["scorecam"]["passes_backward"] == 0.0
+
+
+def test_counter_phases_copies_and_the_report(run):
+    _, _, spent, records = run
+    model = resnet18(num_classes=3).eval()
+    with passes.counting(model) as counter:
+        copy = __import__("copy").deepcopy(model)  # carries the hooks, which count only the model itself
+        with passes.phase("metric"):
+            copy(torch.randn(3, 3, 32, 32))
+            model(torch.randn(3, 3, 32, 32))
+    assert dict(counter.counts) == {"metric/forward": 3}
+    frame = records_to_frame(records, "random", "resnet18")
+    assert all(c in frame.columns for c in PASS_COLUMNS)
+    summary = backbone_passes(frame)["resnet18"]
+    actual = 1 + sum(s["passes_explainer"] + s["passes_topk"] + s["passes_metric"] for s in spent.values())
+    assert summary["actual"] == pytest.approx(actual, abs=1e-3)
+    assert summary["ratio"] > 1.0  # the top-k recomputation of Eigen-CAM and Score-CAM, the curve endpoints, ...
+    assert passes_text({"resnet18": summary}).startswith(f"resnet18: {actual:.1f} actual")
+    assert passes_text({}) == "not recorded"
