@@ -59,8 +59,9 @@ EXPLAINERS: Dict[str, str] = {
 }
 
 #: the explainers a run uses when none are named (``in_default_run``)
-DEFAULT_EXPLAINERS: Tuple[str, ...] = ("ablationcam", "center", "eigencam", "fakecam", "gradcam", "gradcampp",
-                                       "hirescam", "layercam", "random", "scorecam", "smoothgradcampp", "xgradcam")
+DEFAULT_EXPLAINERS: Tuple[str, ...] = ("ablationcam", "center", "eigencam", "fakecam", "finercam", "gradcam",
+                                       "gradcampp", "hirescam", "layercam", "random", "scorecam", "shapleycam",
+                                       "smoothgradcampp", "xgradcam")
 
 #: registered metric -> the first line of its docstring
 METRICS: Dict[str, str] = {

@@ -118,7 +118,7 @@ def _explainers(value: str) -> Optional[List[str]]:
         >>> _explainers("gradcam,my_cam.py:MyCAM")
         ['gradcam', 'my_cam.py:MyCAM']
         >>> _explainers("+my_cam.py:MyCAM")[-1], len(_explainers("+my_cam.py:MyCAM"))
-        ('my_cam.py:MyCAM', 13)
+        ('my_cam.py:MyCAM', 15)
     """
     if not value:
         return None

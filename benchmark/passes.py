@@ -5,15 +5,17 @@ Kinds, each counted per image:
 * ``forward``: one image through the model or through one of its inference copies. The model's forwards are
   counted by a forward pre-hook that :func:`counting` installs. The copies (Score-CAM's, RISE's, the perturbation
   metrics') are counted by :class:`~benchmark.explainers.fastpath.InferenceCopy`.
-* ``backward``: one backward pass that starts at the model's logits (to the target layer or to the input). It is
-  counted by a hook on the logits of every forward that builds a graph; a double backward (Shapley-CAM's
-  Hessian-vector product) starts at the gradients and is not counted.
+* ``backward``: one backward pass through the model's logits (to the target layer or to the input). It is
+  counted by a hook on the logits of every forward that builds a graph; Shapley-CAM's Hessian-vector product,
+  a backward through the first backward's graph, passes there again and counts as a second one.
 * ``partial``: one image through a part of the network, either the layers before the target layer or those
   after it (Ablation-CAM's split, :mod:`benchmark.explainers.tail`).
 
 Phases (:func:`phase`): ``batch`` (the module's one forward per batch, shared by every method), ``explainer`` (the
 map of the explained class), ``topk`` (the maps of the other top-k classes) and ``metric`` (the metrics' own
-passes: ``x * CAM``, ``CAM(x * CAM)``, the perturbation curves, ...). Passes outside any phase are ``other``.
+passes: ``x * CAM``, ``CAM(x * CAM)``, the perturbation curves, ...). Passes outside any phase are ``other``;
+``setup`` holds one-time passes of a process (the random baseline's probe of its layer's grid), which no batch is
+charged with, so that the per-sample counts are the same on 1 or N processes.
 Networks the run builds itself and calls directly (MPRT's randomized copies) are not counted.
 
 Examples:
@@ -37,7 +39,7 @@ from torch import Tensor, nn
 __all__ = ["KINDS", "PASS_COLUMNS", "PHASES", "PassCounter", "count", "counting", "phase"]
 
 KINDS = ("forward", "backward", "partial")
-PHASES = ("batch", "explainer", "topk", "metric", "other")
+PHASES = ("batch", "explainer", "topk", "metric", "setup", "other")
 #: the per-sample columns of a method's passes per image (each row holds its batch's passes / the batch's images):
 #: the three phases (kinds summed), the backward passes among them, and the minimum of
 #: :func:`benchmark.runtime.pass_model.minimum_passes`

@@ -124,7 +124,7 @@ BASELINES = ("fakecam", "center", "random")
 #: on the committed run it does not separate from the centre baseline on pointing and insertion (its intervals
 #: overlap the centre's on both backbones). It is excluded from the class-discriminative claim below, not from the
 #: discrimination test after it.
-CLASS_AGNOSTIC = ("eigencam",)
+CLASS_AGNOSTIC = ("eigencam", "kpcacam")  # KPCA-CAM (opt-in) alike, when a run includes it
 
 
 @pytest.mark.parametrize("metric,higher", [("pointing_game_accuracy", True), ("energy_pointing_game", True),

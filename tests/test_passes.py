@@ -30,12 +30,12 @@ def run():
 
 def test_gradient_cam_counts_by_hand(run):
     """Grad-CAM on 2 images, top-2 maps of the predicted class: per image one forward + backward for the map, one for
-    the other top-2 class, and in the metrics ``x * CAM`` (1 forward), ``CAM(x * CAM)`` (1 + 1 backward) and two
-    4-step curves of 5 points each (10 forwards)."""
+    the other top-2 class, and in the metrics ``CAM(x * CAM)`` (1 + 1 backward; its forward gives the probability of
+    ``x * CAM`` for Average Drop / Increase) and two 4-step curves of 5 points each (10 forwards)."""
     _, _, spent, _ = run
     assert spent["gradcam"]["passes_explainer"] == 2.0
     assert spent["gradcam"]["passes_topk"] == 2.0
-    assert spent["gradcam"]["passes_metric"] == 1 + 2 + 10
+    assert spent["gradcam"]["passes_metric"] == 2 + 10
     assert spent["gradcam"]["passes_backward"] == 3.0
     # minimum: the map (2), the other class's map (2), CAM(x * CAM) whose forward gives the drop's probability (2),
     # 3 + 3 curve points (p(x) and the fully deleted / inserted image are known) and the blurred image shared by the
@@ -43,19 +43,19 @@ def test_gradient_cam_counts_by_hand(run):
     assert spent["gradcam"]["passes_minimum"] == pytest.approx(2 + 2 + 2 + 3 + 3 + 1 / 3)
 
 
-def test_class_free_methods_need_no_topk_pass(run):
-    """Eigen-CAM's map does not depend on the class: the run recomputes it for the other top-2 class (1 forward), the
-    minimum does not."""
+def test_class_independent_methods_reuse_their_map_for_the_top_k(run):
+    """Eigen-CAM's map does not depend on the class: the other top-2 class gets the same map, with no pass; the
+    metrics' passes are ``CAM(x * CAM)`` (1 forward, which gives the probability too) and the curves (10)."""
     _, _, spent, _ = run
     eigen = spent["eigencam"]
-    assert (eigen["passes_explainer"], eigen["passes_topk"], eigen["passes_backward"]) == (1.0, 1.0, 0.0)
-    assert eigen["passes_metric"] == 1 + 1 + 10
+    assert (eigen["passes_explainer"], eigen["passes_topk"], eigen["passes_backward"]) == (1.0, 0.0, 0.0)
+    assert eigen["passes_metric"] == 1 + 10
     assert eigen["passes_minimum"] == pytest.approx(1 + 1 + 3 + 3 + 1 / 3)
 
 
 def test_score_cam_counts_its_masked_forwards(run):
     """Score-CAM: one hooked forward, then one masked forward per non-constant channel of layer4 (counted here from
-    the activations) on the inference copy."""
+    the activations) on the inference copy; they score both top-2 classes (:meth:`BaseExplainer.class_maps`)."""
     model, images, spent, _ = run
     kept = []
     handle = model.layer4.register_forward_hook(lambda m, a, out: kept.append(out.detach()))
@@ -64,8 +64,8 @@ def test_score_cam_counts_its_masked_forwards(run):
     handle.remove()
     flat = kept[0].flatten(2)
     live = (flat.amax(dim=2) > flat.amin(dim=2)).sum().item()
-    assert spent["scorecam"]["passes_explainer"] == 1 + live / 2
-    assert spent["scorecam"]["passes_backward"] == 0.0
+    assert spent["scorecam"]["passes_explainer"] == 1 + live / 2  # the other top-2 class's map from the same ones
+    assert spent["scorecam"]["passes_topk"] == spent["scorecam"]["passes_backward"] == 0.0
 
 
 def test_counter_phases_copies_and_the_report(run):
@@ -82,6 +82,6 @@ def test_counter_phases_copies_and_the_report(run):
     summary = backbone_passes(frame)["resnet18"]
     actual = 1 + sum(s["passes_explainer"] + s["passes_topk"] + s["passes_metric"] for s in spent.values())
     assert summary["actual"] == pytest.approx(actual, abs=1e-3)
-    assert summary["ratio"] > 1.0  # the top-k recomputation of Eigen-CAM and Score-CAM, the curve endpoints, ...
+    assert summary["ratio"] > 1.0  # Grad-CAM's curves' endpoints, ...
     assert passes_text({"resnet18": summary}).startswith(f"resnet18: {actual:.1f} actual")
     assert passes_text({}) == "not recorded"

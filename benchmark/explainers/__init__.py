@@ -2,7 +2,7 @@
 
 >>> from benchmark.explainers import create_explainer, default_explainers, list_explainers
 >>> len(list_explainers()), len(default_explainers())
-(28, 12)
+(28, 14)
 
 Each method is registered by its module's import below (explicit, no ``import *``).
 """

@@ -34,7 +34,7 @@ class AblationCAM(BaseExplainer):
     """
 
     uses_gradients = False
-    class_free = True  # every class's weights come from the same ablated forwards
+    scores_every_class = True  # every class's weights come from the same ablated forwards
 
     def __init__(self, model, target_layer=None, input_size=(3, 224, 224), chunk_size: int = 32,
                  use_tail: bool = True, *, layout: Optional[str] = None) -> None:
@@ -53,9 +53,11 @@ class AblationCAM(BaseExplainer):
         return self._weights(inputs, split, prefix)
 
     def _weights(self, inputs: CAMInputs, split: Optional[LayerSplit], prefix) -> Tensor:
+        """``(B, C, 1, 1)`` weights, or ``(B, k, C, 1, 1)`` for ``(B, k)`` targets (the same ablated forwards)."""
         acts, targets = inputs.activations, inputs.targets
-        score = inputs.logits.gather(1, targets[:, None]).squeeze(1)
-        ablated = score[:, None].repeat(1, acts.shape[1])
+        classes = targets if targets.ndim == 2 else targets[:, None]
+        score = inputs.logits.gather(1, classes)  # (B, k)
+        ablated = score[:, :, None].repeat(1, 1, acts.shape[1])
         for chunk in acts.flatten(2).ne(0).any(dim=2).nonzero().split(self.chunk_size):
             b, k = chunk.unbind(dim=1)
             rows = torch.arange(len(k), device=acts.device)
@@ -74,10 +76,11 @@ class AblationCAM(BaseExplainer):
 
                 with self.hook_layer(ablate, inputs.images.shape[-2:]):
                     logits = self.model(inputs.images[b])
-            ablated[b, k] = logits.gather(1, targets[b, None]).squeeze(1).to(ablated.dtype)
-        nonzero = (score != 0)[:, None]
-        drop = (score[:, None] - ablated) / score[:, None].where(nonzero, 1.0) * nonzero
-        return drop.view(*drop.shape, 1, 1)
+            ablated[b, :, k] = logits.gather(1, classes[b]).to(ablated.dtype)
+        nonzero = (score != 0)[:, :, None]
+        drop = (score[:, :, None] - ablated) / score[:, :, None].where(nonzero, 1.0) * nonzero
+        drop = drop.view(*drop.shape, 1, 1)
+        return drop if targets.ndim == 2 else drop[:, 0]
 
     def _split(self) -> Optional[LayerSplit]:
         if not hasattr(self, "_layer_split"):

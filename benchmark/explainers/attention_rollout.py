@@ -126,7 +126,7 @@ class AttentionRollout(AttentionExplainer):
     """
 
     name = "attentionrollout"
-    class_free = True  # the map does not depend on the class
+    class_independent = True
     uses_gradients = False
 
     def __init__(self, model, target_layer=None, input_size=(3, 224, 224), head_fusion: str = "mean") -> None:

@@ -135,14 +135,20 @@ class BaseExplainer:
     name: ClassVar[str] = ""  #: registry name, set by ``@register_explainer``
     #: ``(B,)`` maximum of each ReLU'd raw map of the last call, before the min-max normalisation
     last_raw_max: Optional[Tensor] = None
+    #: ``(B, K)`` logits of the last call's images when the call ran the model on them unchanged (the default
+    #: :meth:`raw_maps`), else None: the module reads the probabilities of ``x * CAM`` from there
+    clean_logits: Optional[Tensor] = None
     uses_gradients: ClassVar[bool] = True  #: ``weights`` needs ``CAMInputs.gradients``
     uses_layer: ClassVar[bool] = True  #: baselines that need no layer set this to False
     #: part of the default method set of ``cam-bench run`` / ``ExplainerModule`` (:func:`default_explainers`);
     #: the costly pixel-attribution methods run only when named
     in_default_run: ClassVar[bool] = True
-    #: one call gives the maps of every class: the maps do not depend on the class, or the method's masked
-    #: forwards score every class at once (the pass model, :mod:`benchmark.runtime.pass_model`, needs no top-k calls)
-    class_free: ClassVar[bool] = False
+    #: the map does not depend on the explained class: the module reuses it for the other top-k classes
+    class_independent: ClassVar[bool] = False
+    #: ``weights`` takes ``(B, k)`` targets: the masked forwards score every class at once, and
+    #: :meth:`class_maps` gives the maps of several classes per image from one call (the pass model,
+    #: :mod:`benchmark.runtime.pass_model`, counts no top-k pass for it or for a class-independent method)
+    scores_every_class: ClassVar[bool] = False
 
     #: the target layer's layout (``None`` for methods that use no layer)
     layout: Optional[Layout] = None
@@ -172,6 +178,7 @@ class BaseExplainer:
     def raw_maps(self, images: Tensor, targets: Optional[Tensor], indices: Optional[Tensor]) -> Tensor:
         """Un-normalised ``(B, h, w)`` maps; by default ``sum_k weights_k * A_k``."""
         inputs = self.forward_layer(images, targets, indices, self.uses_gradients)
+        self.clean_logits = inputs.logits
         return (self.weights(inputs) * inputs.activations).sum(dim=1)
 
     # ----------------------------------------------------------------------- the public call
@@ -188,6 +195,7 @@ class BaseExplainer:
         Returns:
             ``(B, H, W)`` float32 maps in ``[0, 1]`` on the images' device, without autograd graph.
         """
+        self.clean_logits = None
         maps = self.unnormalized_maps(images, targets, indices)
         self.last_raw_max = maps.flatten(1).relu().amax(dim=1).float()  # before the min-max
         return normalize_maps(maps, tuple(images.shape[-2:]))
@@ -204,6 +212,29 @@ class BaseExplainer:
                 images = images.clone()
             targets = targets.clone() if targets is not None and targets.is_inference() else targets
             return self.raw_maps(images, targets, indices).detach()
+
+    def class_maps(self, images: Tensor, classes: Tensor, indices: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """Maps of several classes per image: ``(B, k)`` classes -> ``(B, k, H, W)`` maps as :meth:`__call__` gives
+        them (bitwise) and their ``(B, k)`` raw maxima (:attr:`last_raw_max`). A method that
+        ``scores_every_class`` computes them from one call's forwards, any other from one call per column.
+        """
+        if not isinstance(classes, Tensor) or classes.ndim != 2 or len(classes) != len(images):
+            raise ValueError(f"Expected `classes` of shape ({len(images)}, k), but got "
+                             f"{tuple(getattr(classes, 'shape', ()))}.")
+        if not self.scores_every_class:
+            maps = [(self(images, classes[:, j], indices), self.last_raw_max) for j in range(classes.shape[1])]
+            return torch.stack([m for m, _ in maps], 1), torch.stack([r for _, r in maps], 1)
+        images = self._check_images(images)
+        indices = self._check_vector(indices, "indices", len(images))
+        with eval_mode(self.model), torch.inference_mode(False), torch.no_grad():
+            images = images.clone() if images.is_inference() else images
+            inputs = self.forward_layer(images, classes[:, 0].clone(), indices, self.uses_gradients)
+            inputs.targets = self._check_classes(classes.clone(), inputs.logits)
+            weights = self.weights(inputs)  # (B, k, C, 1, 1)
+            raw = torch.stack([(weights[:, j] * inputs.activations).sum(dim=1) for j in range(classes.shape[1])], 1)
+        self.last_raw_max = raw.flatten(2).relu().amax(dim=2).float()
+        maps = torch.stack([normalize_maps(raw[:, j], tuple(images.shape[-2:])) for j in range(raw.shape[1])], 1)
+        return maps, self.last_raw_max
 
     # ------------------------------------------------------------------------ shared helpers
     @contextlib.contextmanager

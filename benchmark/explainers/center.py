@@ -27,7 +27,7 @@ class CenterCAM(BaseExplainer):
     name = "center"
     uses_layer = False
     uses_gradients = False
-    class_free = True  # the map does not depend on the class
+    class_independent = True
 
     def __init__(self, model, target_layer=None, input_size=(3, 224, 224), sigma: float = 0.25) -> None:
         if not sigma > 0:

@@ -58,7 +58,7 @@ class EigenCAM(BaseExplainer):
     """
 
     uses_gradients = False
-    class_free = True  # the map does not depend on the class
+    class_independent = True
 
     def weights(self, inputs: CAMInputs) -> Tensor:
         _, v = _signed_first_direction(inputs.activations, center=False)

@@ -25,7 +25,7 @@ class FakeCAM(BaseExplainer):
 
     uses_layer = False
     uses_gradients = False
-    class_free = True  # the map does not depend on the class
+    class_independent = True
 
     def raw_maps(self, images: Tensor, targets: Optional[Tensor], indices: Optional[Tensor]) -> Tensor:
         batch, _, height, width = images.shape

@@ -65,7 +65,6 @@ class FinerCAM(BaseExplainer):
     """
 
     name = "finercam"
-    in_default_run = False  # issue 19's methods run when named
 
     def __init__(self, model, target_layer=None, input_size=(3, 224, 224), n_references: int = 3,
                  alpha: Optional[float] = None, weighting: str = "mean", *, layout=None) -> None:

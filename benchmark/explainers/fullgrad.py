@@ -62,7 +62,7 @@ class FullGrad(BaseExplainer):
     name = "fullgrad"
     uses_layer = False
     uses_gradients = False
-    in_default_run = False  # issue 19's methods run when named until the default run's budget is re-measured
+    in_default_run = False  # refuses vision transformers (completeness fails), and the default run has one
 
     def __init__(self, model, target_layer=None, input_size=(3, 224, 224), convention: str = "authors", *,
                  layout=None) -> None:

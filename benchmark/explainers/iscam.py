@@ -63,17 +63,20 @@ class ISCAM(ScoreCAM):
         self.n_samples, self.schedule = n_samples, check_choice(schedule, "schedule", SCHEDULES)
 
     def weights(self, inputs: CAMInputs) -> Tensor:
+        """``(B, C, 1, 1)`` weights, or ``(B, k, C, 1, 1)`` for ``(B, k)`` targets (the same masked forwards)."""
         acts, images, targets = inputs.activations, inputs.images, inputs.targets
+        classes = targets if targets.ndim == 2 else targets[:, None]
         flat = acts.flatten(2)
         live = flat.amax(dim=2) > flat.amin(dim=2)  # (B, C) non-constant channels
         coefficients = [c for c in integration_coefficients(self.n_samples, self.schedule).tolist() if c > 0]
-        scores = acts.new_zeros(live.shape)
+        scores = acts.new_zeros(len(acts), classes.shape[1], acts.shape[1])
         for chunk in live.nonzero().split(self.chunk_size):
             b, k = chunk.unbind(dim=1)
             masked = images[b] * normalized_masks(acts[b, k], images.shape[-2:])
             for c in coefficients:
-                scores[b, k] += self._masked_forward(c * masked).gather(1, targets[b, None]).squeeze(1).to(scores.dtype)
+                scores[b, :, k] += self._masked_forward(c * masked).gather(1, classes[b]).to(scores.dtype)
         if not live.all():
-            zero = self._masked_forward(torch.zeros_like(images[:1]))[0, targets].to(scores.dtype)
-            scores = torch.where(live, scores, len(coefficients) * zero.unsqueeze(1))
-        return (scores / self.n_samples).softmax(dim=1).view(*scores.shape, 1, 1)
+            zero = self._masked_forward(torch.zeros_like(images[:1]))[0][classes].to(scores.dtype)
+            scores = torch.where(live[:, None], scores, len(coefficients) * zero.unsqueeze(2))
+        scores = (scores / self.n_samples).softmax(dim=2).view(*scores.shape, 1, 1)
+        return scores if targets.ndim == 2 else scores[:, 0]

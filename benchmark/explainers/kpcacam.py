@@ -49,9 +49,9 @@ class KPCACAM(BaseExplainer):
     """
 
     name = "kpcacam"
+    in_default_run = False  # opt-in: the default run's budget (6 min) holds 14 methods; class-agnostic like Eigen-CAM
     uses_gradients = False
-    class_free = True  # the map does not depend on the class
-    in_default_run = False  # issue 19's methods run when named until the default run's budget is re-measured
+    class_independent = True
 
     def __init__(self, model, target_layer=None, input_size=(3, 224, 224), kernel: str = "sigmoid",
                  gamma: Optional[float] = None, coef0: float = 1.0, degree: int = 3, *, layout=None) -> None:

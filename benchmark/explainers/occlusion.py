@@ -76,7 +76,6 @@ class Occlusion(AttributionExplainer):
     """
 
     name = "occlusion"
-    class_free = True  # every class's score drop comes from the same occluded forwards
     default_reduction = "mean"
 
     def __init__(self, model, target_layer=None, input_size=(3, 224, 224), patch_size: int = 45, stride: int = 1,

@@ -68,7 +68,6 @@ class RISE(BaseExplainer):
     name = "rise"
     uses_layer = False
     uses_gradients = False
-    class_free = True  # every class's map comes from the same masked forwards
     in_default_run = False  # n_masks forwards per image: opt in by name
 
     def __init__(self, model, target_layer=None, input_size=(3, 224, 224), n_masks: int = 4000, grid_size: int = 7,

@@ -58,7 +58,7 @@ class ScoreCAM(BaseExplainer):
     """
 
     uses_gradients = False
-    class_free = True  # every class's weights come from the same masked forwards
+    scores_every_class = True  # every class's weights come from the same masked forwards
 
     def __init__(self, model, target_layer=None, input_size=(3, 224, 224), channel_softmax: bool = False,
                  chunk_size: int = 32, autocast: Optional[str] = None, compile: bool = False, *,
@@ -80,18 +80,21 @@ class ScoreCAM(BaseExplainer):
             return self.fast_model(images).float()
 
     def weights(self, inputs: CAMInputs) -> Tensor:
+        """``(B, C, 1, 1)`` weights, or ``(B, k, C, 1, 1)`` for ``(B, k)`` targets (the same masked forwards)."""
         acts, images, targets = inputs.activations, inputs.images, inputs.targets
+        classes = targets if targets.ndim == 2 else targets[:, None]
         flat = acts.flatten(2)
         live = flat.amax(dim=2) > flat.amin(dim=2)  # (B, C) non-constant channels
-        scores = acts.new_zeros(live.shape)
+        scores = acts.new_zeros(len(acts), classes.shape[1], acts.shape[1])
         for chunk in live.nonzero().split(self.chunk_size):
             b, k = chunk.unbind(dim=1)
             out = self._masked_forward(images[b] * normalized_masks(acts[b, k], images.shape[-2:]))
             out = out if self.channel_softmax else out.softmax(dim=1)
-            scores[b, k] = out.gather(1, targets[b, None]).squeeze(1).to(scores.dtype)
-        if not self.channel_softmax:
-            return scores.view(*scores.shape, 1, 1)
-        if not live.all():
-            zero_logits = self._masked_forward(torch.zeros_like(images[:1]))[0]
-            scores = torch.where(live, scores, zero_logits[targets].unsqueeze(1).to(scores.dtype))
-        return scores.softmax(dim=1).view(*scores.shape, 1, 1)
+            scores[b, :, k] = out.gather(1, classes[b]).to(scores.dtype)
+        if self.channel_softmax:
+            if not live.all():
+                zero_logits = self._masked_forward(torch.zeros_like(images[:1]))[0]
+                scores = torch.where(live[:, None], scores, zero_logits[classes].unsqueeze(2).to(scores.dtype))
+            scores = scores.softmax(dim=2)
+        scores = scores.view(*scores.shape, 1, 1)
+        return scores if targets.ndim == 2 else scores[:, 0]

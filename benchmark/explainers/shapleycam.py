@@ -45,7 +45,6 @@ class ShapleyCAM(BaseExplainer):
     """
 
     name = "shapleycam"
-    in_default_run = False  # issue 19's methods run when named until the default run's budget is re-measured
 
     def __init__(self, model, target_layer=None, input_size=(3, 224, 224), score: str = "rest", *,
                  layout=None) -> None:

@@ -47,19 +47,23 @@ class SSCAM(ScoreCAM):
         self.n_samples, self.sigma, self.seed = n_samples, float(sigma), int(seed)
 
     def weights(self, inputs: CAMInputs) -> Tensor:
+        """``(B, C, 1, 1)`` weights, or ``(B, k, C, 1, 1)`` for ``(B, k)`` targets (the same noisy forwards)."""
         acts, images, targets = inputs.activations, inputs.images, inputs.targets
+        classes = targets if targets.ndim == 2 else targets[:, None]
         used = acts.flatten(2).ne(0).any(dim=2)  # (B, C): the channels that can change the map
-        scores = torch.full(used.shape, float("-inf"), dtype=acts.dtype, device=acts.device)
+        scores = torch.full((len(acts), classes.shape[1], acts.shape[1]), float("-inf"), dtype=acts.dtype,
+                            device=acts.device)
         for b, generator in enumerate(self.sample_generators(inputs.indices, len(images), self.seed)):
             masks = normalized_masks(acts[b], images.shape[-2:])
             live = used[b].nonzero().squeeze(1)
-            total = acts.new_zeros(len(live))
+            total = acts.new_zeros(classes.shape[1], len(live))
             for _ in range(self.n_samples):  # every channel's noise is drawn, live or not: a fixed stream
                 noise = torch.randn(masks.shape, generator=generator).to(masks)
                 for pos in torch.arange(len(live), device=live.device).split(self.chunk_size):
                     k = live[pos]
                     out = self._masked_forward(images[b] * (masks[k] + self.sigma * noise[k]))
-                    total[pos] += out[:, targets[b]].to(total.dtype)
-            scores[b, live] = total / self.n_samples
-        scores = torch.where(used.any(dim=1, keepdim=True), scores, torch.zeros_like(scores))  # all-zero layer
-        return scores.softmax(dim=1).view(*scores.shape, 1, 1)
+                    total[:, pos] += out[:, classes[b]].T.to(total.dtype)
+            scores[b][:, live] = total / self.n_samples
+        scores = torch.where(used.any(dim=1)[:, None, None], scores, torch.zeros_like(scores))  # all-zero layer
+        scores = scores.softmax(dim=2).view(*scores.shape, 1, 1)
+        return scores if targets.ndim == 2 else scores[:, 0]

@@ -1,14 +1,16 @@
-"""How :class:`~benchmark.runtime.module.ExplainerModule` reads its explainer and metric configs and builds its
-explainers."""
+"""How :class:`~benchmark.runtime.module.ExplainerModule` reads its explainer and metric configs, builds its
+explainers and computes the maps of the other top-k classes."""
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
+import torch
 from torch import Tensor, nn
 
+from benchmark import passes
 from benchmark.explainers import create_explainer
 
-__all__ = ["Config", "as_config", "build_explainer", "explain_with"]
+__all__ = ["Config", "as_config", "build_explainer", "explain_with", "topk_maps"]
 
 Config = Union[Sequence[str], Mapping[str, Optional[Mapping[str, Any]]], None]
 
@@ -41,3 +43,22 @@ def explain_with(explainer, batch_indices: Tensor, images: Tensor, classes: Tens
     if indices is None and len(images) == len(batch_indices):
         indices = batch_indices
     return explainer(images, classes, indices=indices)
+
+
+def topk_maps(explainer, images, targets, indices, maps, target_raw_max, classes) -> Tuple[Tensor, Tensor]:
+    """Maps and raw maxima of each image's top-k classes; the target class's map is reused, not recomputed, and
+    so is every class's for a class-independent method. The other maps are computed in explainer calls of at
+    most ``B`` (the batch size) images."""
+    b, k = classes.shape
+    reuse = (classes == targets[:, None]) | bool(getattr(explainer, "class_independent", False))
+    topk = maps.unsqueeze(1).repeat(1, k, 1, 1) * reuse[..., None, None]
+    raw = torch.zeros(b, k, device=maps.device)
+    if target_raw_max is not None:
+        raw = torch.where(reuse, target_raw_max.to(raw.device)[:, None], raw)
+    rows, cols = torch.nonzero(~reuse, as_tuple=True)
+    for part in torch.arange(len(rows), device=rows.device).split(b) if len(rows) else ():  # a batch per call
+        r, c = rows[part], cols[part]
+        with passes.phase("topk"):
+            topk[r, c] = explainer(images[r], classes[r, c], indices=indices[r])
+        raw[r, c] = explainer.last_raw_max.to(raw.device)
+    return topk, raw

@@ -67,7 +67,7 @@ from benchmark import passes
 from benchmark.explainers import default_explainers, resolve_explainer
 from benchmark.explainers.base import check_maps, map_status
 from benchmark.metrics import MetricInputs, create_metric
-from benchmark.runtime.explainer_setup import Config, as_config, build_explainer, explain_with
+from benchmark.runtime.explainer_setup import Config, as_config, build_explainer, explain_with, topk_maps
 from benchmark.runtime.pass_model import minimum_passes, pass_columns
 from datamodules.shards import current_shard
 
@@ -210,21 +210,28 @@ class ExplainerModule(pl.LightningModule):
             for callback in trainer.callbacks if trainer is not None else ():
                 if hasattr(callback, "on_explainer_start"):
                     callback.on_explainer_start(name)
+            metrics = {key.split("/")[1]: m for key, m in self.metrics.items() if key.split("/")[0] == name}
+            topk = None  # the top-k classes' maps, when the explainer's call gives them too
             start, before = time.perf_counter(), counter.snapshot()
             with self._section(f"explainer/{name}"), passes.phase("explainer"):
-                maps = explainer(images, targets, indices=indices)
+                if explainer.scores_every_class and any("topk" in m.needs for m in metrics.values()):
+                    classes = torch.cat([targets[:, None], probs.topk(min(self.top_k, probs.shape[1]), 1).indices], 1)
+                    every, raws = explainer.class_maps(images, classes, indices)
+                    maps, topk = every[:, 0], (every[:, 1:], raws[:, 1:])
+                    explainer.last_raw_max = raws[:, 0]
+                else:
+                    maps = explainer(images, targets, indices=indices)
             check_maps(name, maps, images)
             raw_max = explainer.last_raw_max
             if maps.is_cuda:
                 torch.cuda.synchronize(maps.device)
             seconds = (time.perf_counter() - start) / len(images)
             status = map_status(maps)
-            metrics = {key.split("/")[1]: m for key, m in self.metrics.items() if key.split("/")[0] == name}
             per_sample: Dict[str, List[Any]] = {}
             if metrics:
                 with self._section(f"metrics/{name}"), passes.phase("metric"):
                     self._update_metrics(list(metrics.values()), explainer, batch, images, targets, indices,
-                                         (maps, raw_max), probs, target_probability)
+                                         (maps, raw_max), probs, target_probability, topk)
                 not_finite = torch.tensor([s == "not_finite" for s in status])
                 if not_finite.any():  # undefined for every metric, whatever its formula makes of NaN
                     for metric in metrics.values():
@@ -252,10 +259,12 @@ class ExplainerModule(pl.LightningModule):
         trainer = self._trainer
         return trainer.profiler.profile(f"[cam-bench] {name}") if trainer is not None else contextlib.nullcontext()
 
-    def _update_metrics(self, metrics, explainer, batch, images, targets, indices, maps, probs, full_probs) -> None:
+    def _update_metrics(self, metrics, explainer, batch, images, targets, indices, maps, probs, full_probs,
+                        topk=None) -> None:
         """Compute once what ``metrics`` need for this explainer and batch, then update them.
 
-        ``maps`` is ``(saliency, raw maxima or None)`` of the target classes.
+        ``maps`` is ``(saliency, raw maxima or None)`` of the target classes; ``topk`` the maps and raw maxima of
+        the top-k classes when the explainer's call already gave them (:meth:`BaseExplainer.class_maps`).
         """
         maps, target_raw_max = maps
         needs = frozenset().union(*(m.needs for m in metrics))
@@ -275,42 +284,27 @@ class ExplainerModule(pl.LightningModule):
                               extra={k: v for k, v in batch.items() if k in ("masks",)})
         if needs & {"expl_probs", "expl_saliency"}:
             explanation = images * maps.unsqueeze(1).to(images.dtype)  # E = x * CAM (normalised space)
-            if "expl_probs" in needs:
-                with torch.no_grad():
-                    expl = self.model(explanation).float().softmax(dim=1)
-                inputs.expl_probs = expl.gather(1, targets[:, None]).squeeze(1)
+            logits = None
             if "expl_saliency" in needs:
                 inputs.expl_saliency = explainer(explanation, targets, indices=indices)
+                logits = explainer.clean_logits  # the forward of CAM(E) gives E's probabilities too
+            if "expl_probs" in needs:
+                if logits is None:
+                    with torch.no_grad():
+                        logits = self.model(explanation)
+                inputs.expl_probs = logits.float().softmax(dim=1).gather(1, targets[:, None]).squeeze(1)
         if "explain" in needs:  # maps of other classes / perturbed inputs, seeded like the batch's own maps
             inputs.explain = functools.partial(explain_with, explainer, indices)
             inputs.explainer = explainer
         if "topk" in needs:
             k = min(self.top_k, probs.shape[1])
             inputs.topk_classes = probs.topk(k, dim=1).indices
-            inputs.topk_saliency, raw_max = self._topk_maps(explainer, images, targets, indices, maps,
-                                                            target_raw_max, inputs.topk_classes)
+            inputs.topk_saliency, raw_max = topk if topk is not None else topk_maps(
+                explainer, images, targets, indices, maps, target_raw_max, inputs.topk_classes)
             peak = raw_max.amax(dim=1, keepdim=True)  # relative to the image's strongest map
             inputs.extra["topk_raw_max"] = torch.where(peak > 0, raw_max / peak.where(peak > 0, 1.0), 0.0)
         for metric in metrics:
             metric.update_from(inputs)
-
-    @staticmethod
-    def _topk_maps(explainer, images, targets, indices, maps, target_raw_max, classes) -> Tuple[Tensor, Tensor]:
-        """Maps and raw maxima of each image's top-k classes; the target class's map is reused, not recomputed.
-        The other maps are computed in explainer calls of at most ``B`` (the batch size) images."""
-        b, k = classes.shape
-        reuse = classes == targets[:, None]
-        topk = maps.unsqueeze(1).repeat(1, k, 1, 1) * reuse[..., None, None]
-        raw = torch.zeros(b, k, device=maps.device)
-        if target_raw_max is not None:
-            raw = torch.where(reuse, target_raw_max.to(raw.device)[:, None], raw)
-        rows, cols = torch.nonzero(~reuse, as_tuple=True)
-        for part in torch.arange(len(rows), device=rows.device).split(b):  # at most a batch per call (memory, speed)
-            r, c = rows[part], cols[part]
-            with passes.phase("topk"):
-                topk[r, c] = explainer(images[r], classes[r, c], indices=indices[r])
-            raw[r, c] = explainer.last_raw_max.to(raw.device)
-        return topk, raw
 
     def on_predict_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         """Log each method's seconds per image to the trainer's logger (e.g. CSV), when it has one."""

@@ -3,9 +3,9 @@
 For one method and one batch, the measured explainer call ``E`` (its passes per image, whatever they are) is taken
 as given. What the protocol needs on top of it is:
 
-* top-k maps: one call ``E`` per other top-k class. A method whose maps of every class come from one call has
-  ``class_free = True``: its maps do not depend on the class (Eigen-CAM, random, ...), or its masked forwards
-  score every class at once (Score-CAM, Ablation-CAM, RISE, ...). For such a method they need nothing.
+* top-k maps: one call ``E`` per other top-k class. They need nothing for a method whose maps do not depend on the
+  class (``class_independent``: Eigen-CAM, random, ...; the module reuses the map) or whose masked forwards score
+  every class at once (``scores_every_class``: Score-CAM, Ablation-CAM, RISE, ...).
 * Average Drop / Increase: one forward of ``x * CAM``. Coherency: one call ``E`` on ``x * CAM``, whose forward
   also gives the drop's probability; when ``E`` makes no forward of its own, one forward is added.
 * Deletion: ``n_steps - 1`` forwards. ``p(x)`` is the batch's forward, and the fully deleted image is the same
@@ -45,7 +45,7 @@ def minimum_passes(explainer: object, metrics: Mapping[str, object], measured: M
     :meth:`benchmark.passes.PassCounter.per_image` gives them.
 
     Examples:
-        >>> class Grad: class_free = False
+        >>> class Grad: class_independent = scores_every_class = False
         >>> class Curve: needs, pixels_per_step, steps = frozenset({"model"}), None, 16
         >>> measured = {"explainer/forward": 1.0, "explainer/backward": 1.0, "topk/forward": 1.0,
         ...             "topk/backward": 1.0, "metric/forward": 40.0, "metric/backward": 1.0}
@@ -57,7 +57,8 @@ def minimum_passes(explainer: object, metrics: Mapping[str, object], measured: M
 
     call = phase("explainer")
     needs = frozenset().union(*(getattr(m, "needs", frozenset()) for m in metrics.values()))
-    topk = 0.0 if getattr(explainer, "class_free", False) or "topk" not in needs else phase("topk")
+    free = getattr(explainer, "class_independent", False) or getattr(explainer, "scores_every_class", False)
+    topk = 0.0 if free or "topk" not in needs else phase("topk")
     metric = 0.0
     if "expl_saliency" in needs:
         metric += call + (0.0 if phase("explainer", ("forward",)) > 0 else 1.0)
@@ -96,8 +97,8 @@ def pass_columns(measured: Mapping[str, float], minimum: float) -> Dict[str, flo
         (2.0, 3.0, 1.0, 0.0)
     """
     def total(prefix: str) -> float:
-        return sum(v for k, v in measured.items() if k.startswith(prefix))
+        return float(sum(v for k, v in measured.items() if k.startswith(prefix)))
 
     return {"passes_explainer": total("explainer/"), "passes_topk": total("topk/"), "passes_metric": total("metric/"),
-            "passes_backward": sum(v for k, v in measured.items() if k.endswith("/backward")),
+            "passes_backward": float(sum(v for k, v in measured.items() if k.endswith("/backward"))),
             "passes_minimum": float(minimum)}

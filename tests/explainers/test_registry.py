@@ -84,3 +84,18 @@ def test_registry_errors():
             pass
     with pytest.raises(KeyError, match=r"Close matches: \['scorecam'"):
         create_explainer("scorcam", torch.nn.Identity())
+
+
+@pytest.mark.parametrize("name", [n for n in list_explainers() if _REGISTRY[n].scores_every_class])
+def test_class_maps_equal_one_call_per_class_bitwise(name, model):
+    """A method whose forwards score every class gives the maps of several classes per image from one call (the
+    module's top-k maps), bitwise equal to one call per class, and its raw maxima too."""
+    explainer = create_explainer(name, model, input_size=(3, 64, 64), **OPTIONS.get(name, {}))
+    images, indices = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(4)), torch.tensor([7, 8, 9])
+    classes = torch.tensor([[1, 0, 5], [2, 2, 3], [4, 1, 0]])
+    maps, raw = explainer.class_maps(images, classes, indices)
+    for j in range(classes.shape[1]):
+        assert torch.equal(maps[:, j], explainer(images, classes[:, j], indices)), (name, j)
+        assert torch.equal(raw[:, j], explainer.last_raw_max)
+    with pytest.raises(ValueError, match="targets"):
+        explainer.class_maps(images, classes + 6, indices)

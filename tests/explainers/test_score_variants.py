@@ -162,3 +162,15 @@ def test_iscam_coefficients_and_a_linear_closed_form():
     weights = torch.softmax((n * n - 1) / (6 * n) * dots, dim=0)
     expected = _minmax((weights[:, None, None] * acts[0].double()).sum(0).relu()[None])
     assert (explainer(x, torch.tensor([2])).double() - expected).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("name", ["sscam", "iscam"])
+def test_score_variants_run_on_vision_transformer_tokens(name):
+    """Through the layout adapter: the masks come from the 4 x 4 patch-token grid of a timm ViT block."""
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2, num_classes=5).eval()
+    explainer = create_explainer(name, vit, input_size=(3, 32, 32), n_samples=2, chunk_size=256)
+    assert str(explainer.layout) == "tokens:1"
+    maps = explainer(torch.randn(2, 3, 32, 32), torch.tensor([0, 3]), torch.tensor([1, 2]))
+    assert maps.shape == (2, 32, 32) and torch.isfinite(maps).all() and (maps.amax(dim=(1, 2)) == 1).all()

@@ -6,6 +6,7 @@ import torch
 from torchvision.models import resnet18
 
 from benchmark.metrics import create_metric, list_metrics
+from benchmark.runtime.explainer_setup import topk_maps
 from benchmark.runtime.module import ExplainerModule
 
 KWARGS = {"deletion": {"steps": 8}, "insertion": {"steps": 8}, "max_box_acc": {"thresholds": [0.1, 0.5]},
@@ -63,8 +64,8 @@ def test_recall_gets_relative_raw_maxima_from_the_module(model):
         classes = model(batch["image"]).softmax(1).topk(5).indices
     targets = batch["label"]
     maps = explainer(batch["image"], targets, indices=batch["index"])
-    topk, raw = module._topk_maps(explainer, batch["image"], targets, batch["index"], maps,
-                                  explainer.last_raw_max.clone(), classes)
+    topk, raw = topk_maps(explainer, batch["image"], targets, batch["index"], maps,
+                          explainer.last_raw_max.clone(), classes)
     for j in range(5):
         direct = explainer(batch["image"], classes[:, j], indices=batch["index"])
         assert torch.allclose(topk[:, j], direct, atol=1e-6)
