@@ -1,35 +1,13 @@
-"""Finer-CAM: a closed form on a GAP-linear model, and each convention against its peer (test-only extras).
-
-``weighting="mean"`` (default, alpha 0.6) is torch-cam 0.5.0's ``FinerCAM`` over Grad-CAM; ``weighting="softmax"``
-(alpha 1) is pytorch-grad-cam 1.5.7's ``FinerCAM`` (the authors' current ``FinerWeightedTarget``).
+"""Finer-CAM: a closed form on a GAP-linear model and the score by hand. Each convention against its peer (torch-cam
+0.5.0 and pytorch-grad-cam 1.5.7's ``FinerCAM``) is in ``test_reference_peer_methods.py``.
 """
 import numpy as np
 import pytest
 import torch
-import torchvision
 from torch import nn
 
 from benchmark.explainers import create_explainer
 from benchmark.explainers.finercam import finer_score, reference_classes
-
-SIZE = 64
-
-
-@pytest.fixture(scope="module")
-def resnet():
-    torch.manual_seed(0)
-    return torchvision.models.resnet18(num_classes=10).eval()
-
-
-@pytest.fixture(scope="module")
-def images():
-    return torch.randn(5, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
-
-
-def _minmax(maps: torch.Tensor) -> torch.Tensor:
-    flat = maps.double().flatten(1)
-    low, high = flat.amin(dim=1, keepdim=True), flat.amax(dim=1, keepdim=True)
-    return torch.where(high > low, (flat - low) / (high - low), torch.zeros_like(flat)).view_as(maps)
 
 
 def test_closed_form_on_a_gap_linear_model():
@@ -67,33 +45,6 @@ def test_reference_classes_and_scores_by_hand():
         finer_score(logits, torch.tensor([1, 2]), weighting="max")
     with pytest.raises(ValueError, match="other classes"):
         finer_score(torch.zeros(1, 1), torch.tensor([0]))
-
-
-def test_softmax_weighting_equals_grad_cam_package(resnet, images):
-    grad_cam = pytest.importorskip("pytorch_grad_cam")
-    ours = create_explainer("finercam", resnet, target_layer="layer3", input_size=(3, SIZE, SIZE),
-                            weighting="softmax")
-    assert ours.alpha == 1.0
-    maps = ours(images).double()  # the predicted classes, as the package's targets=None
-    with grad_cam.FinerCAM(resnet, [resnet.layer3]) as cam:
-        ref = _minmax(torch.from_numpy(np.asarray(cam(images))))
-    resnet.zero_grad(set_to_none=True)
-    assert (maps - ref).abs().max() <= 1e-5
-    mean = create_explainer("finercam", resnet, target_layer="layer3", input_size=(3, SIZE, SIZE))(images)
-    assert (mean.double() - ref).abs().max() > 1e-3  # the two conventions differ
-
-
-def test_mean_weighting_equals_torchcam(resnet, images):
-    methods = pytest.importorskip("torchcam.methods")
-    targets = [3, 0, 9, 5, 5]
-    ours = create_explainer("finercam", resnet, target_layer="layer3", input_size=(3, SIZE, SIZE))
-    assert ours.alpha == 0.6
-    raw = ours.unnormalized_maps(images, torch.tensor(targets)).relu()
-    with methods.FinerCAM(resnet, "layer3", input_shape=(3, SIZE, SIZE)) as extractor:
-        scores = resnet(images)
-        ref = extractor(targets, scores)[0].detach()  # ReLU and min-max on the layer's grid
-    resnet.zero_grad(set_to_none=True)
-    assert (_minmax(raw) - ref.double()).abs().max() <= 1e-5
 
 
 def test_finercam_runs_on_vision_transformer_tokens():

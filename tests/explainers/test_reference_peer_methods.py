@@ -135,6 +135,36 @@ def test_fullgrad_pytorch_grad_cam_convention_equals_the_package():
     assert (authors - maps).abs().max() > 1e-2  # the two conventions differ
 
 
+def test_finercam_softmax_weighting_equals_grad_cam_package(resnet, images):
+    """``weighting="softmax"`` (alpha 1) is pytorch-grad-cam's ``FinerCAM`` (the authors' current
+    ``FinerWeightedTarget``), with its own choice of the predicted class and references."""
+    ours = create_explainer("finercam", resnet, target_layer="layer3", input_size=(3, SIZE, SIZE),
+                            weighting="softmax")
+    assert ours.alpha == 1.0
+    maps = ours(images).double()  # the predicted classes, as the package's targets=None
+    with pytorch_grad_cam.FinerCAM(resnet, [resnet.layer3]) as cam:
+        ref = _minmax(torch.from_numpy(np.asarray(cam(images))))
+    resnet.zero_grad(set_to_none=True)
+    assert (maps - ref).abs().max() <= 1e-5
+    mean = create_explainer("finercam", resnet, target_layer="layer3", input_size=(3, SIZE, SIZE))(images)
+    assert (mean.double() - ref).abs().max() > 1e-3  # the two conventions differ
+
+
+def test_finercam_mean_weighting_equals_torchcam(resnet, images):
+    """``weighting="mean"`` (default, alpha 0.6) is torch-cam 0.5.0's ``FinerCAM`` over Grad-CAM (its maps on the
+    layer's grid, before upsampling)."""
+    methods = pytest.importorskip("torchcam.methods")
+    targets = [3, 0, 9, 5, 5, 1]
+    ours = create_explainer("finercam", resnet, target_layer="layer3", input_size=(3, SIZE, SIZE))
+    assert ours.alpha == 0.6
+    raw = ours.unnormalized_maps(images, torch.tensor(targets)).relu()
+    with methods.FinerCAM(resnet, "layer3", input_shape=(3, SIZE, SIZE)) as extractor:
+        scores = resnet(images)
+        ref = extractor(targets, scores)[0].detach()  # ReLU and min-max on the layer's grid
+    resnet.zero_grad(set_to_none=True)
+    assert (_minmax(raw) - ref.double()).abs().max() <= 1e-5
+
+
 def _tiny_vit():
     timm = pytest.importorskip("timm")
     torch.manual_seed(0)
