@@ -41,9 +41,11 @@ __all__ = ["KINDS", "PASS_COLUMNS", "PHASES", "PassCounter", "count", "counting"
 KINDS = ("forward", "backward", "partial")
 PHASES = ("batch", "explainer", "topk", "metric", "setup", "other")
 #: the per-sample columns of a method's passes per image (each row holds its batch's passes / the batch's images):
-#: the three phases (kinds summed), the backward passes among them, and the minimum of
-#: :func:`benchmark.runtime.pass_model.minimum_passes`
-PASS_COLUMNS = ("passes_explainer", "passes_topk", "passes_metric", "passes_backward", "passes_minimum")
+#: the three phases (kinds summed), the backward passes among them, the minimum of
+#: :func:`benchmark.runtime.pass_model.minimum_passes`, and the batch's shared passes (its forward and the
+#: perturbation curves' endpoints; the same in every method's row)
+PASS_COLUMNS = ("passes_explainer", "passes_topk", "passes_metric", "passes_backward", "passes_minimum",
+                "passes_batch")
 
 _counters: List["PassCounter"] = []
 _phases: List[str] = ["other"]

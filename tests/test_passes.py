@@ -31,11 +31,14 @@ def run():
 def test_gradient_cam_counts_by_hand(run):
     """Grad-CAM on 2 images, top-2 maps of the predicted class: per image one forward + backward for the map, one for
     the other top-2 class, and in the metrics ``CAM(x * CAM)`` (1 + 1 backward; its forward gives the probability of
-    ``x * CAM`` for Average Drop / Increase) and two 4-step curves of 5 points each (10 forwards)."""
+    ``x * CAM`` for Average Drop / Increase) and the 3 inner points of two 4-step curves (6 forwards). The curves'
+    endpoints are the batch's, shared by every method: ``p(x)`` (1), the blurred image (1) and the all-zero image
+    (1 for the batch of 2), beside the batch's own forward (1)."""
     _, _, spent, _ = run
     assert spent["gradcam"]["passes_explainer"] == 2.0
     assert spent["gradcam"]["passes_topk"] == 2.0
-    assert spent["gradcam"]["passes_metric"] == 2 + 10
+    assert spent["gradcam"]["passes_metric"] == 2 + 6
+    assert all(s["passes_batch"] == 1 + 1 + 1 + 0.5 for s in spent.values())
     assert spent["gradcam"]["passes_backward"] == 3.0
     # minimum: the map (2), the other class's map (2), CAM(x * CAM) whose forward gives the drop's probability (2),
     # 3 + 3 curve points (p(x) and the fully deleted / inserted image are known) and the blurred image shared by the
@@ -45,11 +48,12 @@ def test_gradient_cam_counts_by_hand(run):
 
 def test_class_independent_methods_reuse_their_map_for_the_top_k(run):
     """Eigen-CAM's map does not depend on the class: the other top-2 class gets the same map, with no pass; the
-    metrics' passes are ``CAM(x * CAM)`` (1 forward, which gives the probability too) and the curves (10)."""
+    metrics' passes are ``CAM(x * CAM)`` (1 forward, which gives the probability too) and the curves' inner points
+    (6)."""
     _, _, spent, _ = run
     eigen = spent["eigencam"]
     assert (eigen["passes_explainer"], eigen["passes_topk"], eigen["passes_backward"]) == (1.0, 0.0, 0.0)
-    assert eigen["passes_metric"] == 1 + 10
+    assert eigen["passes_metric"] == 1 + 6
     assert eigen["passes_minimum"] == pytest.approx(1 + 1 + 3 + 3 + 1 / 3)
 
 
@@ -80,8 +84,15 @@ def test_counter_phases_copies_and_the_report(run):
     frame = records_to_frame(records, "random", "resnet18")
     assert all(c in frame.columns for c in PASS_COLUMNS)
     summary = backbone_passes(frame)["resnet18"]
-    actual = 1 + sum(s["passes_explainer"] + s["passes_topk"] + s["passes_metric"] for s in spent.values())
+    actual = 3.5 + sum(s["passes_explainer"] + s["passes_topk"] + s["passes_metric"] for s in spent.values())
     assert summary["actual"] == pytest.approx(actual, abs=1e-3)
-    assert summary["ratio"] > 1.0  # Grad-CAM's curves' endpoints, ...
+    minimum = 1 + sum(s["passes_minimum"] for s in spent.values())
+    assert summary["minimum"] == pytest.approx(minimum, abs=1e-3)
+    # each method's blurred-image share (1/3) moved to the batch; there, beyond the minimum, p(x) on the curves' copy
+    # (1) and the all-zero image (0.5); and Score-CAM's CAM(x * CAM) forwards the live channels of x * CAM, not of x
+    for name in ("gradcam", "eigencam"):
+        own = spent[name]
+        assert own["passes_explainer"] + own["passes_topk"] + own["passes_metric"] - own["passes_minimum"] == \
+            pytest.approx(-1 / 3)
     assert passes_text({"resnet18": summary}).startswith(f"resnet18: {actual:.1f} actual")
     assert passes_text({}) == "not recorded"

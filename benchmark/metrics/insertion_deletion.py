@@ -13,15 +13,22 @@ graph for every chunk; see the class).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
+from benchmark._utils import eval_mode
 from benchmark.explainers.fastpath import InferenceCopy
 from benchmark.metrics.base import MetricInputs, PerSampleMetric
 from benchmark.metrics.functional._common import reduce_values
-from benchmark.metrics.functional.insertion_deletion import _check_positive_int, auc, deletion_curve, insertion_curve
+from benchmark.metrics.functional.insertion_deletion import (
+    _check_positive_int,
+    auc,
+    deletion_curve,
+    insertion_curve,
+    rise_blur,
+)
 
 __all__ = ["Deletion", "Insertion"]
 
@@ -68,13 +75,41 @@ class _CausalMetric(InferenceCopyRunner, PerSampleMetric):
         self.keep_curves = bool(keep_curves)
         self._use_inference_copy(fast, compile)
 
-    def _curve(self, model, images: Tensor, saliency: Tensor, targets: Tensor) -> Tensor:
+    def _curve(self, model, images: Tensor, saliency: Tensor, targets: Tensor, endpoints=None) -> Tensor:
         raise NotImplementedError
 
+    def endpoint_images(self, images: Tensor) -> Tuple[Tensor, Tensor]:
+        """The curve's first and last images for ``images`` (a ``(1, C, H, W)`` one when the same for every image)."""
+        raise NotImplementedError
+
+    @property
+    def endpoint_key(self) -> tuple:
+        """What the endpoint probabilities depend on beyond the batch: metrics with equal keys can share them."""
+        return type(self).__name__, self.fast, self.compile
+
+    def endpoint_probs(self, model: nn.Module, images: Tensor, memo: Optional[dict] = None) -> Tuple[Tensor, Tensor]:
+        """``(B or 1, K)`` float64 class probabilities on the curve's first and last images, run as the curve runs
+        them (the module computes them once per batch for every method: :meth:`update`'s ``endpoints``); ``memo``
+        shares those of one image tensor between metrics (the image itself ends one curve and starts the other)."""
+        runner, memo = self._runner(model), {} if memo is None else memo
+        out = []
+        with eval_mode(model), torch.inference_mode():
+            for part in self.endpoint_images(images):
+                key = (id(part), self.fast, self.compile)  # the memo keeps `part` alive: its id is not reused
+                if key not in memo:
+                    probs = torch.cat([runner(c).double().softmax(dim=1) for c in part.split(self.chunk_size)])
+                    memo[key] = (part, probs)
+                out.append(memo[key][1])
+        return out[0], out[1]
+
     def update(self, model: nn.Module, images: Tensor, saliency: Tensor, targets: Tensor,
-               indices: Optional[Tensor] = None) -> None:
-        """Run the perturbation curves of a batch and store the per-sample AUCs (and curves)."""
-        curves = self._curve(self._runner(model), images, saliency, targets)
+               indices: Optional[Tensor] = None, endpoints: Optional[Tuple[Tensor, Tensor]] = None) -> None:
+        """Run the perturbation curves of a batch and store the per-sample AUCs (and curves); ``endpoints``: the
+        probabilities of :meth:`endpoint_probs` for this batch, already known (no forward for those points)."""
+        if endpoints is not None:  # (B or 1, K) probabilities -> (B,) of the targets
+            endpoints = tuple(e.expand(len(images), -1).gather(1, targets.to(e.device)[:, None].long()).squeeze(1)
+                              for e in endpoints)
+        curves = self._curve(self._runner(model), images, saliency, targets, endpoints)
         scores = auc(curves)
         if self.keep_curves:
             values = torch.cat([scores[:, None], curves], dim=1)
@@ -89,7 +124,8 @@ class _CausalMetric(InferenceCopyRunner, PerSampleMetric):
     def update_from(self, inputs: MetricInputs) -> None:
         if inputs.model is None:
             raise ValueError(f"{type(self).__name__} needs `inputs.model` (its `needs` lists 'model').")
-        self.update(inputs.model, inputs.images, inputs.saliency, inputs.targets, inputs.indices)
+        known = (inputs.extra or {}).get("curve_endpoints", {}).get(self.endpoint_key)
+        self.update(inputs.model, inputs.images, inputs.saliency, inputs.targets, inputs.indices, known)
 
     def reduce(self, values: Tensor) -> Tensor:
         return reduce_values(values[:, 0] if values.ndim == 2 else values, "mean", self.nan_policy)
@@ -131,8 +167,12 @@ class Deletion(_CausalMetric):
 
     higher_is_better = False
 
-    def _curve(self, model, images: Tensor, saliency: Tensor, targets: Tensor) -> Tensor:
-        return deletion_curve(model, images, saliency, targets, self.pixels_per_step, self.steps, self.chunk_size)
+    def _curve(self, model, images: Tensor, saliency: Tensor, targets: Tensor, endpoints=None) -> Tensor:
+        return deletion_curve(model, images, saliency, targets, self.pixels_per_step, self.steps, self.chunk_size,
+                              endpoints)
+
+    def endpoint_images(self, images: Tensor) -> Tuple[Tensor, Tensor]:
+        return images, torch.zeros_like(images[:1])  # the image; every pixel deleted: the substrate 0
 
 
 class Insertion(_CausalMetric):
@@ -153,5 +193,9 @@ class Insertion(_CausalMetric):
 
     higher_is_better = True
 
-    def _curve(self, model, images: Tensor, saliency: Tensor, targets: Tensor) -> Tensor:
-        return insertion_curve(model, images, saliency, targets, self.pixels_per_step, self.steps, self.chunk_size)
+    def _curve(self, model, images: Tensor, saliency: Tensor, targets: Tensor, endpoints=None) -> Tensor:
+        return insertion_curve(model, images, saliency, targets, self.pixels_per_step, self.steps, self.chunk_size,
+                               endpoints=endpoints)
+
+    def endpoint_images(self, images: Tensor) -> Tuple[Tensor, Tensor]:
+        return rise_blur(images), images  # RISE's blur (11 x 11, sigma 5); every pixel restored: the image

@@ -20,27 +20,28 @@ __all__ = ["backbone_passes", "passes_text", "read_backbone_passes"]
 
 
 def backbone_passes(frame: pd.DataFrame) -> Dict[str, Dict[str, float]]:
-    """Backbone -> passes per image: ``actual``, ``minimum``, ``ratio``, by phase (``batch`` 1, ``explainer``,
-    ``topk``, ``metric``) and ``backward``. Backbones whose rows predate the accounting are left out.
+    """Backbone -> passes per image: ``actual``, ``minimum``, ``ratio``, by phase (``batch``: its forward and the
+    curves' shared endpoints, ``explainer``, ``topk``, ``metric``) and ``backward``. Backbones whose rows predate
+    the accounting are left out.
 
     Examples:
         >>> rows = pd.DataFrame({"backbone": ["b"] * 4, "method": ["x", "x", "y", "y"],
         ...                      "passes_explainer": [2.0, 2.0, 1.0, 1.0], "passes_topk": [2.0, 0.0, 0.0, 0.0],
         ...                      "passes_metric": [3.0, 3.0, 3.0, 3.0], "passes_backward": [2.0, 1.0, 0.0, 0.0],
-        ...                      "passes_minimum": [5.0, 5.0, 4.0, 4.0]})
+        ...                      "passes_minimum": [5.0, 5.0, 4.0, 4.0], "passes_batch": [1.0] * 4})
         >>> summary = backbone_passes(rows)["b"]
         >>> summary["actual"], summary["minimum"], summary["ratio"], summary["topk"]
         (11.0, 10.0, 1.1, 1.0)
     """
     if frame.empty or any(c not in frame.columns for c in PASS_COLUMNS):
-        return {}
+        return {}  # rows written before the accounting (or before its last column)
     out: Dict[str, Dict[str, float]] = {}
     numbers = frame[list(PASS_COLUMNS)].apply(pd.to_numeric, errors="coerce")  # None in rows of older runs
     for backbone, rows in numbers.groupby(frame["backbone"], sort=False):
         means = rows.groupby(frame.loc[rows.index, "method"], sort=False).mean()
         if means.isna().any().any():  # rows written before the accounting
             continue
-        phases = {"batch": 1.0, "explainer": float(means["passes_explainer"].sum()),
+        phases = {"batch": float(means["passes_batch"].iloc[0]), "explainer": float(means["passes_explainer"].sum()),
                   "topk": float(means["passes_topk"].sum()), "metric": float(means["passes_metric"].sum())}
         actual = sum(phases.values())
         minimum = 1.0 + float(means["passes_minimum"].sum())

@@ -1,8 +1,8 @@
 """How :class:`~benchmark.runtime.module.ExplainerModule` reads its explainer and metric configs, builds its
-explainers and computes the maps of the other top-k classes."""
+explainers, computes the maps of the other top-k classes and the curves' endpoints that every method shares."""
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from benchmark import passes
 from benchmark.explainers import create_explainer
 
-__all__ = ["Config", "as_config", "build_explainer", "explain_with", "topk_maps"]
+__all__ = ["Config", "as_config", "build_explainer", "curve_endpoints", "explain_with", "topk_maps"]
 
 Config = Union[Sequence[str], Mapping[str, Optional[Mapping[str, Any]]], None]
 
@@ -62,3 +62,16 @@ def topk_maps(explainer, images, targets, indices, maps, target_raw_max, classes
             topk[r, c] = explainer(images[r], classes[r, c], indices=indices[r])
         raw[r, c] = explainer.last_raw_max.to(raw.device)
     return topk, raw
+
+
+def curve_endpoints(metrics: Iterable[object], model: nn.Module, images: Tensor) -> Dict[tuple, Tuple[Tensor, Tensor]]:
+    """The endpoint probabilities of the perturbation curves (deletion, insertion) for one batch, computed once for
+    every method: ``{metric.endpoint_key: (first, last)}``, each ``(B or 1, K)``. The image's own probability is
+    computed once for both curves."""
+    known: Dict[tuple, Tuple[Tensor, Tensor]] = {}
+    memo: dict = {}
+    for metric in metrics:
+        key = getattr(metric, "endpoint_key", None)
+        if key is not None and key not in known:
+            known[key] = metric.endpoint_probs(model, images, memo)
+    return known

@@ -67,7 +67,14 @@ from benchmark import passes
 from benchmark.explainers import default_explainers, resolve_explainer
 from benchmark.explainers.base import check_maps, map_status
 from benchmark.metrics import MetricInputs, create_metric
-from benchmark.runtime.explainer_setup import Config, as_config, build_explainer, explain_with, topk_maps
+from benchmark.runtime.explainer_setup import (
+    Config,
+    as_config,
+    build_explainer,
+    curve_endpoints,
+    explain_with,
+    topk_maps,
+)
 from benchmark.runtime.pass_model import minimum_passes, pass_columns
 from datamodules.shards import current_shard
 
@@ -141,6 +148,7 @@ class ExplainerModule(pl.LightningModule):
         self._skipped: List[Dict[str, Any]] = []
         #: shard id -> methods already finished for it (set by the runner when resuming)
         self.done: Dict[int, FrozenSet[str]] = {}
+        self._endpoints: Dict[tuple, Any] = {}  # the batch's perturbation-curve endpoints, shared by every method
         self._logged_batches = 0
 
     def forward(self, images: Tensor) -> Tensor:
@@ -196,6 +204,7 @@ class ExplainerModule(pl.LightningModule):
         images, indices = batch["image"], torch.as_tensor(batch["index"]).long()
         with torch.no_grad(), self._section("forward"), passes.phase("batch"):
             probs = self.model(images).float().softmax(dim=1)
+            self._endpoints = curve_endpoints(self.metrics.values(), self.model, images)  # shared by every method
         probability, prediction = probs.max(dim=1)
         targets = self._targets(batch, prediction)
         target_probability = probs.gather(1, targets[:, None]).squeeze(1)
@@ -241,7 +250,8 @@ class ExplainerModule(pl.LightningModule):
             kept = [self.keep_maps if isinstance(self.keep_maps, bool) else row[0] in self.keep_maps
                     for row in columns]
             maps = maps.cpu() if any(kept) else None
-            spent = counter.per_image(len(images), since=before)  # this method's passes per image of the batch
+            spent = {**counter.per_image(len(images), since=before),  # this method's passes per image of the batch
+                     "batch": counter.per_image(len(images)).get("batch/forward", 0.0)}  # and the shared ones
             minimum, _ = minimum_passes(explainer, metrics, spent, tuple(images.shape[-2:]), len(self.explainers))
             for i, (index, target, pred, prob, tprob) in enumerate(columns):
                 records.append({"index": index, "method": name, "target_layer": explainer.target_layer,
@@ -281,7 +291,8 @@ class ExplainerModule(pl.LightningModule):
                               labels=labels.to(targets.device).long() if isinstance(labels, Tensor) else None,
                               target_boxes=target_boxes, boxes=boxes, box_labels=box_labels,
                               difficult=batch.get("difficult_item"), model=self.model if "model" in needs else None,
-                              extra={k: v for k, v in batch.items() if k in ("masks",)})
+                              extra={**{k: v for k, v in batch.items() if k in ("masks",)},
+                                     "curve_endpoints": self._endpoints})
         if needs & {"expl_probs", "expl_saliency"}:
             explanation = images * maps.unsqueeze(1).to(images.dtype)  # E = x * CAM (normalised space)
             logits = None

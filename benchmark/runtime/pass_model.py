@@ -7,10 +7,15 @@ as given. What the protocol needs on top of it is:
   class (``class_independent``: Eigen-CAM, random, ...; the module reuses the map) or whose masked forwards score
   every class at once (``scores_every_class``: Score-CAM, Ablation-CAM, RISE, ...).
 * Average Drop / Increase: one forward of ``x * CAM``. Coherency: one call ``E`` on ``x * CAM``, whose forward
-  also gives the drop's probability; when ``E`` makes no forward of its own, one forward is added.
+  also gives the drop's probability; when ``E`` makes no forward of its own, one forward is added. (``E`` is
+  measured on ``x``: where a method's cost depends on the input, as Score-CAM's live channels, the call on
+  ``x * CAM`` costs a little more or less.)
 * Deletion: ``n_steps - 1`` forwards. ``p(x)`` is the batch's forward, and the fully deleted image is the same
   constant for every image (one forward per backbone, not counted).
 * Insertion: ``n_steps - 1`` forwards, plus the blurred image's, which every method shares (1 / methods).
+  The module computes both curves' endpoints once per batch for every method (the "batch" phase: ``p(x)`` on the
+  curves' inference copy, the blurred images and one all-zero image), so the methods' own curve passes are the
+  ``n_steps - 1`` inner points each.
 * Complexity, ADCC, and the box, mask and pointing metrics: nothing beyond the maps.
 * Any other metric that runs the model (``needs`` ``model`` or ``explain``): not modelled. Its measured metric
   passes count as its minimum, and :func:`minimum_passes` names it.
@@ -101,4 +106,4 @@ def pass_columns(measured: Mapping[str, float], minimum: float) -> Dict[str, flo
 
     return {"passes_explainer": total("explainer/"), "passes_topk": total("topk/"), "passes_metric": total("metric/"),
             "passes_backward": float(sum(v for k, v in measured.items() if k.endswith("/backward"))),
-            "passes_minimum": float(minimum)}
+            "passes_minimum": float(minimum), "passes_batch": float(measured.get("batch", 1.0))}

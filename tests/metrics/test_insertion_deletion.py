@@ -335,3 +335,52 @@ def test_inference_copy_cache():
     other = tiny_cnn(classes=3)
     metric.update(other, images, saliency, targets)
     assert metric._inference_copy.model is other
+
+
+@pytest.mark.parametrize("insert", [False, True])
+def test_known_endpoints_skip_their_forwards(insert):
+    """With the endpoints given (as the module computes them once per batch, :meth:`endpoint_probs`), the curve runs
+    only its inner points and equals the full curve."""
+    model = tiny_cnn()
+    images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    saliency = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(4))
+    saliency[1] = float("nan")  # an undefined map: NaN curve, endpoints or not
+    targets = torch.tensor([0, 3, 4])
+    curve_fn = insertion_curve if insert else deletion_curve
+    full = curve_fn(model, images, saliency, targets, chunk_size=7)
+    metric = Insertion(fast=False) if insert else Deletion(fast=False)
+    first, last = metric.endpoint_probs(model, images)
+    ends = tuple(e.expand(3, -1)[torch.arange(3), targets] for e in (first, last))
+    counter = Counter(model)
+    known = curve_fn(counter, images, saliency, targets, chunk_size=7, endpoints=ends)
+    assert counter.calls == math.ceil(2 * 31 / 7)  # 31 inner points of the two defined maps
+    torch.testing.assert_close(known, full, rtol=0, atol=1e-6, equal_nan=True)
+    # the metric reads them from the module's per-batch table, keyed by what they depend on
+    inputs = MetricInputs(images, targets, torch.arange(3), saliency, torch.zeros(3), torch.zeros(3, 5), model=model,
+                          extra={"curve_endpoints": {metric.endpoint_key: (first, last)}})
+    metric.update_from(inputs)
+    reference = Insertion(fast=False) if insert else Deletion(fast=False)
+    reference.update(model, images, saliency, targets, torch.arange(3))
+    torch.testing.assert_close(metric.values[-1], reference.values[-1], rtol=0, atol=1e-6, equal_nan=True)
+
+
+def test_shared_endpoints_of_both_curves():
+    """The module's table (one memo for both curves): the image's probability is computed once, and each curve's
+    endpoints are its own (the deletion's all-zero image and the insertion's blurred one are never confused)."""
+    from benchmark.runtime.explainer_setup import curve_endpoints
+
+    model = tiny_cnn()
+    images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(8))
+    deletion_metric, insertion_metric = Deletion(fast=False), Insertion(fast=False)
+    counter = Counter(model)
+    table = curve_endpoints([deletion_metric, insertion_metric, Deletion(fast=False)], counter, images)
+    assert set(table) == {deletion_metric.endpoint_key, insertion_metric.endpoint_key}
+    assert counter.calls == 3  # p(x), the all-zero image, the blurred images
+    with torch.no_grad():
+        expected = {"image": model(images), "zero": model(torch.zeros(1, 3, 32, 32)), "blur": model(rise_blur(images))}
+    first, last = table[deletion_metric.endpoint_key]
+    torch.testing.assert_close(first, expected["image"].double().softmax(1), rtol=0, atol=1e-6)
+    torch.testing.assert_close(last, expected["zero"].double().softmax(1), rtol=0, atol=1e-6)
+    first, last = table[insertion_metric.endpoint_key]
+    torch.testing.assert_close(first, expected["blur"].double().softmax(1), rtol=0, atol=1e-6)
+    torch.testing.assert_close(last, expected["image"].double().softmax(1), rtol=0, atol=1e-6)

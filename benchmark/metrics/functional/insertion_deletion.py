@@ -34,7 +34,7 @@ forward under ``torch.inference_mode``, with the model in eval mode.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -119,11 +119,13 @@ def rise_blur(images: Tensor, kernel_size: int = 11, sigma: float = 5.0) -> Tens
 
 
 def _curves(model: Model, start: Tensor, finish: Tensor, saliency: Tensor, targets: Tensor, pixels: int,
-            chunk_size: int) -> Tensor:
-    """Probabilities of ``targets`` on ``where(rank < k pixels, finish, start)``, k = 0 .. n_steps."""
+            chunk_size: int, endpoints: Optional[Tuple[Tensor, Tensor]] = None) -> Tensor:
+    """Probabilities of ``targets`` on ``where(rank < k pixels, finish, start)``, k = 0 .. n_steps; ``endpoints``:
+    the ``(B,)`` probabilities at k = 0 and k = n_steps, known (no forward for those points)."""
     batch, channels, height, width = start.shape
     area = height * width
     n_points = math.ceil(area / pixels) + 1
+    inner = 1 if endpoints is not None else 0  # the first inner step; the points forwarded are inner .. last - inner
     curves = torch.full((batch, n_points), torch.nan, dtype=torch.float64, device=start.device)
     valid = (~torch.isnan(saliency.flatten(1)).any(dim=1)).nonzero().flatten().to(start.device)
     if valid.numel() == 0:
@@ -136,11 +138,12 @@ def _curves(model: Model, start: Tensor, finish: Tensor, saliency: Tensor, targe
     all_targets, targets = targets, targets.to(start.device)[valid]
     start = start[valid]
     finish = finish[valid] if finish.ndim else finish  # deletion: a 0-d substrate, broadcast
-    n_pairs = len(valid) * n_points
+    run_points = n_points - 2 * inner
+    n_pairs = len(valid) * run_points
     values = torch.empty(n_pairs, dtype=torch.float64, device=start.device)
     for first in range(0, n_pairs, chunk_size):
         pairs = torch.arange(first, min(first + chunk_size, n_pairs), device=start.device)
-        sample, step = pairs // n_points, pairs % n_points
+        sample, step = pairs // run_points, pairs % run_points + inner
         threshold = (step * pixels).clamp_max(area).view(-1, 1, 1, 1)
         perturbed = torch.where(rank[sample] < threshold, finish[sample] if finish.ndim else finish, start[sample])
         logits = model(perturbed)
@@ -153,12 +156,18 @@ def _curves(model: Model, start: Tensor, finish: Tensor, saliency: Tensor, targe
         n_classes_checked = True
         probs = logits.double().softmax(dim=1)
         values[first:first + len(pairs)] = probs.gather(1, targets[sample].long()[:, None]).squeeze(1)
-    curves[valid] = values.view(len(valid), n_points)
+    if endpoints is None:
+        curves[valid] = values.view(len(valid), n_points)
+    else:
+        inner_values = values.view(len(valid), run_points)
+        ends = [e.to(device=start.device, dtype=torch.float64)[valid][:, None] for e in endpoints]
+        curves[valid] = torch.cat([ends[0], inner_values, ends[1]], dim=1)
     return curves
 
 
 def _run(model: Model, images: Tensor, saliency: Tensor, targets: Tensor, pixels_per_step: Optional[int],
-         steps: Optional[int], chunk_size: int, insert: bool, kernel_size: int = 11, sigma: float = 5.0) -> Tensor:
+         steps: Optional[int], chunk_size: int, insert: bool, kernel_size: int = 11, sigma: float = 5.0,
+         endpoints: Optional[Tuple[Tensor, Tensor]] = None) -> Tensor:
     _check_inputs(images, saliency, targets)
     _check_positive_int(chunk_size, "chunk_size")
     pixels = _pixels_per_step(images.shape[2], images.shape[3], pixels_per_step, steps)
@@ -167,12 +176,12 @@ def _run(model: Model, images: Tensor, saliency: Tensor, targets: Tensor, pixels
             start, finish = rise_blur(images, kernel_size, sigma), images
         else:
             start, finish = images, torch.zeros((), dtype=images.dtype, device=images.device)
-        return _curves(model, start, finish, saliency, targets, pixels, chunk_size)
+        return _curves(model, start, finish, saliency, targets, pixels, chunk_size, endpoints)
 
 
 def deletion_curve(model: Model, images: Tensor, saliency: Tensor, targets: Tensor,
                    pixels_per_step: Optional[int] = None, steps: Optional[int] = None,
-                   chunk_size: int = 64) -> Tensor:
+                   chunk_size: int = 64, endpoints: Optional[Tuple[Tensor, Tensor]] = None) -> Tensor:
     """Deletion curve (RISE, Petsiuk et al. 2018): class probability as the most salient pixels go to 0.
 
     ``p_k = softmax(model(x_k))_c`` with ``x_k = x`` where ``rank >= k n`` and 0 elsewhere,
@@ -188,6 +197,8 @@ def deletion_curve(model: Model, images: Tensor, saliency: Tensor, targets: Tens
         steps: alternatively, ``n = ceil(HW / steps)`` (then ``ceil(HW / n)`` steps, which can be
             fewer than ``steps`` when ``steps`` does not divide ``HW``).
         chunk_size: perturbed images per forward.
+        endpoints: optionally the ``(B,)`` probabilities of ``targets`` on the image and on the fully deleted one,
+            already known (the module computes them once per batch for every method); no forward for them.
 
     Returns:
         ``(B, n_steps + 1)`` float64 probabilities (on the images' device), from the image to the fully
@@ -201,17 +212,20 @@ def deletion_curve(model: Model, images: Tensor, saliency: Tensor, targets: Tens
         >>> deletion_curve(model, images, saliency, torch.tensor([0]), pixels_per_step=1)  # sigmoid(4 .. 0)
         tensor([[0.9820, 0.9526, 0.8808, 0.7311, 0.5000]], dtype=torch.float64)
     """
-    return _run(model, images, saliency, targets, pixels_per_step, steps, chunk_size, insert=False)
+    return _run(model, images, saliency, targets, pixels_per_step, steps, chunk_size, insert=False,
+                endpoints=endpoints)
 
 
 def insertion_curve(model: Model, images: Tensor, saliency: Tensor, targets: Tensor,
                     pixels_per_step: Optional[int] = None, steps: Optional[int] = None, chunk_size: int = 64,
-                    kernel_size: int = 11, sigma: float = 5.0) -> Tensor:
+                    kernel_size: int = 11, sigma: float = 5.0, endpoints: Optional[Tuple[Tensor, Tensor]] = None
+                    ) -> Tensor:
     """Insertion curve (RISE, Petsiuk et al. 2018): class probability as pixels are restored onto a blur.
 
     ``p_k = softmax(model(x_k))_c`` with ``x_k = x`` where ``rank < k n`` and ``rise_blur(x)``
-    elsewhere, ``k = 0 .. ceil(HW / n)``. Arguments as :func:`deletion_curve`, plus the blur's
-    ``kernel_size`` and ``sigma`` (RISE: 11 and 5; see :func:`gaussian_kernel`).
+    elsewhere, ``k = 0 .. ceil(HW / n)``. Arguments as :func:`deletion_curve` (``endpoints``: the probabilities on
+    the blurred image and on the image), plus the blur's ``kernel_size`` and ``sigma`` (RISE: 11 and 5; see
+    :func:`gaussian_kernel`).
 
     Examples:
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
@@ -222,7 +236,7 @@ def insertion_curve(model: Model, images: Tensor, saliency: Tensor, targets: Ten
         tensor([[0.5351, 0.7513, 0.8880, 0.9541, 0.9820]], dtype=torch.float64)
     """
     return _run(model, images, saliency, targets, pixels_per_step, steps, chunk_size, insert=True,
-                kernel_size=kernel_size, sigma=sigma)
+                kernel_size=kernel_size, sigma=sigma, endpoints=endpoints)
 
 
 def auc(curves: Tensor) -> Tensor:
