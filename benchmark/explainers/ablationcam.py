@@ -53,9 +53,8 @@ class AblationCAM(BaseExplainer):
         return self._weights(inputs, split, prefix)
 
     def _weights(self, inputs: CAMInputs, split: Optional[LayerSplit], prefix) -> Tensor:
-        """``(B, C, 1, 1)`` weights, or ``(B, k, C, 1, 1)`` for ``(B, k)`` targets (the same ablated forwards)."""
-        acts, targets = inputs.activations, inputs.targets
-        classes = targets if targets.ndim == 2 else targets[:, None]
+        """``(B, k, C, 1, 1)`` weights of the ``(B, k)`` targets, from the same ablated forwards."""
+        acts, classes = inputs.activations, inputs.targets
         score = inputs.logits.gather(1, classes)  # (B, k)
         ablated = score[:, :, None].repeat(1, 1, acts.shape[1])
         for chunk in acts.flatten(2).ne(0).any(dim=2).nonzero().split(self.chunk_size):
@@ -79,8 +78,7 @@ class AblationCAM(BaseExplainer):
             ablated[b, :, k] = logits.gather(1, classes[b]).to(ablated.dtype)
         nonzero = (score != 0)[:, :, None]
         drop = (score[:, :, None] - ablated) / score[:, :, None].where(nonzero, 1.0) * nonzero
-        drop = drop.view(*drop.shape, 1, 1)
-        return drop if targets.ndim == 2 else drop[:, 0]
+        return drop.view(*drop.shape, 1, 1)
 
     def _split(self) -> Optional[LayerSplit]:
         if not hasattr(self, "_layer_split"):

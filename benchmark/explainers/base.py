@@ -145,7 +145,8 @@ class BaseExplainer:
     in_default_run: ClassVar[bool] = True
     #: the map does not depend on the explained class: the module reuses it for the other top-k classes
     class_independent: ClassVar[bool] = False
-    #: ``weights`` takes ``(B, k)`` targets: the masked forwards score every class at once, and
+    #: ``weights`` takes ``(B, k)`` targets (always: :meth:`raw_maps` passes ``(B, 1)``) and returns
+    #: ``(B, k, C, 1, 1)``; the masked forwards score every class at once, and
     #: :meth:`class_maps` gives the maps of several classes per image from one call (the pass model,
     #: :mod:`benchmark.runtime.pass_model`, counts no top-k pass for it or for a class-independent method)
     scores_every_class: ClassVar[bool] = False
@@ -179,6 +180,9 @@ class BaseExplainer:
         """Un-normalised ``(B, h, w)`` maps; by default ``sum_k weights_k * A_k``."""
         inputs = self.forward_layer(images, targets, indices, self.uses_gradients)
         self.clean_logits = inputs.logits
+        if self.scores_every_class:  # its weights take (B, k) classes: here k = 1
+            inputs.targets = inputs.targets[:, None]
+            return (self.weights(inputs)[:, 0] * inputs.activations).sum(dim=1)
         return (self.weights(inputs) * inputs.activations).sum(dim=1)
 
     # ----------------------------------------------------------------------- the public call

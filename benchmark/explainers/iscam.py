@@ -63,9 +63,8 @@ class ISCAM(ScoreCAM):
         self.n_samples, self.schedule = n_samples, check_choice(schedule, "schedule", SCHEDULES)
 
     def weights(self, inputs: CAMInputs) -> Tensor:
-        """``(B, C, 1, 1)`` weights, or ``(B, k, C, 1, 1)`` for ``(B, k)`` targets (the same masked forwards)."""
-        acts, images, targets = inputs.activations, inputs.images, inputs.targets
-        classes = targets if targets.ndim == 2 else targets[:, None]
+        """``(B, k, C, 1, 1)`` weights of the ``(B, k)`` targets, from the same masked forwards."""
+        acts, images, classes = inputs.activations, inputs.images, inputs.targets
         flat = acts.flatten(2)
         live = flat.amax(dim=2) > flat.amin(dim=2)  # (B, C) non-constant channels
         coefficients = [c for c in integration_coefficients(self.n_samples, self.schedule).tolist() if c > 0]
@@ -78,5 +77,4 @@ class ISCAM(ScoreCAM):
         if not live.all():
             zero = self._masked_forward(torch.zeros_like(images[:1]))[0][classes].to(scores.dtype)
             scores = torch.where(live[:, None], scores, len(coefficients) * zero.unsqueeze(2))
-        scores = (scores / self.n_samples).softmax(dim=2).view(*scores.shape, 1, 1)
-        return scores if targets.ndim == 2 else scores[:, 0]
+        return (scores / self.n_samples).softmax(dim=2).view(*scores.shape, 1, 1)

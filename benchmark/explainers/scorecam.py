@@ -80,9 +80,8 @@ class ScoreCAM(BaseExplainer):
             return self.fast_model(images).float()
 
     def weights(self, inputs: CAMInputs) -> Tensor:
-        """``(B, C, 1, 1)`` weights, or ``(B, k, C, 1, 1)`` for ``(B, k)`` targets (the same masked forwards)."""
-        acts, images, targets = inputs.activations, inputs.images, inputs.targets
-        classes = targets if targets.ndim == 2 else targets[:, None]
+        """``(B, k, C, 1, 1)`` weights of the ``(B, k)`` targets, from the same masked forwards."""
+        acts, images, classes = inputs.activations, inputs.images, inputs.targets
         flat = acts.flatten(2)
         live = flat.amax(dim=2) > flat.amin(dim=2)  # (B, C) non-constant channels
         scores = acts.new_zeros(len(acts), classes.shape[1], acts.shape[1])
@@ -96,5 +95,4 @@ class ScoreCAM(BaseExplainer):
                 zero_logits = self._masked_forward(torch.zeros_like(images[:1]))[0]
                 scores = torch.where(live[:, None], scores, zero_logits[classes].unsqueeze(2).to(scores.dtype))
             scores = scores.softmax(dim=2)
-        scores = scores.view(*scores.shape, 1, 1)
-        return scores if targets.ndim == 2 else scores[:, 0]
+        return scores.view(*scores.shape, 1, 1)

@@ -47,9 +47,8 @@ class SSCAM(ScoreCAM):
         self.n_samples, self.sigma, self.seed = n_samples, float(sigma), int(seed)
 
     def weights(self, inputs: CAMInputs) -> Tensor:
-        """``(B, C, 1, 1)`` weights, or ``(B, k, C, 1, 1)`` for ``(B, k)`` targets (the same noisy forwards)."""
-        acts, images, targets = inputs.activations, inputs.images, inputs.targets
-        classes = targets if targets.ndim == 2 else targets[:, None]
+        """``(B, k, C, 1, 1)`` weights of the ``(B, k)`` targets, from the same noisy forwards."""
+        acts, images, classes = inputs.activations, inputs.images, inputs.targets
         used = acts.flatten(2).ne(0).any(dim=2)  # (B, C): the channels that can change the map
         scores = torch.full((len(acts), classes.shape[1], acts.shape[1]), float("-inf"), dtype=acts.dtype,
                             device=acts.device)
@@ -65,5 +64,4 @@ class SSCAM(ScoreCAM):
                     total[:, pos] += out[:, classes[b]].T.to(total.dtype)
             scores[b][:, live] = total / self.n_samples
         scores = torch.where(used.any(dim=1)[:, None, None], scores, torch.zeros_like(scores))  # all-zero layer
-        scores = scores.softmax(dim=2).view(*scores.shape, 1, 1)
-        return scores if targets.ndim == 2 else scores[:, 0]
+        return scores.softmax(dim=2).view(*scores.shape, 1, 1)

@@ -13,7 +13,7 @@ graph for every chunk; see the class).
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -31,6 +31,11 @@ from benchmark.metrics.functional.insertion_deletion import (
 )
 
 __all__ = ["Deletion", "Insertion"]
+
+#: the curves' endpoint images, by name: shared by deletion and insertion within a batch
+#: (a ``(1, C, H, W)`` image when it is the same for every image)
+ENDPOINT_IMAGES: Dict[str, Callable[[Tensor], Tensor]] = {
+    "image": lambda images: images, "zero": lambda images: torch.zeros_like(images[:1]), "blur": rise_blur}
 
 
 class InferenceCopyRunner:
@@ -78,9 +83,8 @@ class _CausalMetric(InferenceCopyRunner, PerSampleMetric):
     def _curve(self, model, images: Tensor, saliency: Tensor, targets: Tensor, endpoints=None) -> Tensor:
         raise NotImplementedError
 
-    def endpoint_images(self, images: Tensor) -> Tuple[Tensor, Tensor]:
-        """The curve's first and last images for ``images`` (a ``(1, C, H, W)`` one when the same for every image)."""
-        raise NotImplementedError
+    #: the curve's first and last images, named in :data:`ENDPOINT_IMAGES`
+    endpoints: Tuple[str, str] = ("image", "image")
 
     @property
     def endpoint_key(self) -> tuple:
@@ -90,17 +94,17 @@ class _CausalMetric(InferenceCopyRunner, PerSampleMetric):
     def endpoint_probs(self, model: nn.Module, images: Tensor, memo: Optional[dict] = None) -> Tuple[Tensor, Tensor]:
         """``(B or 1, K)`` float64 class probabilities on the curve's first and last images, run as the curve runs
         them (the module computes them once per batch for every method: :meth:`update`'s ``endpoints``); ``memo``
-        shares those of one image tensor between metrics (the image itself ends one curve and starts the other)."""
+        shares them between metrics by name (the image itself starts the deletion curve and ends the insertion
+        curve)."""
         runner, memo = self._runner(model), {} if memo is None else memo
-        out = []
         with eval_mode(model), torch.inference_mode():
-            for part in self.endpoint_images(images):
-                key = (id(part), self.fast, self.compile)  # the memo keeps `part` alive: its id is not reused
-                if key not in memo:
-                    probs = torch.cat([runner(c).double().softmax(dim=1) for c in part.split(self.chunk_size)])
-                    memo[key] = (part, probs)
-                out.append(memo[key][1])
-        return out[0], out[1]
+            for name in self.endpoints:
+                if (name, self.fast, self.compile) not in memo:
+                    part = ENDPOINT_IMAGES[name](images)
+                    memo[name, self.fast, self.compile] = torch.cat(
+                        [runner(c).double().softmax(dim=1) for c in part.split(self.chunk_size)])
+        first, last = (memo[name, self.fast, self.compile] for name in self.endpoints)
+        return first, last
 
     def update(self, model: nn.Module, images: Tensor, saliency: Tensor, targets: Tensor,
                indices: Optional[Tensor] = None, endpoints: Optional[Tuple[Tensor, Tensor]] = None) -> None:
@@ -171,8 +175,7 @@ class Deletion(_CausalMetric):
         return deletion_curve(model, images, saliency, targets, self.pixels_per_step, self.steps, self.chunk_size,
                               endpoints)
 
-    def endpoint_images(self, images: Tensor) -> Tuple[Tensor, Tensor]:
-        return images, torch.zeros_like(images[:1])  # the image; every pixel deleted: the substrate 0
+    endpoints = ("image", "zero")  # every pixel deleted: the substrate 0
 
 
 class Insertion(_CausalMetric):
@@ -197,5 +200,4 @@ class Insertion(_CausalMetric):
         return insertion_curve(model, images, saliency, targets, self.pixels_per_step, self.steps, self.chunk_size,
                                endpoints=endpoints)
 
-    def endpoint_images(self, images: Tensor) -> Tuple[Tensor, Tensor]:
-        return rise_blur(images), images  # RISE's blur (11 x 11, sigma 5); every pixel restored: the image
+    endpoints = ("blur", "image")  # RISE's blur (11 x 11, sigma 5); every pixel restored: the image

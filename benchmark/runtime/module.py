@@ -226,12 +226,11 @@ class ExplainerModule(pl.LightningModule):
                 if explainer.scores_every_class and any("topk" in m.needs for m in metrics.values()):
                     classes = torch.cat([targets[:, None], probs.topk(min(self.top_k, probs.shape[1]), 1).indices], 1)
                     every, raws = explainer.class_maps(images, classes, indices)
-                    maps, topk = every[:, 0], (every[:, 1:], raws[:, 1:])
-                    explainer.last_raw_max = raws[:, 0]
+                    maps, raw_max, topk = every[:, 0], raws[:, 0], (every[:, 1:], raws[:, 1:])
                 else:
                     maps = explainer(images, targets, indices=indices)
+                    raw_max = explainer.last_raw_max
             check_maps(name, maps, images)
-            raw_max = explainer.last_raw_max
             if maps.is_cuda:
                 torch.cuda.synchronize(maps.device)
             seconds = (time.perf_counter() - start) / len(images)

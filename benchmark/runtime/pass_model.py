@@ -28,11 +28,7 @@ from typing import Dict, List, Mapping, Sequence, Tuple
 
 from benchmark.metrics.functional.insertion_deletion import _pixels_per_step
 
-__all__ = ["minimum_passes", "pass_columns", "summarize"]
-
-#: metrics that need no pass beyond the maps (and the boxes or masks)
-FREE_METRICS = frozenset({"complexity", "adcc", "localization_error", "max_box_acc", "max_box_acc_v2", "pxap",
-                          "pointing_game", "pointing_game_recall", "energy_pointing_game", "box_coverage"})
+__all__ = ["minimum_passes", "pass_columns"]
 
 
 def _curve_steps(metric: object, image_hw: Tuple[int, int]) -> int:
@@ -73,23 +69,11 @@ def minimum_passes(explainer: object, metrics: Mapping[str, object], measured: M
     for name, instance in metrics.items():
         if name in ("deletion", "insertion"):
             metric += _curve_steps(instance, image_hw) - 1 + (1.0 / n_methods if name == "insertion" else 0.0)
-        elif name not in FREE_METRICS and getattr(instance, "needs", frozenset()) & {"model", "explain"}:
+        elif getattr(instance, "needs", frozenset()) & {"model", "explain"}:  # the others need only the maps
             unmodelled.append(name)
     if unmodelled:  # their passes cannot be told apart from the others': the whole metric phase counts as needed
         metric = phase("metric")
     return call + topk + metric, unmodelled
-
-
-def summarize(rows: Sequence[Dict[str, float]]) -> Dict[str, float]:
-    """Sum per-image passes over rows: ``{"actual", "minimum", "ratio"}``.
-
-    Examples:
-        >>> summarize([{"actual": 4.0, "minimum": 2.0}, {"actual": 2.0, "minimum": 2.0}])
-        {'actual': 6.0, 'minimum': 4.0, 'ratio': 1.5}
-    """
-    actual = sum(r["actual"] for r in rows)
-    minimum = sum(r["minimum"] for r in rows)
-    return {"actual": actual, "minimum": minimum, "ratio": actual / minimum if minimum else float("nan")}
 
 
 def pass_columns(measured: Mapping[str, float], minimum: float) -> Dict[str, float]:
