@@ -42,7 +42,7 @@ def measure(args: argparse.Namespace) -> List[Row]:
             rows.append(bench.explainer_row(method, args.batch, small_warmup=True, options=options))
             row = rows[-1]
             print(f"  {name} {method}: {row.ours * 1e3:.4g} ms/img, floor {row.floor * 1e3:.4g} ms "
-                  f"({row.cost.describe()}), efficiency {row.floor / row.ours:.3g}", flush=True)
+                  f"({row.cost.describe()}), efficiency {row.efficiency():.3g}", flush=True)
     return rows
 
 

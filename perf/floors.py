@@ -4,13 +4,19 @@ A :class:`Cost` is a list of ``(count per image, unit, batch size)`` terms. The 
 on the backbone in the same run as the methods (:mod:`perf.harness`):
 
 * ``forward``: the plain batched forward under ``torch.inference_mode``, per image;
+* ``copy``: the same forward on the batch-norm-folded, channels-last
+  :class:`~benchmark.explainers.fastpath.InferenceCopy` that our masked and perturbed forwards run on (Score-CAM,
+  SS-CAM, IS-CAM, RISE, deletion, insertion, ROAD), so that a floor is not beaten by the copy alone;
 * ``grad``: one forward plus the backward from the target logits to the target layer
   (``torch.autograd.grad``, no parameter gradients), per image: what a gradient CAM needs;
 * ``tail``: the layers after the target layer only, per image (Ablation-CAM's ablated forwards);
 * ``input``: one forward plus the backward from the target logits to the *input* (no parameter
   gradients), per image: one gradient of the pixel-attribution methods (guided backprop, IG, SHAP);
 * ``explainer``: one call of the explainer itself, per image (a metric that re-runs it, e.g.
-  Coherency on ``x * CAM``, or the maps of extra top-k classes).
+  Coherency on ``x * CAM``, or the maps of extra top-k classes);
+* ``sort`` and ``scan``: forward-free work, per map: one sort of a map's pixels (what a sweep over every threshold
+  of MaxBoxAcc needs at least) and one reduction over them (what any metric of the map alone reads). In
+  forward-equivalents they are ``floor ms / forward ms``.
 
 floor = sum(count x unit time); efficiency = floor / measured (1 = nothing but the protocol's own
 passes; above 1 = fewer or cheaper passes than the protocol, e.g. Score-CAM skipping constant
@@ -18,14 +24,15 @@ channels or running on the batch-norm-folded inference copy).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Dict, Tuple
 
-__all__ = ["Cost", "GRADIENT_CAMS", "explainer_cost", "metric_cost"]
+__all__ = ["Cost", "FORWARD_FREE_UNITS", "GRADIENT_CAMS", "explainer_cost", "metric_cost"]
 
 #: methods that cost one forward + one backward to the target layer
 GRADIENT_CAMS = ("eigengradcam", "finercam", "gradcam", "gradcampp", "hirescam", "layercam", "xgradcam")
+#: the units of work that runs no network (a floor made only of them is a forward-free metric's)
+FORWARD_FREE_UNITS = frozenset({"sort", "scan"})
 #: methods whose map needs no forward pass beyond the one every batch already runs
 FREE_EXPLAINERS = ("center", "fakecam")
 
@@ -45,9 +52,10 @@ class Cost:
     terms: Tuple[Tuple[float, str, int], ...] = ()
 
     def describe(self) -> str:
-        """The terms as text: F = forward, G = forward + backward to the layer, T = tail, I = forward + backward to
-        the input, E = explainer."""
-        letters = {"forward": "F", "grad": "G", "tail": "T", "input": "I", "explainer": "E"}
+        """The terms as text: F = forward, C = forward on the inference copy, G = forward + backward to the layer,
+        T = tail, I = forward + backward to the input, E = explainer, S = sort of a map, R = reduction over a map."""
+        letters = {"forward": "F", "copy": "C", "grad": "G", "tail": "T", "input": "I", "explainer": "E",
+                   "sort": "S", "scan": "R"}
         return " + ".join(f"{count:g} {letters[unit]}({batch})" for count, unit, batch in self.terms) or "0"
 
     def units(self) -> Tuple[Tuple[str, int], ...]:
@@ -68,7 +76,7 @@ def explainer_cost(name: str, batch: int, channels: int, explainer: object, size
     Examples:
         >>> class Score: chunk_size = 32
         >>> explainer_cost("scorecam", 4, 512, Score()).describe()
-        '1 F(4) + 512 F(32)'
+        '1 F(4) + 512 C(32)'
         >>> explainer_cost("gradcam", 4, 512, None).describe()
         '1 G(4)'
     """
@@ -78,12 +86,12 @@ def explainer_cost(name: str, batch: int, channels: int, explainer: object, size
         return Cost()
     chunk = getattr(explainer, "chunk_size", batch)
     special: Dict[str, Callable[[], Cost]] = {
-        "scorecam": lambda: Cost(((1, "forward", batch), (channels, "forward", chunk))),
+        "scorecam": lambda: Cost(((1, "forward", batch), (channels, "copy", chunk))),
         "ablationcam": lambda: Cost(((1, "forward", batch), (channels, "tail", chunk))),
         # N noisy masks per channel; IS-CAM: one per positive path coefficient (N - 1 for the paper's, N for
         # torch-cam's)
-        "sscam": lambda: Cost(((1, "forward", batch), (explainer.n_samples * channels, "forward", chunk))),
-        "iscam": lambda: Cost(((1, "forward", batch), (_positive_coefficients(explainer) * channels, "forward",
+        "sscam": lambda: Cost(((1, "forward", batch), (explainer.n_samples * channels, "copy", chunk))),
+        "iscam": lambda: Cost(((1, "forward", batch), (_positive_coefficients(explainer) * channels, "copy",
                                                        chunk))),
         "smoothgradcampp": lambda: Cost(((1, "forward", batch), (explainer.n_samples, "grad", batch))),
         # one forward + backward to the layer, then the Hessian-vector product: a second backward through the tail
@@ -102,7 +110,7 @@ def explainer_cost(name: str, batch: int, channels: int, explainer: object, size
         "gradientshap": lambda: Cost(((explainer.n_samples, "input", explainer.n_samples),)),
         # the clean score, then one forward per patch position (captum batches chunk_size // batch per image)
         # the class check's forward, then n_masks masked forwards per image in chunks of chunk_size
-        "rise": lambda: Cost(((1, "forward", batch), (explainer.n_masks, "forward", chunk))),
+        "rise": lambda: Cost(((1, "forward", batch), (explainer.n_masks, "copy", chunk))),
         "occlusion": lambda: _occlusion_cost(explainer.patch_size, explainer.stride, chunk, batch, size),
     }
     if name not in special:
@@ -111,8 +119,11 @@ def explainer_cost(name: str, batch: int, channels: int, explainer: object, size
 
 
 def _positive_coefficients(explainer: object) -> int:
-    """IS-CAM's masked forwards per channel: the paper's first coefficient is 0 (a constant, no forward)."""
-    return explainer.n_samples - (explainer.schedule == "paper")
+    """IS-CAM's masked forwards per channel: one per positive coefficient of its path (the paper's first is 0: a
+    constant, no forward)."""
+    from benchmark.explainers.iscam import integration_coefficients
+
+    return int((integration_coefficients(explainer.n_samples, explainer.schedule) > 0).sum())
 
 
 def _occlusion_cost(patch_size: int, stride: int, chunk_size: int, batch: int, size: Tuple[int, int]) -> Cost:
@@ -139,7 +150,7 @@ def metric_cost(name: str, batch: int, metric: object, size: Tuple[int, int], to
     Examples:
         >>> class Curve: steps, pixels_per_step, chunk_size = None, None, 64
         >>> metric_cost("deletion", 4, Curve(), (224, 224)).describe()
-        '224 F(64)'
+        '224 C(64)'
         >>> metric_cost("adcc", 4, None, (224, 224)).describe()
         '1 F(4) + 1 E(4)'
     """
@@ -148,18 +159,18 @@ def metric_cost(name: str, batch: int, metric: object, size: Tuple[int, int], to
         "average_drop": lambda: Cost(((1, "forward", batch),)),
         "average_increase": lambda: Cost(((1, "forward", batch),)),
         "coherency": lambda: Cost(((1, "explainer", batch),)),
-        "complexity": Cost,
+        "complexity": lambda: Cost(((1, "scan", batch),)),
         "adcc": lambda: Cost(((1, "forward", batch), (1, "explainer", batch))),
         "deletion": lambda: _curve_cost(metric, height, width),
         "insertion": lambda: _curve_cost(metric, height, width),
         "localization_error": lambda: Cost(((top_k - 1, "explainer", batch),)),
         "pointing_game_recall": lambda: Cost(((top_k - 1, "explainer", batch),)),
-        "max_box_acc": Cost,
-        "max_box_acc_v2": Cost,
-        "pxap": Cost,
+        "max_box_acc": lambda: Cost(((1, "sort", batch),)),
+        "max_box_acc_v2": lambda: Cost(((1, "sort", batch),)),
+        "pxap": lambda: Cost(((1, "scan", batch),)),
         # one forward per percentage (the sparse solves of the imputation are CPU work, not counted)
-        "road_morf": lambda: Cost(((len(metric.percentiles), "forward", metric.chunk_size),)),
-        "road_lerf": lambda: Cost(((len(metric.percentiles), "forward", metric.chunk_size),)),
+        "road_morf": lambda: Cost(((len(metric.percentiles), _copy_or_model(metric), metric.chunk_size),)),
+        "road_lerf": lambda: Cost(((len(metric.percentiles), _copy_or_model(metric), metric.chunk_size),)),
         # one forward per perturbation (f(x) is recomputed beside them: not counted), each sample apart
         "infidelity_square": lambda: Cost(((metric.n_perturb_samples, "forward",
                                             min(metric.n_perturb_samples + 1, metric.chunk_size)),)),
@@ -169,9 +180,9 @@ def metric_cost(name: str, batch: int, metric: object, size: Tuple[int, int], to
                                           min(metric.n_perturb_samples, metric.chunk_size)),)),
         # one explainer call per layer group on its randomized model (L unknown before a model is seen: 1)
         "mprt": lambda: Cost(((metric.n_layers or 1, "explainer", batch),)),
-        "pointing_game": Cost,
-        "energy_pointing_game": Cost,
-        "box_ratio": Cost,
+        "pointing_game": lambda: Cost(((1, "scan", batch),)),
+        "energy_pointing_game": lambda: Cost(((1, "scan", batch),)),
+        "box_ratio": lambda: Cost(((1, "scan", batch),)),
         "fidelity": lambda: Cost(((len(metric.percents), "forward", metric.chunk_size),)),
         "contrastivity": lambda: Cost(((num_classes - 1 if metric.classes == "all" else metric.classes,
                                         "explainer", batch),)),
@@ -189,5 +200,12 @@ def metric_cost(name: str, batch: int, metric: object, size: Tuple[int, int], to
 
 def _curve_cost(metric: object, height: int, width: int) -> Cost:
     """RISE: one perturbed forward per step (the unperturbed end point is not counted)."""
-    steps = metric.steps or math.ceil(height * width / (metric.pixels_per_step or width))
-    return Cost(((steps, "forward", metric.chunk_size),))
+    from benchmark.metrics.functional.insertion_deletion import curve_steps
+
+    steps = curve_steps(height, width, metric.pixels_per_step, metric.steps)
+    return Cost(((steps, _copy_or_model(metric), metric.chunk_size),))
+
+
+def _copy_or_model(metric: object) -> str:
+    """The unit of a perturbation metric's forwards: the inference copy unless it runs with ``fast=False``."""
+    return "copy" if getattr(metric, "fast", True) else "forward"

@@ -88,7 +88,7 @@ def measure_backbone(name: str, args: argparse.Namespace) -> tuple[List[Row], Li
     if name in args.options_backbones:
         score = [r for r in rows if r.item == "scorecam" and "grad-cam" in r.peers]
         options = measure_options(bench, max(args.batch_sizes), batch, args.options_repeats or args.perturb_repeats,
-                                  curve_maps, score[0].ours / score[0].peers["grad-cam"] if score else None)
+                                  curve_maps, score[0].ratio("grad-cam") if score else None)
         for option in options:
             print(f"  option {option.item} / {option.option}: {option.ours / option.default:.3g}x", flush=True)
     return rows, options
@@ -118,8 +118,8 @@ def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32])
     parser.add_argument("--perturb-images", type=int, default=1,
                         help="images for Score-CAM, Ablation-CAM, RISE, deletion and insertion")
-    parser.add_argument("--repeats", type=int, default=5, help="timed rounds (medians)")
-    parser.add_argument("--perturb-repeats", type=int, default=3, help="timed rounds of the perturbation rows")
+    parser.add_argument("--repeats", type=int, default=7, help="timed rounds (medians)")
+    parser.add_argument("--perturb-repeats", type=int, default=7, help="timed rounds of the perturbation rows")
     parser.add_argument("--explainers", nargs="+", default=default_explainers())
     parser.add_argument("--metrics", nargs="*", default=default_metrics(), help="none: explainers only")
     parser.add_argument("--explainer-options", nargs="*", default=[], metavar="NAME.KEY=VALUE",
@@ -152,13 +152,11 @@ def _explainer_options(items: List[str], parser: argparse.ArgumentParser) -> Dic
         key, sep, value = item.partition("=")
         name, dot, option = key.partition(".")
         try:
-            parsed = ast.literal_eval(value)
+            if not (sep and dot and name and option):
+                raise ValueError(item)
+            options.setdefault(name, {})[option] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
-            parsed = None
-            sep = ""
-        if not (sep and dot and name and option):
             parser.error(f"--explainer-options takes NAME.KEY=VALUE with a Python literal value, got {item!r}")
-        options.setdefault(name, {})[option] = parsed
     return options
 
 

@@ -3,12 +3,13 @@
 Every row times our implementation, the floor units it needs (:mod:`perf.floors`)
 and the peers' implementations in one :func:`~perf.timing.median_time` call, so they
 are measured side by side, alternated, on the same inputs; peak memory comes from the last round.
-Each row keeps the per-round times of ours, the plain forward and the peers, so the spread of a
-ratio is read within rounds (:meth:`Row.spread`).
+Each row keeps the per-round times of ours, the plain forward, the peers and the floor, so a ratio is the
+median of the ratios taken within each round (:meth:`Row.ratio`), with their range (:meth:`Row.spread`).
 """
 from __future__ import annotations
 
 import functools
+import statistics
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -16,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from benchmark.explainers import create_explainer
+from benchmark.explainers.fastpath import InferenceCopy
 from benchmark.explainers.layouts import Layout
 from benchmark.explainers.tail import split_at_layer
 from benchmark.runtime.module import ExplainerModule
@@ -40,22 +42,47 @@ class Row:
     peers: Dict[str, float] = field(default_factory=dict)
     peak: Dict[str, Optional[float]] = field(default_factory=dict)
     note: str = ""
-    #: seconds per image in each round: ``"ours"``, ``"forward"`` and each peer
+    #: seconds per image in each round: ``"ours"``, ``"forward"``, each peer and ``"floor"``
     rounds: Dict[str, List[float]] = field(default_factory=dict)
+
+    def _ratios(self, top: str, bottom: str) -> List[float]:
+        return [a / b for a, b in zip(self.rounds.get(top) or [], self.rounds.get(bottom) or []) if b > 0]
+
+    def ratio(self, other: str) -> Optional[float]:
+        """ours / ``other`` (``"forward"`` or a peer): the median of the ratios taken within each round; the ratio
+        of the medians without per-round times; ``None`` when ``other`` was not measured.
+
+        Examples:
+            >>> row = Row("m", 8, "gradcam", None, None, 1.0, 0.75,
+            ...           rounds={"ours": [1.0, 1.5, 0.9], "forward": [1.0, 0.5, 0.6]})
+            >>> row.ratio("forward"), row.spread("forward")
+            (1.5, (1.0, 3.0))
+        """
+        ratios = self._ratios("ours", other)
+        if ratios:
+            return statistics.median(ratios)
+        bottom = self.forward if other == "forward" else self.peers.get(other)
+        return self.ours / bottom if bottom else None
 
     def spread(self, other: str) -> Optional[Tuple[float, float]]:
         """Lowest and highest ours / ``other`` (``"forward"`` or a peer) over the rounds, each ratio taken within
-        one round; ``None`` without per-round times.
+        one round; ``None`` without per-round times."""
+        ratios = self._ratios("ours", other)
+        return (min(ratios), max(ratios)) if ratios else None
+
+    def efficiency(self) -> Optional[float]:
+        """floor / ours: the median over rounds (the floor's units timed in the same rounds); ``None`` without a
+        floor.
 
         Examples:
-            >>> row = Row("m", 8, "gradcam", None, None, 1.25, 0.75, rounds={"ours": [1.0, 1.5], "forward": [1.0, 0.5]})
-            >>> row.spread("forward")
-            (1.0, 3.0)
+            >>> Row("m", 8, "scorecam", None, 2.0, 2.0, 1.0, rounds={"ours": [2.0, 4.0, 2.0],
+            ...                                                     "floor": [2.0, 2.0, 1.0]}).efficiency()
+            0.5
         """
-        if not self.rounds.get(other) or not self.rounds.get("ours"):
+        if self.floor is None:
             return None
-        ratios = [a / b for a, b in zip(self.rounds["ours"], self.rounds[other])]
-        return min(ratios), max(ratios)
+        ratios = self._ratios("floor", "ours")
+        return statistics.median(ratios) if ratios else self.floor / self.ours
 
 
 class Bench:
@@ -75,6 +102,9 @@ class Bench:
         self.layout = layout or Layout()
         self.channels = self.layout.to_nchw(self._layer_output(self._images[:1]), (size, size)).shape[1]
         self._split = split_at_layer(model, layer)
+        self._copy = InferenceCopy(model)  # what the masked and perturbed forwards run on
+        self._unit_rounds: Dict[Tuple[str, int], List[float]] = {}
+        self._maps = torch.rand(64, size, size, generator=generator).to(device)  # for the forward-free units
 
     # ------------------------------------------------------------------ inputs and units
     def inputs(self, batch: int) -> Tuple[Tensor, Tensor]:
@@ -100,6 +130,14 @@ class Bench:
                 with torch.inference_mode():
                     self.model(images)
             return forward
+        if unit == "copy":
+            def copy_forward():
+                with torch.inference_mode():
+                    self._copy(images)
+            return copy_forward
+        if unit in ("sort", "scan"):
+            maps = self._maps[:batch] if batch <= 64 else self._maps[:1].repeat(batch, 1, 1)
+            return lambda: maps.flatten(1).sort(dim=1) if unit == "sort" else maps.flatten(1).amax(dim=1)
         if unit == "grad":
             return lambda: self._grad_pass(images, targets)
         if unit == "input":
@@ -142,17 +180,27 @@ class Bench:
                warmup: Optional[Dict[str, Callable[[], object]]] = None,
                repeats: Optional[int] = None) -> Tuple[Dict[str, float], Dict, Dict, Dict[str, List[float]]]:
         """Time ``calls`` with the cost's units (and the plain forward at ``batch``) in the same rounds; the
-        units' seconds per image keyed ``(unit, batch)``; the per-image seconds of every round of ``calls``
-        and of the plain forward (``"forward"``). ``explainer`` units are timed by the caller."""
+        units' seconds per image keyed ``(unit, batch)``; the per-image seconds of every round of ``calls``,
+        of the plain forward (``"forward"``) and of the floor (``"floor"``). ``explainer`` units are timed by the
+        caller as calls named ``"explainer <batch>"``."""
         keys = {(u, b) for u, b in {*cost.units(), ("forward", batch)} if u != "explainer"}
         units = {f"unit {u} {b}": self.unit(u, b) for u, b in keys}
         peaks: Dict[str, Optional[float]] = {}
         rounds: Dict[str, List[float]] = {}
         t = median_time({**units, **calls}, repeats or self.repeats, self.sync, warmup, peaks, self.device,
                         self.pause, rounds)
-        per_image = {name: [s / batch for s in rounds[name]] for name in calls}
+        per_image = {name: [s / batch for s in rounds[name]] for name in calls if not name.startswith("explainer ")}
         per_image["forward"] = [s / batch for s in rounds[f"unit forward {batch}"]]
+        unit_rounds = {(u, b): [s / b for s in rounds[f"unit {u} {b}"]] for u, b in keys}
+        unit_rounds.update({("explainer", int(name.split()[1])): [s / int(name.split()[1]) for s in rounds[name]]
+                            for name in calls if name.startswith("explainer ")})
+        per_image["floor"] = _floor_rounds(cost, unit_rounds)
+        self._unit_rounds = unit_rounds  # for a cost whose counts are known only after the timing
         return t, {(u, b): t[f"unit {u} {b}"] / b for u, b in keys}, peaks, per_image
+
+    def refloor(self, cost: Cost, rounds: Dict[str, List[float]]) -> None:
+        """Recompute ``rounds["floor"]`` of the last timing for ``cost`` (same units, counts known later)."""
+        rounds["floor"] = _floor_rounds(cost, self._unit_rounds)
 
     def explainer_row(self, name: str, batch: int, small_warmup: bool = False,
                       repeats: Optional[int] = None, options: Optional[dict] = None) -> Row:
@@ -216,11 +264,25 @@ class Bench:
         warm = {"ours": warmup(metrics)} if warmup is not None else None
         times, units, peaks, rounds = self._timed(cost, calls, batch, warm, repeats)
         for key in [k for k in calls if k.startswith("explainer ")]:
-            rounds.pop(key, None)
             units[("explainer", int(key.split()[1]))] = times[key] / int(key.split()[1])
         cost = floor()  # counts known once a model was seen (MPRT's layer groups); the same units
+        self.refloor(cost, rounds)
         return Row(self.backbone, batch, label or "+".join(names), cost,
                    cost.seconds(units) if cost.terms else None, times["ours"] / batch, units[("forward", batch)],
                    {p: times[p] / batch for p in calls if p != "ours" and not p.startswith("explainer ")},
                    {k: v for k, v in peaks.items() if not k.startswith("explainer ")}, note=PEER_METRICS.get(peer, ""),
                    rounds=rounds)
+
+
+def _floor_rounds(cost: Cost, unit_rounds: Dict[Tuple[str, int], List[float]]) -> List[float]:
+    """The floor's seconds per image in each round, from its units' per-image seconds in the same rounds (``[]``
+    without terms).
+
+    Examples:
+        >>> _floor_rounds(Cost(((2, "forward", 8),)), {("forward", 8): [0.5, 1.0]})
+        [1.0, 2.0]
+    """
+    if not cost.terms:
+        return []
+    n = len(unit_rounds[cost.units()[0]])
+    return [cost.seconds({key: unit_rounds[key][i] for key in cost.units()}) for i in range(n)]

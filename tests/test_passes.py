@@ -96,3 +96,21 @@ def test_counter_phases_copies_and_the_report(run):
             pytest.approx(-1 / 3)
     assert passes_text({"resnet18": summary}).startswith(f"resnet18: {actual:.1f} actual")
     assert passes_text({}) == "not recorded"
+
+
+def test_metrics_the_model_cannot_count_are_named_in_the_summary_and_the_header():
+    """Fidelity runs the model in its own way: its measured passes are the minimum, and the header says so rather
+    than printing a minimum that looks modelled."""
+    torch.manual_seed(0)
+    module = ExplainerModule(resnet18(num_classes=4).eval(), {"gradcam": {}}, target="prediction",
+                             input_size=(3, 32, 32), metrics={"complexity": {}, "fidelity": {"percents": [10, 50]}},
+                             keep_maps=False)
+    batch = {"image": torch.randn(2, 3, 32, 32), "label": torch.tensor([0, 1]), "index": torch.tensor([0, 1])}
+    records = module.predict_step(batch, 0)
+    own = records[0]["passes"]
+    assert own["passes_metric"] == 2.0  # one masked forward per percentage
+    assert own["passes_minimum"] == own["passes_explainer"] + own["passes_metric"]  # taken as measured
+    summary = backbone_passes(records_to_frame(records, "random", "resnet18"))["resnet18"]
+    assert summary["unmodelled"] == ["fidelity"]
+    assert passes_text({"resnet18": summary}).endswith(
+        "the minimum takes the passes of fidelity as measured: it does not model that metric)")

@@ -34,15 +34,21 @@ def test_every_registered_metric_has_a_floor(name):
 
 def test_floors_count_the_protocols_passes_by_hand():
     score = create_explainer("scorecam", resnet18(num_classes=4), chunk_size=16)
-    assert explainer_cost("scorecam", 8, 2048, score).terms == ((1, "forward", 8), (2048, "forward", 16))
+    # the clean forward on the model, the masked ones on the folded inference copy they run on
+    assert explainer_cost("scorecam", 8, 2048, score).terms == ((1, "forward", 8), (2048, "copy", 16))
     smooth = create_explainer("smoothgradcampp", resnet18(num_classes=4), n_samples=7)
     assert explainer_cost("smoothgradcampp", 2, 512, smooth).terms == ((1, "forward", 2), (7, "grad", 2))
     ablation = create_explainer("ablationcam", resnet18(num_classes=4), chunk_size=64)
     assert explainer_cost("ablationcam", 1, 512, ablation).describe() == "1 F(1) + 512 T(64)"
     # RISE default on 224 x 224: 224 pixels per step -> 224 perturbed forwards per curve
-    assert metric_cost("deletion", 4, create_metric("deletion"), (224, 224)).terms == ((224, "forward", 64),)
+    assert metric_cost("deletion", 4, create_metric("deletion"), (224, 224)).terms == ((224, "copy", 64),)
     assert metric_cost("insertion", 4, create_metric("insertion", steps=16, chunk_size=8), (224, 224)).terms == \
-        ((16, "forward", 8),)
+        ((16, "copy", 8),)
+    plain = create_metric("deletion", fast=False)
+    assert metric_cost("deletion", 4, plain, (224, 224)).terms == ((224, "forward", 64),)
+    # forward-free work: one sort of the map for the threshold sweeps, one reduction for the other map-only metrics
+    assert metric_cost("max_box_acc", 4, None, (224, 224)).describe() == "1 S(4)"
+    assert metric_cost("complexity", 4, None, (224, 224)).describe() == "1 R(4)"
     assert metric_cost("insertion", 4, create_metric("insertion", pixels_per_step=1000), (224, 224)).terms[0][0] == \
         math.ceil(224 * 224 / 1000)
     assert metric_cost("localization_error", 4, None, (224, 224), top_k=5).terms == ((4, "explainer", 4),)
@@ -115,7 +121,7 @@ def test_harness_smoke_run_writes_the_results_file(tmp_path):
     text = out.read_text()
     for part in ("- command: `python -m perf.harness --backbones resnet18", "- machine: ", "## Targets",
                  "gradient CAMs, worst ours / plain forward", "## resnet18", "### Explainers", "### Metrics",
-                 "| scorecam ", "1 F(1) + 512 F(32)", "| average_drop+average_increase ", "| deletion ",
+                 "| scorecam ", "1 F(1) + 512 C(32)", "1 R(2)", "| average_drop+average_increase ", "| deletion ",
                  "ours / grad-cam", "ours / torch-cam", "peak MiB ours"):
         assert part in text, part
 
@@ -181,13 +187,15 @@ def test_rows_keep_the_rounds_and_the_ratio_cells_show_their_range():
     bench = Bench("vit", model, ours.target_layer, 32, torch.device("cpu"), 3, pause=0, layout=ours.layout)
     assert bench.channels == 16  # the embedding width, not the 17 tokens
     row = bench.explainer_row("gradcam", 2)
-    assert {len(v) for v in row.rounds.values()} == {3} and set(row.rounds) == {"ours", "forward", *PEERS}
+    assert {len(v) for v in row.rounds.values()} == {3} and set(row.rounds) == {"ours", "forward", "floor", *PEERS}
     low, high = row.spread("forward")
-    assert low <= row.ours / row.forward <= high
+    ratios = sorted(o / f for o, f in zip(row.rounds["ours"], row.rounds["forward"]))
+    assert low == ratios[0] and high == ratios[-1] and row.ratio("forward") == ratios[1]  # median of the rounds'
+    assert row.efficiency() == sorted(f / o for f, o in zip(row.rounds["floor"], row.rounds["ours"]))[1]
     from perf.report import _table_rows
 
     cell = _table_rows([row])[0][6]
-    assert cell.startswith(f"{row.ours / row.forward:.3g}") and (low == high or "[" in cell)
+    assert cell.startswith(f"{row.ratio('forward'):.3g}") and (low == high or "[" in cell)
 
 
 def test_attribution_speed_script_writes_its_table(tmp_path):

@@ -66,6 +66,9 @@ class PerSampleMetric(Metric):
     #: part of the default metric set of ``cam-bench run`` (:func:`~benchmark.metrics.default_metrics`); the
     #: reproduction-study metrics (attacks, occlusion, per-class maps) run only when named
     in_default_run: ClassVar[bool] = True
+    #: :mod:`benchmark.runtime.pass_model` models the passes this metric makes (a metric that needs ``model`` or
+    #: ``explain`` without it has its measured passes taken as its minimum, and the run says so)
+    passes_modelled: ClassVar[bool] = False
 
     def __init__(self, nan_policy: str = "omit", **kwargs) -> None:
         super().__init__(**kwargs)

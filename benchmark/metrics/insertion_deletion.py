@@ -62,6 +62,7 @@ class InferenceCopyRunner:
 
 class _CausalMetric(InferenceCopyRunner, PerSampleMetric):
     needs = frozenset({"model"})
+    passes_modelled = True  # n_steps - 1 forwards per curve, the endpoints shared per batch
     plot_lower_bound = 0.0
     plot_upper_bound = 1.0
 

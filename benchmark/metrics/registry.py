@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import difflib
-from typing import Dict, List, Type
+from typing import Dict, Iterable, List, Type
 
 from benchmark.metrics.adcc import ADCC, AverageDrop, AverageIncrease, Coherency, Complexity
 from benchmark.metrics.base import PerSampleMetric
@@ -19,7 +19,7 @@ from benchmark.metrics.pointing import EnergyPointingGame, PointingGame, Pointin
 from benchmark.metrics.road import ROADLeRF, ROADMoRF
 from benchmark.metrics.wsol import MaxBoxAccV2, PxAP
 
-__all__ = ["METRICS", "create_metric", "default_metrics", "list_metrics"]
+__all__ = ["METRICS", "create_metric", "default_metrics", "list_metrics", "unmodelled_metrics"]
 
 #: name -> class; the order is the leaderboard's column order.
 METRICS: Dict[str, Type[PerSampleMetric]] = {
@@ -50,6 +50,19 @@ METRICS: Dict[str, Type[PerSampleMetric]] = {
     "max_sensitivity": MaxSensitivity,
     "mprt": MPRT,
 }
+
+
+def unmodelled_metrics(names: Iterable[str]) -> List[str]:
+    """The registered metrics among ``names`` that run the model or the explainer in ways the pass model
+    (:mod:`benchmark.runtime.pass_model`) does not count: their measured passes stand as their minimum. In the
+    order given; other names are ignored.
+
+    Examples:
+        >>> unmodelled_metrics(["deletion", "road_morf", "complexity", "backbone", "mprt"])
+        ['road_morf', 'mprt']
+    """
+    return [n for n in names if n in METRICS and METRICS[n].needs & {"model", "explain"}
+            and not METRICS[n].passes_modelled]
 
 
 def list_metrics() -> List[str]:

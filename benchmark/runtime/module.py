@@ -226,7 +226,7 @@ class ExplainerModule(pl.LightningModule):
                 if explainer.scores_every_class and any("topk" in m.needs for m in metrics.values()):
                     classes = torch.cat([targets[:, None], probs.topk(min(self.top_k, probs.shape[1]), 1).indices], 1)
                     every, raws = explainer.class_maps(images, classes, indices)
-                    maps, raw_max, topk = every[:, 0], raws[:, 0], (every[:, 1:], raws[:, 1:])
+                    maps, raw_max, topk = every[:, 0], raws[:, 0], (every[:, 1:], raws[:, 1:], classes[:, 1:])
                 else:
                     maps = explainer(images, targets, indices=indices)
                     raw_max = explainer.last_raw_max
@@ -272,8 +272,8 @@ class ExplainerModule(pl.LightningModule):
                         topk=None) -> None:
         """Compute once what ``metrics`` need for this explainer and batch, then update them.
 
-        ``maps`` is ``(saliency, raw maxima or None)`` of the target classes; ``topk`` the maps and raw maxima of
-        the top-k classes when the explainer's call already gave them (:meth:`BaseExplainer.class_maps`).
+        ``maps`` is ``(saliency, raw maxima or None)`` of the target classes; ``topk`` the maps, raw maxima and
+        indices of the top-k classes when the explainer's call already gave them (:meth:`BaseExplainer.class_maps`).
         """
         maps, target_raw_max = maps
         needs = frozenset().union(*(m.needs for m in metrics))
@@ -307,10 +307,12 @@ class ExplainerModule(pl.LightningModule):
             inputs.explain = functools.partial(explain_with, explainer, indices)
             inputs.explainer = explainer
         if "topk" in needs:
-            k = min(self.top_k, probs.shape[1])
-            inputs.topk_classes = probs.topk(k, dim=1).indices
-            inputs.topk_saliency, raw_max = topk if topk is not None else topk_maps(
-                explainer, images, targets, indices, maps, target_raw_max, inputs.topk_classes)
+            if topk is not None:  # the explainer's call gave them, with its classes
+                inputs.topk_saliency, raw_max, inputs.topk_classes = topk
+            else:
+                inputs.topk_classes = probs.topk(min(self.top_k, probs.shape[1]), dim=1).indices
+                inputs.topk_saliency, raw_max = topk_maps(explainer, images, targets, indices, maps, target_raw_max,
+                                                          inputs.topk_classes)
             peak = raw_max.amax(dim=1, keepdim=True)  # relative to the image's strongest map
             inputs.extra["topk_raw_max"] = torch.where(peak > 0, raw_max / peak.where(peak > 0, 1.0), 0.0)
         for metric in metrics:

@@ -26,15 +26,9 @@ from __future__ import annotations
 
 from typing import Dict, List, Mapping, Sequence, Tuple
 
-from benchmark.metrics.functional.insertion_deletion import _pixels_per_step
+from benchmark.metrics.functional.insertion_deletion import curve_steps
 
 __all__ = ["minimum_passes", "pass_columns"]
-
-
-def _curve_steps(metric: object, image_hw: Tuple[int, int]) -> int:
-    height, width = image_hw
-    per_step = _pixels_per_step(height, width, metric.pixels_per_step, metric.steps)
-    return -(-height * width // per_step)
 
 
 def minimum_passes(explainer: object, metrics: Mapping[str, object], measured: Mapping[str, float],
@@ -68,9 +62,10 @@ def minimum_passes(explainer: object, metrics: Mapping[str, object], measured: M
     unmodelled = []
     for name, instance in metrics.items():
         if name in ("deletion", "insertion"):
-            metric += _curve_steps(instance, image_hw) - 1 + (1.0 / n_methods if name == "insertion" else 0.0)
+            metric += curve_steps(*image_hw, instance.pixels_per_step, instance.steps) - 1
+            metric += 1.0 / n_methods if name == "insertion" else 0.0  # the blurred image's share
         elif getattr(instance, "needs", frozenset()) & {"model", "explain"}:  # the others need only the maps
-            unmodelled.append(name)
+            unmodelled.append(name)  # (benchmark.metrics.registry.unmodelled_metrics: the same rule by name)
     if unmodelled:  # their passes cannot be told apart from the others': the whole metric phase counts as needed
         metric = phase("metric")
     return call + topk + metric, unmodelled

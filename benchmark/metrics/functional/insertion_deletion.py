@@ -63,6 +63,16 @@ def _pixels_per_step(height: int, width: int, pixels_per_step: Optional[int], st
     return _check_positive_int(pixels_per_step, "pixels_per_step")
 
 
+def curve_steps(height: int, width: int, pixels_per_step: Optional[int] = None, steps: Optional[int] = None) -> int:
+    """``n_steps`` of a deletion / insertion curve on ``height x width`` images (its points are ``n_steps + 1``).
+
+    Examples:
+        >>> curve_steps(224, 224), curve_steps(224, 224, steps=100), curve_steps(32, 32, pixels_per_step=100)
+        (224, 100, 11)
+    """
+    return math.ceil(height * width / _pixels_per_step(height, width, pixels_per_step, steps))
+
+
 def _check_inputs(images: Tensor, saliency: Tensor, targets: Tensor) -> None:
     check_images(images)
     check_saliency(saliency)

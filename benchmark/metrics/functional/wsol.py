@@ -29,13 +29,13 @@ from benchmark.metrics.functional._common import (
     check_saliency,
     reduce_values,
 )
-from benchmark.metrics.functional._components import sweep
+from benchmark.metrics.functional._components import component_events
 from benchmark.metrics.functional.localization import check_thresholds, threshold_levels
 
 __all__ = ["max_box_acc_v2", "pxap"]
 
 IOU_THRESHOLDS = (0.3, 0.5, 0.7)  #: wsolevaluation's ``iou_threshold_list`` 30, 50, 70 (%)
-_CHUNK_PIXELS = 1 << 19  # pixels swept at once by max_box_acc_v2 (~170 bytes each)
+_CHUNK_PIXELS = 1 << 19  # pixels swept at once by max_box_acc_v2 (~100 bytes each)
 
 
 def _hits_of(boxes: Tensor, gt: Tensor, valid: Tensor, deltas: Tensor) -> Tensor:
@@ -52,27 +52,29 @@ def _hits_of(boxes: Tensor, gt: Tensor, valid: Tensor, deltas: Tensor) -> Tensor
 
 
 def _sweep_hits(levels: Tensor, steps: int, gt: Tensor, valid: Tensor, deltas: Tensor, connectivity: int) -> Tensor:
-    """``(B, D, steps)`` bool: at each threshold, does the box of any component hit? One
-    :func:`~benchmark.metrics.functional._components.sweep` for all thresholds: each root keeps whether its
-    component's box hits; a component that does not change keeps its box, so only the roots touched at a threshold
-    are scored again, and an image hits while it has a hitting root.
+    """``(B, D, steps)`` bool: at each threshold, does the box of any component hit? One sweep for all thresholds
+    (:func:`~benchmark.metrics.functional._components.component_events`): every box a component has over the sweep
+    is scored once; an image hits at a threshold while one of its components' current boxes does, so each event
+    adds its hit minus the component's previous one, a merge takes the merged component's last hit away, and a
+    running sum from the highest threshold down counts the hitting components.
     """
     batch, height, width = levels.shape
-    device, plane = levels.device, height * width
-    hits = torch.zeros(levels.numel(), len(deltas), dtype=torch.bool, device=device)
-    count = torch.zeros(batch, len(deltas), dtype=torch.long, device=device)  # hitting roots per image
-    out = torch.zeros(batch, len(deltas), steps, dtype=torch.bool, device=device)
-    for level, dead, _, roots, box in sweep(levels, steps, connectivity):
-        count.index_add_(0, dead // plane, -hits.index_select(0, dead).long())
-        hits.index_fill_(0, dead, False)
-        if len(roots):
-            image = roots // plane
-            now = _hits_of(box.index_select(1, roots).T.double(), gt.index_select(0, image),
-                           valid.index_select(0, image), deltas)
-            count.index_add_(0, image, now.long() - hits.index_select(0, roots).long())
-            hits.index_copy_(0, roots, now)
-        out[:, :, level - 1] = count > 0
-    return out
+    events, deaths = component_events(levels, steps, connectivity)
+    level, image = events[:, 0], events[:, 1]
+    hit = _hits_of(events[:, 3:].double(), gt.index_select(0, image), valid.index_select(0, image), deltas).long()
+    name = image * height * width + events[:, 2]
+    by_name = torch.argsort(name, stable=True)  # each component's events in sweep order
+    name, hit, level, image = name[by_name], hit[by_name], level[by_name], image[by_name]
+    same = name[1:] == name[:-1]
+    change = hit.clone()
+    change[1:] -= hit[:-1] * same[:, None]  # minus the component's previous hit
+    dead = deaths[:, 1] * height * width + deaths[:, 2]
+    last = torch.searchsorted(name, dead, right=True) - 1  # its last event, before it merged
+    delta = torch.zeros(batch * (steps + 1), len(deltas), dtype=torch.long, device=levels.device)
+    delta.index_add_(0, image * (steps + 1) + level, change)
+    delta.index_add_(0, deaths[:, 1] * (steps + 1) + deaths[:, 0], -hit.index_select(0, last))
+    count = delta.view(batch, steps + 1, -1).flip(1).cumsum(1).flip(1)  # hitting components at each level
+    return (count[:, 1:] > 0).transpose(1, 2)
 
 
 def _box_acc_per_iou(values: Tensor, nan_policy: str) -> Tensor:
