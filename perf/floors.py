@@ -34,7 +34,7 @@ GRADIENT_CAMS = ("eigengradcam", "finercam", "gradcam", "gradcampp", "hirescam",
 #: the units of work that runs no network (a floor made only of them is a forward-free metric's)
 FORWARD_FREE_UNITS = frozenset({"sort", "scan"})
 #: methods whose map needs no forward pass beyond the one every batch already runs
-FREE_EXPLAINERS = ("center", "fakecam")
+FREE_EXPLAINERS = ("center", "fakecam", "random")  # random: its grid is learnt once per input size (setup)
 
 
 @dataclass(frozen=True)
@@ -94,11 +94,11 @@ def explainer_cost(name: str, batch: int, channels: int, explainer: object, size
         "iscam": lambda: Cost(((1, "forward", batch), (_positive_coefficients(explainer) * channels, "copy",
                                                        chunk))),
         "smoothgradcampp": lambda: Cost(((1, "forward", batch), (explainer.n_samples, "grad", batch))),
-        # one forward + backward to the layer, then the Hessian-vector product: a second backward through the tail
-        "shapleycam": lambda: Cost(((2, "grad", batch),)),
+        # one forward + backward to the layer, then the Hessian-vector product: a second backward through the layers
+        # after the target only (T: their forward, the scale of that backward)
+        "shapleycam": lambda: Cost(((1, "grad", batch), (1, "tail", batch))),
         "eigencam": lambda: Cost(((1, "forward", batch),)),
         "kpcacam": lambda: Cost(((1, "forward", batch),)),  # + an (hw x hw) eigendecomposition, not counted
-        "random": lambda: Cost(((1, "forward", batch),)),  # one hooked forward for the layer's grid
         "attentionrollout": lambda: Cost(((1, "forward", batch),)),  # one forward reading every block's attention
         # one forward + backward to the first block's attention: about a backward to the input
         "chefer2021": lambda: Cost(((1, "input", batch),)),
@@ -152,7 +152,7 @@ def metric_cost(name: str, batch: int, metric: object, size: Tuple[int, int], to
         >>> metric_cost("deletion", 4, Curve(), (224, 224)).describe()
         '224 C(64)'
         >>> metric_cost("adcc", 4, None, (224, 224)).describe()
-        '1 F(4) + 1 E(4)'
+        '1 E(4)'
     """
     height, width = size
     table: Dict[str, Callable[[], Cost]] = {
@@ -160,7 +160,9 @@ def metric_cost(name: str, batch: int, metric: object, size: Tuple[int, int], to
         "average_increase": lambda: Cost(((1, "forward", batch),)),
         "coherency": lambda: Cost(((1, "explainer", batch),)),
         "complexity": lambda: Cost(((1, "scan", batch),)),
-        "adcc": lambda: Cost(((1, "forward", batch), (1, "explainer", batch))),
+        # the explainer's call on x * CAM makes the forward that gives the drop its probability (for a method
+        # whose call makes one: the harness's Grad-CAM; the run's pass model adds one otherwise)
+        "adcc": lambda: Cost(((1, "explainer", batch),)),
         "deletion": lambda: _curve_cost(metric, height, width),
         "insertion": lambda: _curve_cost(metric, height, width),
         "localization_error": lambda: Cost(((top_k - 1, "explainer", batch),)),

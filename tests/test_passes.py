@@ -114,3 +114,18 @@ def test_metrics_the_model_cannot_count_are_named_in_the_summary_and_the_header(
     assert summary["unmodelled"] == ["fidelity"]
     assert passes_text({"resnet18": summary}).endswith(
         "the minimum takes the passes of fidelity as measured: it does not model that metric)")
+
+
+def test_rise_gives_the_top_k_maps_from_its_own_masked_forwards():
+    """RISE's masked forwards score every class: the other top-k classes' maps cost no pass."""
+    torch.manual_seed(0)
+    module = ExplainerModule(resnet18(num_classes=4).eval(), {"rise": {"n_masks": 8, "chunk_size": 8}},
+                             target="prediction", input_size=(3, 32, 32),
+                             metrics={"localization_error": {"top_k": [1, 2]}}, top_k=2, keep_maps=False)
+    boxes = [torch.tensor([[4.0, 4.0, 20.0, 20.0]] * 4)] * 2
+    batch = {"image": torch.randn(2, 3, 32, 32), "label": torch.tensor([0, 1]), "index": torch.tensor([0, 1]),
+             "boxes": boxes, "box_labels": [torch.arange(4)] * 2}
+    own = module.predict_step(batch, 0)[0]["passes"]
+    assert own["passes_explainer"] == 1 + 8  # the class check, then one masked forward per mask
+    assert own["passes_topk"] == 0.0 and own["passes_metric"] == 0.0
+    assert own["passes_minimum"] == own["passes_explainer"]

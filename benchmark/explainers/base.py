@@ -232,13 +232,19 @@ class BaseExplainer:
         indices = self._check_vector(indices, "indices", len(images))
         with eval_mode(self.model), torch.inference_mode(False), torch.no_grad():
             images = images.clone() if images.is_inference() else images
-            inputs = self.forward_layer(images, classes[:, 0].clone(), indices, self.uses_gradients)
-            inputs.targets = self._check_classes(classes.clone(), inputs.logits)
-            weights = self.weights(inputs)  # (B, k, C, 1, 1)
-            raw = torch.stack([(weights[:, j] * inputs.activations).sum(dim=1) for j in range(classes.shape[1])], 1)
+            raw = self.raw_class_maps(images, classes.clone(), indices).detach()
         self.last_raw_max = raw.flatten(2).relu().amax(dim=2).float()
         maps = torch.stack([normalize_maps(raw[:, j], tuple(images.shape[-2:])) for j in range(raw.shape[1])], 1)
         return maps, self.last_raw_max
+
+    def raw_class_maps(self, images: Tensor, classes: Tensor, indices: Optional[Tensor]) -> Tensor:
+        """Un-normalised ``(B, k, h, w)`` maps of ``(B, k)`` classes from one call's forwards, each as
+        :meth:`raw_maps` gives it (bitwise), for a method that ``scores_every_class``; by default
+        ``sum_c weights_{k, c} * A_c`` with the ``(B, k, C, 1, 1)`` weights of the ``(B, k)`` targets."""
+        inputs = self.forward_layer(images, classes[:, 0], indices, self.uses_gradients)
+        inputs.targets = self._check_classes(classes, inputs.logits)
+        weights = self.weights(inputs)
+        return torch.stack([(weights[:, j] * inputs.activations).sum(dim=1) for j in range(classes.shape[1])], 1)
 
     # ------------------------------------------------------------------------ shared helpers
     @contextlib.contextmanager

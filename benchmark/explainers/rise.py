@@ -13,7 +13,9 @@ are built chunk by chunk (an ``N x H x W`` stack is 800 MB at 224 x 224), by two
 the logit). Masks multiply the normalised input (0 = the mean colour). The masked forwards run on the
 batch-norm-folded inference copy (:class:`~benchmark.explainers.fastpath.InferenceCopy`), ``chunk_size``
 masks of one image per forward, in fixed chunks, so a map does not depend on the batch it came in (the same
-bytes on 1 and N processes). Cost: ``n_masks`` forwards per image (4,000 by default): opt-in.
+bytes on 1 and N processes). Cost: ``n_masks`` forwards per image (4,000 by default): opt-in. The same
+forwards score every class, so the maps of several classes (the module's top-k) come from one call
+(:meth:`~benchmark.explainers.base.BaseExplainer.class_maps`), each bitwise equal to its own call.
 """
 import math
 from typing import Dict, Optional, Tuple
@@ -69,6 +71,7 @@ class RISE(BaseExplainer):
     uses_layer = False
     uses_gradients = False
     in_default_run = False  # n_masks forwards per image: opt in by name
+    scores_every_class = True  # the masked forwards score every class: the top-k maps come from the same ones
 
     def __init__(self, model, target_layer=None, input_size=(3, 224, 224), n_masks: int = 4000, grid_size: int = 7,
                  p1: float = 0.5, seed: int = 0, chunk_size: int = 64, score: str = "probability", *,
@@ -110,14 +113,23 @@ class RISE(BaseExplainer):
         return r @ grid[start:start + len(picked)] @ c.transpose(1, 2)
 
     def raw_maps(self, images: Tensor, targets, indices) -> Tensor:
+        return self.raw_class_maps(images, None if targets is None else targets[:, None], indices)[:, 0]
+
+    def raw_class_maps(self, images: Tensor, classes: Optional[Tensor], indices) -> Tensor:
+        """``(B, k, H, W)`` maps of ``(B, k)`` classes (``None``: the predicted ones) from the same masked forwards,
+        each as a one-class call gives it (one product per class)."""
         batch, _, height, width = images.shape
         logits = self._check_logits(self.model(images), images)  # the class check, on the model itself
-        targets = self._check_classes(targets, logits)
-        saliency = images.new_zeros(batch, height * width, dtype=torch.float64)
+        self.clean_logits = logits  # the forward of the images: on x * CAM it gives Average Drop its probability
+        classes = self._check_classes(classes, logits)
+        classes = classes[:, None] if classes.ndim == 1 else classes
+        saliency = images.new_zeros(batch, classes.shape[1], height * width, dtype=torch.float64)
         for start in range(0, self.n_masks, self.chunk_size):  # fixed chunks: the same sums whatever the batch
-            masks = self.masks(height, width, start, start + self.chunk_size).to(images.device)  # (k, H, W)
+            masks = self.masks(height, width, start, start + self.chunk_size).to(images.device)  # (n, H, W)
+            flat = masks.flatten(1)
             for b in range(batch):
                 out = self.fast_model(images[b] * masks[:, None].to(images.dtype)).float()
                 out = out.softmax(dim=1) if self.score == "probability" else out
-                saliency[b] += out[:, targets[b]].double() @ masks.flatten(1)
-        return (saliency / (self.n_masks * self.p1)).view(batch, height, width).to(images.dtype)
+                for j in range(classes.shape[1]):
+                    saliency[b, j] += out[:, classes[b, j]].double() @ flat
+        return (saliency / (self.n_masks * self.p1)).view(batch, -1, height, width).to(images.dtype)
