@@ -103,7 +103,6 @@ class Bench:
         self.channels = self.layout.to_nchw(self._layer_output(self._images[:1]), (size, size)).shape[1]
         self._split = split_at_layer(model, layer)
         self._copy = InferenceCopy(model)  # what the masked and perturbed forwards run on
-        self._unit_rounds: Dict[Tuple[str, int], List[float]] = {}
         self._maps = torch.rand(64, size, size, generator=generator).to(device)  # for the forward-free units
 
     # ------------------------------------------------------------------ inputs and units
@@ -178,11 +177,12 @@ class Bench:
     # ------------------------------------------------------------------------------ rows
     def _timed(self, cost: Cost, calls: Dict[str, Callable[[], object]], batch: int,
                warmup: Optional[Dict[str, Callable[[], object]]] = None,
-               repeats: Optional[int] = None) -> Tuple[Dict[str, float], Dict, Dict, Dict[str, List[float]]]:
+               repeats: Optional[int] = None) -> Tuple[Dict[str, float], Dict, Dict, Dict[str, List[float]], Dict]:
         """Time ``calls`` with the cost's units (and the plain forward at ``batch``) in the same rounds; the
         units' seconds per image keyed ``(unit, batch)``; the per-image seconds of every round of ``calls``,
-        of the plain forward (``"forward"``) and of the floor (``"floor"``). ``explainer`` units are timed by the
-        caller as calls named ``"explainer <batch>"``."""
+        of the plain forward (``"forward"``) and of the floor (``"floor"``); the units' per-image seconds of every
+        round keyed ``(unit, batch)`` (for a floor whose counts are known only after the timing). ``explainer``
+        units are timed by the caller as calls named ``"explainer <batch>"``."""
         keys = {(u, b) for u, b in {*cost.units(), ("forward", batch)} if u != "explainer"}
         units = {f"unit {u} {b}": self.unit(u, b) for u, b in keys}
         peaks: Dict[str, Optional[float]] = {}
@@ -195,12 +195,7 @@ class Bench:
         unit_rounds.update({("explainer", int(name.split()[1])): [s / int(name.split()[1]) for s in rounds[name]]
                             for name in calls if name.startswith("explainer ")})
         per_image["floor"] = _floor_rounds(cost, unit_rounds)
-        self._unit_rounds = unit_rounds  # for a cost whose counts are known only after the timing
-        return t, {(u, b): t[f"unit {u} {b}"] / b for u, b in keys}, peaks, per_image
-
-    def refloor(self, cost: Cost, rounds: Dict[str, List[float]]) -> None:
-        """Recompute ``rounds["floor"]`` of the last timing for ``cost`` (same units, counts known later)."""
-        rounds["floor"] = _floor_rounds(cost, self._unit_rounds)
+        return t, {(u, b): t[f"unit {u} {b}"] / b for u, b in keys}, peaks, per_image, unit_rounds
 
     def explainer_row(self, name: str, batch: int, small_warmup: bool = False,
                       repeats: Optional[int] = None, options: Optional[dict] = None) -> Row:
@@ -216,7 +211,7 @@ class Bench:
             small = torch.randn(1, 3, 64, 64, device=self.device)
             warm = {"ours": lambda: ours(small, t[:1]),
                     **{p: (lambda fn=fn: fn(small, t[:1], None)) for p, fn in peers.items()}}
-        times, units, peaks, rounds = self._timed(cost, calls, batch, warm, repeats)
+        times, units, peaks, rounds, _ = self._timed(cost, calls, batch, warm, repeats)
         return Row(self.backbone, batch, name, cost, cost.seconds(units) if cost.terms else None,
                    times["ours"] / batch, units[("forward", batch)], {p: times[p] / batch for p in peers}, peaks,
                    rounds=rounds)
@@ -262,11 +257,11 @@ class Bench:
             fn = peer_metric(peer, self.model, explainer.target_layer, explainer.layout)
             calls[peer] = lambda: fn(x, t, maps)
         warm = {"ours": warmup(metrics)} if warmup is not None else None
-        times, units, peaks, rounds = self._timed(cost, calls, batch, warm, repeats)
+        times, units, peaks, rounds, unit_rounds = self._timed(cost, calls, batch, warm, repeats)
         for key in [k for k in calls if k.startswith("explainer ")]:
             units[("explainer", int(key.split()[1]))] = times[key] / int(key.split()[1])
         cost = floor()  # counts known once a model was seen (MPRT's layer groups); the same units
-        self.refloor(cost, rounds)
+        rounds["floor"] = _floor_rounds(cost, unit_rounds)
         return Row(self.backbone, batch, label or "+".join(names), cost,
                    cost.seconds(units) if cost.terms else None, times["ours"] / batch, units[("forward", batch)],
                    {p: times[p] / batch for p in calls if p != "ours" and not p.startswith("explainer ")},

@@ -178,11 +178,10 @@ class BaseExplainer:
 
     def raw_maps(self, images: Tensor, targets: Optional[Tensor], indices: Optional[Tensor]) -> Tensor:
         """Un-normalised ``(B, h, w)`` maps; by default ``sum_k weights_k * A_k``."""
+        if self.scores_every_class:  # one class of :meth:`raw_class_maps`
+            return self.raw_class_maps(images, None if targets is None else targets[:, None], indices)[:, 0]
         inputs = self.forward_layer(images, targets, indices, self.uses_gradients)
         self.clean_logits = inputs.logits
-        if self.scores_every_class:  # its weights take (B, k) classes: here k = 1
-            inputs.targets = inputs.targets[:, None]
-            return (self.weights(inputs)[:, 0] * inputs.activations).sum(dim=1)
         return (self.weights(inputs) * inputs.activations).sum(dim=1)
 
     # ----------------------------------------------------------------------- the public call
@@ -237,14 +236,15 @@ class BaseExplainer:
         maps = torch.stack([normalize_maps(raw[:, j], tuple(images.shape[-2:])) for j in range(raw.shape[1])], 1)
         return maps, self.last_raw_max
 
-    def raw_class_maps(self, images: Tensor, classes: Tensor, indices: Optional[Tensor]) -> Tensor:
-        """Un-normalised ``(B, k, h, w)`` maps of ``(B, k)`` classes from one call's forwards, each as
-        :meth:`raw_maps` gives it (bitwise), for a method that ``scores_every_class``; by default
-        ``sum_c weights_{k, c} * A_c`` with the ``(B, k, C, 1, 1)`` weights of the ``(B, k)`` targets."""
-        inputs = self.forward_layer(images, classes[:, 0], indices, self.uses_gradients)
-        inputs.targets = self._check_classes(classes, inputs.logits)
+    def raw_class_maps(self, images: Tensor, classes: Optional[Tensor], indices: Optional[Tensor]) -> Tensor:
+        """Un-normalised ``(B, k, h, w)`` maps of ``(B, k)`` classes (``None``: the predicted ones, ``k = 1``) from
+        one call's forwards, for a method that ``scores_every_class`` (its :meth:`raw_maps` is this with ``k = 1``);
+        by default ``sum_c weights_{k, c} * A_c`` with the ``(B, k, C, 1, 1)`` weights of the ``(B, k)`` targets."""
+        inputs = self.forward_layer(images, None if classes is None else classes[:, 0], indices, self.uses_gradients)
+        self.clean_logits = inputs.logits
+        inputs.targets = inputs.targets[:, None] if classes is None else self._check_classes(classes, inputs.logits)
         weights = self.weights(inputs)
-        return torch.stack([(weights[:, j] * inputs.activations).sum(dim=1) for j in range(classes.shape[1])], 1)
+        return torch.stack([(weights[:, j] * inputs.activations).sum(dim=1) for j in range(inputs.targets.shape[1])], 1)
 
     # ------------------------------------------------------------------------ shared helpers
     @contextlib.contextmanager

@@ -112,9 +112,6 @@ class RISE(BaseExplainer):
         c = torch.stack([cols[shifts[i, 1]:shifts[i, 1] + width] for i in picked])
         return r @ grid[start:start + len(picked)] @ c.transpose(1, 2)
 
-    def raw_maps(self, images: Tensor, targets, indices) -> Tensor:
-        return self.raw_class_maps(images, None if targets is None else targets[:, None], indices)[:, 0]
-
     def raw_class_maps(self, images: Tensor, classes: Optional[Tensor], indices) -> Tensor:
         """``(B, k, H, W)`` maps of ``(B, k)`` classes (``None``: the predicted ones) from the same masked forwards,
         each as a one-class call gives it (one product per class)."""

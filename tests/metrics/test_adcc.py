@@ -28,7 +28,7 @@ def test_coherency_equals_scipy_pearson():
     b[1] = 0.3 * a[1] + 0.1  # perfectly correlated
     ours = coherency(a, b, reduction="none")
     for i in range(5):
-        r = pearsonr(a[i].flatten().numpy(), b[i].flatten().numpy())[0]
+        r = pearsonr(a[i].flatten().double().numpy(), b[i].flatten().double().numpy())[0]
         assert ours[i].item() == pytest.approx((1 + r) / 2 * 100, abs=1e-9)
     assert ours[1].item() == pytest.approx(100.0)
 

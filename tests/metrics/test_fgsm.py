@@ -77,8 +77,8 @@ def test_correlation_matches_scipy_and_constant_maps_are_undefined():
     b[3] = 0.3  # constant
     values = fgsm_robustness(a, b, reduction="none")
     for i in range(3):
-        assert values[i].item() == pytest.approx(pearsonr(a[i].flatten().numpy(), b[i].flatten().numpy())[0],
-                                                 abs=1e-9)
+        expected = pearsonr(a[i].flatten().double().numpy(), b[i].flatten().double().numpy())[0]  # scipy keeps float32
+        assert values[i].item() == pytest.approx(expected, abs=1e-9)
     assert values[1].item() == pytest.approx(-1.0) and math.isnan(values[3].item())
     assert fgsm_robustness(a, b).item() == pytest.approx(values[:3].mean().item())
     assert fgsm_robustness(a, b, nan_policy="zero").item() == pytest.approx(values[:3].sum().item() / 4)
@@ -99,7 +99,7 @@ def test_metric_values_flips_and_batching():
     metric.update(model, images, maps, targets, squash, torch.arange(4))
     adversarial_maps = squash(images - 0.1, targets)
     for i in range(4):
-        expected = pearsonr(maps[i].flatten().numpy(), adversarial_maps[i].flatten().numpy())[0]
+        expected = pearsonr(maps[i].flatten().double().numpy(), adversarial_maps[i].flatten().double().numpy())[0]
         assert metric.values[-1][i, 0].item() == pytest.approx(expected, abs=1e-6)
     assert metric.values[-1][:, 1].tolist() == [100.0, 100.0, 0.0, 0.0]
     assert metric.extra_values() == {"flip_rate": torch.tensor(50.0, dtype=torch.float64)}
