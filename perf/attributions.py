@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 from typing import List
 
 import torch
@@ -24,7 +23,7 @@ from benchmark.explainers import create_explainer
 from benchmark.runtime.backbones import create_backbone
 from perf.measure import Bench, Row
 from perf.report import HEADERS, RATIO_NOTE, _table_rows
-from perf.timing import run_header
+from perf.timing import run_header, write_report
 
 METHODS = ("guidedbackprop", "guidedgradcam", "guidedgradcampp", "integratedgradients", "gradientshap", "occlusion")
 
@@ -80,9 +79,7 @@ def main(argv: List[str] | None = None) -> None:
     start = time.perf_counter()
     rows = measure(args)
     text = render(rows, args, command, time.perf_counter() - start)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    print(text)
+    write_report(text, args.out)
 
 
 if __name__ == "__main__":

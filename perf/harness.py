@@ -31,7 +31,6 @@ import argparse
 import ast
 import sys
 import time
-from pathlib import Path
 from typing import Dict, List
 
 import torch
@@ -42,6 +41,7 @@ from benchmark.runtime.backbones import create_backbone
 from perf.measure import Bench, Row
 from perf.options import OptionRow, measure_options
 from perf.report import render
+from perf.timing import write_report
 
 #: explainers and metrics whose cost grows with the channels / steps: run on ``--perturb-images`` only
 PERTURBATION_EXPLAINERS = ("ablationcam", "iscam", "rise", "scorecam", "sscam")
@@ -172,9 +172,7 @@ def main(argv: List[str] | None = None) -> None:
         rows += more_rows
         options += more_options
     text = render(rows, options, args, command, time.perf_counter() - start)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    print(text)
+    write_report(text, args.out)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from benchmark.runner.settings import RunConfig
 from benchmark.runtime.backbones import create_backbone
 from benchmark.runtime.module import ExplainerModule
 from perf.report import _spread_cell
-from perf.timing import median_time, run_header
+from perf.timing import median_time, run_header, write_report
 
 PRECISIONS = {"32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
@@ -214,10 +214,7 @@ def main(argv: List[str] | None = None) -> int:
             print(f"  {backbone} {row['method']}: {row['seconds']:.4g} s/img, {row['forwards']:.3g}x forward",
                   flush=True)
     text = render(rows, config, args, command, time.perf_counter() - start)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
-    print(text)
+    write_report(text, args.out)
     return 0
 
 

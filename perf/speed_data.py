@@ -26,7 +26,7 @@ from tabulate import tabulate
 from datamodules.imagenet import ImageNetValDataModule
 from datamodules.shapes import render_scene
 from datamodules.synthetic import SyntheticShapesDataModule
-from perf.timing import median_time, run_header
+from perf.timing import median_time, run_header, write_report
 
 __all__ = ["main", "rss_mb", "write_mini_imagenet"]
 
@@ -133,9 +133,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "they share them, so the margin above 1 is what keeps the model, not the loader, the bottleneck.",
         "",
     ])
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    print(text)
+    write_report(text, args.out)
     return 0
 
 

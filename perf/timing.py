@@ -7,7 +7,8 @@
   from the allocator's peak statistics, CPU from the process's peak resident set (``VmHWM`` in
   ``/proc/self/status``, reset through ``/proc/self/clear_refs`` after returning freed heap pages
   to the system with ``malloc_trim``). ``None`` where neither is available.
-* :func:`run_header`: the command / machine / date lines every committed speed file starts with.
+* :func:`run_header`: the command / machine / date lines every committed speed file starts with;
+  :func:`write_report` writes and prints such a file.
 """
 from __future__ import annotations
 
@@ -16,11 +17,12 @@ import datetime
 import platform
 import statistics
 import time
+from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 import torch
 
-__all__ = ["median_time", "peak_memory_mib", "run_header"]
+__all__ = ["median_time", "peak_memory_mib", "run_header", "write_report"]
 
 
 def median_time(fns: Dict[str, Callable[[], object]], repeats: int, sync: Callable[[], None] = lambda: None,
@@ -148,3 +150,11 @@ def run_header(command: str, seconds: float, device: torch.device | str = "cpu")
         f"- machine: {machine(device)}",
         f"- date: {datetime.date.today().isoformat()}; measured in {seconds:.0f} s",
     ]
+
+
+def write_report(text: str, out: Optional[str]) -> None:
+    """Write ``text`` to ``out`` (its folder made; nothing written when ``out`` is ``None``) and print it."""
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text)
+    print(text)
