@@ -4,6 +4,9 @@ import torch
 from torchvision.models import resnet18
 
 from benchmark import passes
+from benchmark.metrics import create_metric, list_metrics
+from benchmark.metrics.base import passes_unmodelled
+from benchmark.metrics.registry import unmodelled_metrics
 from benchmark.passes import PASS_COLUMNS
 from benchmark.report.passes_report import backbone_passes, passes_text
 from benchmark.runtime.module import ExplainerModule
@@ -114,6 +117,19 @@ def test_metrics_the_model_cannot_count_are_named_in_the_summary_and_the_header(
     assert summary["unmodelled"] == ["fidelity"]
     assert passes_text({"resnet18": summary}).endswith(
         "the minimum takes the passes of fidelity as measured: it does not model that metric)")
+
+
+@pytest.mark.parametrize("name", list_metrics())
+def test_one_rule_says_which_metrics_the_pass_model_counts(name):
+    """The run's summary (by name, from the classes) and the per-batch minimum (from the instances) use one rule:
+    a metric is modelled exactly when it gives its passes, and one that needs only the maps costs none."""
+    metric = create_metric(name)
+    assert unmodelled_metrics([name]) == ([name] if passes_unmodelled(metric) else [])
+    if metric.passes_modelled:
+        assert metric.modelled_passes((32, 32), 4) > 0
+    else:
+        with pytest.raises(NotImplementedError, match="does not model its passes"):
+            metric.modelled_passes((32, 32), 4)
 
 
 def test_rise_gives_the_top_k_maps_from_its_own_masked_forwards():

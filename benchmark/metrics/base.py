@@ -70,6 +70,12 @@ class PerSampleMetric(Metric):
     #: ``explain`` without it has its measured passes taken as its minimum, and the run says so)
     passes_modelled: ClassVar[bool] = False
 
+    def modelled_passes(self, image_hw: Tuple[int, int], n_methods: int) -> float:
+        """Forward passes per image of the protocol's minimum for this metric beyond what the module shares
+        (the batch's forward, the call on x * CAM, the top-k maps), for a metric whose :attr:`passes_modelled`;
+        ``n_methods`` explainers share the batch's per-batch work."""
+        raise NotImplementedError(f"{type(self).__name__} does not model its passes (passes_modelled is False).")
+
     def __init__(self, nan_policy: str = "omit", **kwargs) -> None:
         super().__init__(**kwargs)
         self.nan_policy = check_choice(nan_policy, "nan_policy", NAN_POLICIES)
@@ -177,3 +183,17 @@ class PerSampleMetric(Metric):
         finally:
             if distributed:
                 self.unsync()
+
+
+def passes_unmodelled(metric: Any) -> bool:
+    """Whether ``metric`` (a class or an instance) runs the model or the explainer in ways the pass model
+    (:mod:`benchmark.runtime.pass_model`) does not count: its measured passes then stand as its minimum.
+
+    Examples:
+        >>> class MapsOnly(PerSampleMetric): pass
+        >>> class Probes(PerSampleMetric): needs = frozenset({"model"})
+        >>> passes_unmodelled(MapsOnly), passes_unmodelled(Probes)
+        (False, True)
+    """
+    return bool(getattr(metric, "needs", frozenset()) & {"model", "explain"}) and not getattr(
+        metric, "passes_modelled", False)

@@ -25,6 +25,7 @@ from benchmark.metrics.functional._common import reduce_values
 from benchmark.metrics.functional.insertion_deletion import (
     _check_positive_int,
     auc,
+    curve_steps,
     deletion_curve,
     insertion_curve,
     rise_blur,
@@ -83,6 +84,18 @@ class _CausalMetric(InferenceCopyRunner, PerSampleMetric):
 
     def _curve(self, model, images: Tensor, saliency: Tensor, targets: Tensor, endpoints=None) -> Tensor:
         raise NotImplementedError
+
+    def modelled_passes(self, image_hw: Tuple[int, int], n_methods: int) -> float:
+        """The curve's inner points (its endpoints are computed once per batch), plus this method's share of a
+        start image that depends on the batch, not on the map (insertion's blur); a constant one (deletion's
+        zero image) is one value per backbone.
+
+        Examples:
+            >>> Deletion(steps=16).modelled_passes((32, 32), 4), Insertion(steps=16).modelled_passes((32, 32), 4)
+            (15.0, 15.25)
+        """
+        inner = curve_steps(*image_hw, self.pixels_per_step, self.steps) - 1
+        return float(inner) + (1.0 / n_methods if "blur" in self.endpoints else 0.0)
 
     #: the curve's first and last images, named in :data:`ENDPOINT_IMAGES`
     endpoints: Tuple[str, str] = ("image", "image")

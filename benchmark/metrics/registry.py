@@ -5,7 +5,7 @@ import difflib
 from typing import Dict, Iterable, List, Type
 
 from benchmark.metrics.adcc import ADCC, AverageDrop, AverageIncrease, Coherency, Complexity
-from benchmark.metrics.base import PerSampleMetric
+from benchmark.metrics.base import PerSampleMetric, passes_unmodelled
 from benchmark.metrics.box_ratio import BoxRatio
 from benchmark.metrics.fgsm import FGSMRobustness
 from benchmark.metrics.fidelity_contrastivity import Contrastivity, Fidelity
@@ -61,8 +61,7 @@ def unmodelled_metrics(names: Iterable[str]) -> List[str]:
         >>> unmodelled_metrics(["deletion", "road_morf", "complexity", "backbone", "mprt"])
         ['road_morf', 'mprt']
     """
-    return [n for n in names if n in METRICS and METRICS[n].needs & {"model", "explain"}
-            and not METRICS[n].passes_modelled]
+    return [n for n in names if n in METRICS and passes_unmodelled(METRICS[n])]
 
 
 def list_metrics() -> List[str]:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Mapping, Sequence, Tuple
 
-from benchmark.metrics.functional.insertion_deletion import curve_steps
+from benchmark.metrics.base import passes_unmodelled
 
 __all__ = ["minimum_passes", "pass_columns"]
 
@@ -41,10 +41,11 @@ def minimum_passes(explainer: object, metrics: Mapping[str, object], measured: M
 
     Examples:
         >>> class Grad: class_independent = scores_every_class = False
-        >>> class Curve: needs, pixels_per_step, steps = frozenset({"model"}), None, 16
+        >>> from benchmark.metrics.insertion_deletion import Deletion, Insertion
         >>> measured = {"explainer/forward": 1.0, "explainer/backward": 1.0, "topk/forward": 1.0,
         ...             "topk/backward": 1.0, "metric/forward": 40.0, "metric/backward": 1.0}
-        >>> minimum_passes(Grad(), {"deletion": Curve(), "insertion": Curve()}, measured, (32, 32), 4)
+        >>> minimum_passes(Grad(), {"deletion": Deletion(steps=16), "insertion": Insertion(steps=16)}, measured,
+        ...                (32, 32), 4)  # the call 2, then 15 inner points each and a quarter of the blurred image
         (32.25, [])
     """
     def phase(name: str, kinds: Sequence[str] = ("forward", "backward", "partial")) -> float:
@@ -61,11 +62,10 @@ def minimum_passes(explainer: object, metrics: Mapping[str, object], measured: M
         metric += 1.0
     unmodelled = []
     for name, instance in metrics.items():
-        if name in ("deletion", "insertion"):
-            metric += curve_steps(*image_hw, instance.pixels_per_step, instance.steps) - 1
-            metric += 1.0 / n_methods if name == "insertion" else 0.0  # the blurred image's share
-        elif getattr(instance, "needs", frozenset()) & {"model", "explain"}:  # the others need only the maps
-            unmodelled.append(name)  # (benchmark.metrics.registry.unmodelled_metrics: the same rule by name)
+        if getattr(instance, "passes_modelled", False):  # e.g. the curves: their inner points
+            metric += instance.modelled_passes(image_hw, n_methods)
+        elif passes_unmodelled(instance):  # the others need only the maps
+            unmodelled.append(name)
     if unmodelled:  # their passes cannot be told apart from the others': the whole metric phase counts as needed
         metric = phase("metric")
     return call + topk + metric, unmodelled
