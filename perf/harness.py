@@ -105,8 +105,8 @@ def _build_copies(metrics, model, image):
 
 def _log(*rows: Row) -> None:
     for row in rows:
-        eff = f", efficiency {row.floor / row.ours:.3g}" if row.floor else ""
-        peers = ", ".join(f"{p} {row.ours / s:.3g}x" for p, s in row.peers.items())
+        eff = f", efficiency {row.efficiency():.3g}" if row.floor else ""  # as the table: medians of per-round ratios
+        peers = ", ".join(f"{p} {row.ratio(p):.3g}x" for p in row.peers)
         print(f"  {row.backbone} b{row.batch} {row.item}: {row.ours * 1e3:.3g} ms/img{eff}"
               f"{', ours/' + peers if peers else ''}", flush=True)
 
