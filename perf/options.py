@@ -13,9 +13,10 @@ largest difference of its output from the default's, and one-off costs (compilat
 from __future__ import annotations
 
 import copy
+import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -43,6 +44,22 @@ class OptionRow:
     peer: Optional[float] = None  #: option / grad-cam's implementation (via the default's ratio in the main table)
     diff: Optional[float] = None  #: max |option - default| of the maps / probabilities
     one_off: Optional[float] = None  #: seconds of one-off work (compilation), not in ``ours``
+    ratios: Tuple[float, ...] = ()  #: option / default within each round
+
+    @property
+    def ratio(self) -> float:
+        """option / default: the median of the ratios taken within each round (of the medians without them).
+
+        Examples:
+            >>> OptionRow("m", 1, "scorecam", "x", 2.0, 1.0, ratios=(0.5, 0.4, 0.9)).ratio
+            0.5
+        """
+        return statistics.median(self.ratios) if self.ratios else self.ours / self.default
+
+    @property
+    def spread(self) -> Optional[Tuple[float, float]]:
+        """Lowest and highest option / default over the rounds; ``None`` without per-round times."""
+        return (min(self.ratios), max(self.ratios)) if self.ratios else None
 
 
 def _autocast(fn: Callable[[], object], device: torch.device) -> Callable[[], object]:
@@ -72,13 +89,15 @@ def _forward_options(bench: Bench, batch: int) -> List[OptionRow]:
     start = time.perf_counter()
     run(compiled, x)()
     one_off = time.perf_counter() - start
-    t = median_time(calls, bench.repeats, bench.sync, pause=bench.pause)
+    rounds: Dict[str, List[float]] = {}
+    t = median_time(calls, bench.repeats, bench.sync, pause=bench.pause, rounds=rounds)
     reference = calls["default"]()
     rows = []
     for name in list(calls)[1:]:
         diff = (calls[name]().float() - reference).abs().max().item()
         rows.append(OptionRow(bench.backbone, batch, "plain forward (logits)", name, t["default"] / batch,
-                              t[name] / batch, diff=diff, one_off=one_off if "compile" in name else None))
+                              t[name] / batch, diff=diff, one_off=one_off if "compile" in name else None,
+                              ratios=_per_round(rounds, name)))
     return rows
 
 
@@ -107,14 +126,16 @@ def _explainer_options(bench: Bench, name: str, batch: int, variants: Dict[str, 
             one_off[label] = time.perf_counter() - start
     small = torch.randn(1, 3, 64, 64, device=bench.device)
     warm = {label: (lambda e=e: e(small, t[:1])) for label, e in explainers.items() if label not in one_off}
-    times = median_time(calls, repeats, bench.sync, warm, pause=bench.pause)
+    rounds: Dict[str, List[float]] = {}
+    times = median_time(calls, repeats, bench.sync, warm, pause=bench.pause, rounds=rounds)
     reference = calls["default"]()
     rows = []
     for label in variants:
         diff = (calls[label]().float() - reference).abs().max().item()
-        peer_time = default_vs_peer * times[label] / times["default"] if default_vs_peer else None
-        rows.append(OptionRow(bench.backbone, batch, name, label, times["default"] / batch, times[label] / batch,
-                              peer_time, diff, one_off.get(label)))
+        row = OptionRow(bench.backbone, batch, name, label, times["default"] / batch, times[label] / batch,
+                        None, diff, one_off.get(label), _per_round(rounds, label))
+        row.peer = default_vs_peer * row.ratio if default_vs_peer else None
+        rows.append(row)
     return rows
 
 
@@ -139,13 +160,20 @@ def _curve_options(bench: Bench, batch: int, maps: torch.Tensor, repeats: int) -
                 metric._runner(model)(x[:1].repeat(metric.chunk_size if label == "compile=True" else 1, 1, 1, 1))
             if label == "compile=True":
                 one_off = time.perf_counter() - start
+    rounds: Dict[str, List[float]] = {}
     times = median_time(calls, repeats, bench.sync, warmup={label: (lambda: None) for label in variants},
-                        pause=bench.pause)
+                        pause=bench.pause, rounds=rounds)
     reference = calls["default"]()
     return [OptionRow(bench.backbone, batch, "deletion + insertion (probabilities)", label,
                       times["default"] / batch, times[label] / batch,
                       diff=(calls[label]() - reference).abs().max().item(),
-                      one_off=one_off if "compile" in label else None) for label in list(variants)[1:]]
+                      one_off=one_off if "compile" in label else None, ratios=_per_round(rounds, label))
+            for label in list(variants)[1:]]
+
+
+def _per_round(rounds: Dict[str, List[float]], label: str) -> Tuple[float, ...]:
+    """option / default within each round."""
+    return tuple(o / d for o, d in zip(rounds[label], rounds["default"]))
 
 
 def measure_options(bench: Bench, batch: int, perturb_images: int, repeats: int, curve_maps: torch.Tensor,

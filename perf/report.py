@@ -125,10 +125,11 @@ def render(rows: Sequence[Row], options: Sequence[OptionRow], args: argparse.Nam
         if notes:
             lines += ["Peers' metrics: " + "; ".join(sorted(f"`{n}`" for n in notes)), ""]
     if options:
-        lines += ["## Options", "", "Ratio = option / default (below 1: faster); diff = largest absolute difference of "
+        lines += ["## Options", "", "Ratio = option / default (below 1: faster), the median of the ratios taken "
+                  "within each round [lowest–highest]; diff = largest absolute difference of "
                   "the option's output (maps in [0, 1], logits or probabilities) from the default's.", "",
-                  table([[o.backbone, o.item, o.batch, o.option, o.default * 1e3, o.ours * 1e3, o.ours / o.default,
-                          o.peer, o.diff, o.one_off] for o in options],
+                  table([[o.backbone, o.item, o.batch, o.option, o.default * 1e3, o.ours * 1e3,
+                          _spread_cell(o.ratio, o.spread), o.peer, o.diff, o.one_off] for o in options],
                         ["backbone", "item", "batch", "option", "default ms", "option ms", "ratio",
                          "option / grad-cam", "diff", "one-off s"]), "",
                   "`option / grad-cam` = ratio x (ours / grad-cam of the default in the main table).", ""]
