@@ -90,7 +90,7 @@ def measure_backbone(name: str, args: argparse.Namespace) -> tuple[List[Row], Li
         options = measure_options(bench, max(args.batch_sizes), batch, args.options_repeats or args.perturb_repeats,
                                   curve_maps, score[0].ratio("grad-cam") if score else None)
         for option in options:
-            print(f"  option {option.item} / {option.option}: {option.ours / option.default:.3g}x", flush=True)
+            print(f"  option {option.item} / {option.option}: {option.ratio:.3g}x", flush=True)
     return rows, options
 
 
