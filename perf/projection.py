@@ -169,7 +169,10 @@ def render(rows: List[dict], config: RunConfig, args: argparse.Namespace, comman
              "run beside the device; give it enough of them), the per-sample writer and the final rendering. Random "
              "images stand in for the data: a method whose passes depend on the activations (Score-CAM and its "
              "variants skip channels that cannot change the map) can cost more or less on real images and weights; "
-             "its passes column says how many it made here."]
+             "its passes column says how many it made here. Each method is timed in a module of its own, so each "
+             "row pays the batch's forward and the curves' endpoints, which the run computes once per batch for all "
+             "its methods: with several methods the projection is an upper bound by that shared work (a few "
+             "forwards per image and method beyond the first; its passes column counts them)."]
     if args.random_init or not config.weights:
         lines += ["", "**Random weights**: the live channels of a trained model differ, so the Score-CAM family's "
                   "rows are an estimate of the trained model's cost, not a measurement of it."]
