@@ -23,7 +23,7 @@ from benchmark.explainers.tail import split_at_layer
 from benchmark.runtime.module import ExplainerModule
 from perf.floors import Cost, explainer_cost, metric_cost
 from perf.peers import PEER_METRICS, peer_calls, peer_metric
-from perf.timing import median_time
+from perf.timing import median_time, round_ratios
 
 __all__ = ["Bench", "Row"]
 
@@ -45,9 +45,6 @@ class Row:
     #: seconds per image in each round: ``"ours"``, ``"forward"``, each peer and ``"floor"``
     rounds: Dict[str, List[float]] = field(default_factory=dict)
 
-    def _ratios(self, top: str, bottom: str) -> List[float]:
-        return [a / b for a, b in zip(self.rounds.get(top) or [], self.rounds.get(bottom) or []) if b > 0]
-
     def ratio(self, other: str) -> Optional[float]:
         """ours / ``other`` (``"forward"`` or a peer): the median of the ratios taken within each round; the ratio
         of the medians without per-round times; ``None`` when ``other`` was not measured.
@@ -58,7 +55,7 @@ class Row:
             >>> row.ratio("forward"), row.spread("forward")
             (1.5, (1.0, 3.0))
         """
-        ratios = self._ratios("ours", other)
+        ratios = round_ratios(self.rounds, "ours", other)
         if ratios:
             return statistics.median(ratios)
         bottom = self.forward if other == "forward" else self.peers.get(other)
@@ -67,7 +64,7 @@ class Row:
     def spread(self, other: str) -> Optional[Tuple[float, float]]:
         """Lowest and highest ours / ``other`` (``"forward"`` or a peer) over the rounds, each ratio taken within
         one round; ``None`` without per-round times."""
-        ratios = self._ratios("ours", other)
+        ratios = round_ratios(self.rounds, "ours", other)
         return (min(ratios), max(ratios)) if ratios else None
 
     def efficiency(self) -> Optional[float]:
@@ -81,7 +78,7 @@ class Row:
         """
         if self.floor is None:
             return None
-        ratios = self._ratios("floor", "ours")
+        ratios = round_ratios(self.rounds, "floor", "ours")
         return statistics.median(ratios) if ratios else self.floor / self.ours
 
 

@@ -24,7 +24,7 @@ from benchmark.explainers import create_explainer
 from benchmark.explainers.fastpath import InferenceCopy
 from benchmark.metrics.insertion_deletion import Deletion, Insertion
 from perf.measure import Bench
-from perf.timing import median_time
+from perf.timing import median_time, round_ratios
 
 __all__ = ["OptionRow", "measure_options"]
 
@@ -97,7 +97,7 @@ def _forward_options(bench: Bench, batch: int) -> List[OptionRow]:
         diff = (calls[name]().float() - reference).abs().max().item()
         rows.append(OptionRow(bench.backbone, batch, "plain forward (logits)", name, t["default"] / batch,
                               t[name] / batch, diff=diff, one_off=one_off if "compile" in name else None,
-                              ratios=_per_round(rounds, name)))
+                              ratios=tuple(round_ratios(rounds, name, "default"))))
     return rows
 
 
@@ -133,7 +133,7 @@ def _explainer_options(bench: Bench, name: str, batch: int, variants: Dict[str, 
     for label in variants:
         diff = (calls[label]().float() - reference).abs().max().item()
         row = OptionRow(bench.backbone, batch, name, label, times["default"] / batch, times[label] / batch,
-                        None, diff, one_off.get(label), _per_round(rounds, label))
+                        None, diff, one_off.get(label), tuple(round_ratios(rounds, label, "default")))
         row.peer = default_vs_peer * row.ratio if default_vs_peer else None
         rows.append(row)
     return rows
@@ -167,13 +167,9 @@ def _curve_options(bench: Bench, batch: int, maps: torch.Tensor, repeats: int) -
     return [OptionRow(bench.backbone, batch, "deletion + insertion (probabilities)", label,
                       times["default"] / batch, times[label] / batch,
                       diff=(calls[label]() - reference).abs().max().item(),
-                      one_off=one_off if "compile" in label else None, ratios=_per_round(rounds, label))
+                      one_off=one_off if "compile" in label else None,
+                      ratios=tuple(round_ratios(rounds, label, "default")))
             for label in list(variants)[1:]]
-
-
-def _per_round(rounds: Dict[str, List[float]], label: str) -> Tuple[float, ...]:
-    """option / default within each round."""
-    return tuple(o / d for o, d in zip(rounds[label], rounds["default"]))
 
 
 def measure_options(bench: Bench, batch: int, perturb_images: int, repeats: int, curve_maps: torch.Tensor,

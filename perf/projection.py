@@ -22,9 +22,9 @@ import math
 import statistics
 import sys
 import time
-from dataclasses import fields, replace
+from dataclasses import fields
 from pathlib import Path
-from typing import Dict, List, Mapping, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
 import yaml
@@ -71,13 +71,34 @@ def _compiled(cls: type, kwargs: Mapping, compile_: bool) -> dict:
     return {**kwargs, **({"compile": True} if compile_ and takes else {})}
 
 
+def _random_weights(backbone: str, weights: Optional[str], random_init: bool) -> Tuple[Optional[str], bool]:
+    """The ``weights`` to build ``backbone`` with, and whether they are random.
+
+    ``--random-init`` asks ``synthetic/``, ``digits/`` and ``hf/`` backbones for ``"random"`` (their ``None`` loads
+    the shipped checkpoint or the pretrained model); without it, ``None`` is random for torchvision, timm and
+    ``digits/`` only.
+
+    Examples:
+        >>> _random_weights("resnet18", None, False), _random_weights("synthetic/cnn", None, False)
+        ((None, True), (None, False))
+        >>> _random_weights("synthetic/cnn", None, True), _random_weights("resnet18", "IMAGENET1K_V1", True)
+        (('random', True), (None, True))
+        >>> _random_weights("synthetic/cnn", "random", False), _random_weights("digits/lenet", None, False)
+        (('random', True), (None, True))
+    """
+    own = backbone.startswith(("synthetic/", "digits/", "hf/"))
+    if random_init:
+        return ("random" if own else None), True
+    return weights, weights == "random" or (weights is None and not backbone.startswith(("synthetic/", "hf/")))
+
+
 def measure_backbone(config: RunConfig, backbone: str, args: argparse.Namespace) -> List[dict]:
     """One row per explainer: seconds per image (median and range over the rounds), its ratio to the plain
     forward (per round) and the passes per image the module counted."""
     device = torch.device(args.device)
     try:
-        model, prep = create_backbone(backbone, weights=config.weights, num_classes=config.num_classes,
-                                      seed=config.seed)
+        weights, random = _random_weights(backbone, config.weights, args.random_init)
+        model, prep = create_backbone(backbone, weights=weights, num_classes=config.num_classes, seed=config.seed)
     except (ValueError, FileNotFoundError) as err:  # e.g. the config's weights are not in the local cache
         raise SystemExit(f"{err}\nPass --random-init to measure with random weights (the Score-CAM family's rows "
                          "are then marked as estimates).") from None
@@ -129,7 +150,7 @@ def measure_backbone(config: RunConfig, backbone: str, args: argparse.Namespace)
         rows.append({"backbone": backbone, "method": method, "seconds": statistics.median(rounds[method]) / args.batch,
                      "range": (min(rounds[method]) / args.batch, max(rounds[method]) / args.batch),
                      "forwards": statistics.median(ratios), "forwards_range": (min(ratios), max(ratios)),
-                     "passes": spent, "minimum": passes["passes_minimum"]})
+                     "passes": spent, "minimum": passes["passes_minimum"], "random": random})
     return rows
 
 
@@ -149,7 +170,9 @@ def render(rows: List[dict], config: RunConfig, args: argparse.Namespace, comman
             table.append([backbone, r["method"], _spread_cell(r["seconds"], r["range"]),
                           _spread_cell(r["forwards"], r["forwards_range"]), f"{r['passes']:.4g} ({r['minimum']:.4g})",
                           args.images * r["seconds"] / 3600])
-    weights = "random init (--random-init)" if args.random_init else (config.weights or "random init")
+    random = list(dict.fromkeys(r["backbone"] for r in rows if r["random"]))
+    weights = "random init (--random-init)" if args.random_init else (
+        f"{config.weights or 'each backbone default'}; random: {', '.join(random) or 'none'}")
     lines = [f"# Projection: `{args.config}` on {args.devices} x {args.device}", "",
              *run_header(command, seconds, args.device),
              f"- measured: batch {args.batch} of random N(0, 1) images {args.size or 'at the backbone input size'}, "
@@ -173,9 +196,10 @@ def render(rows: List[dict], config: RunConfig, args: argparse.Namespace, comman
              "row pays the batch's forward and the curves' endpoints, which the run computes once per batch for all "
              "its methods: with several methods the projection is an upper bound by that shared work (a few "
              "forwards per image and method beyond the first; its passes column counts them)."]
-    if args.random_init or not config.weights:
-        lines += ["", "**Random weights**: the live channels of a trained model differ, so the Score-CAM family's "
-                  "rows are an estimate of the trained model's cost, not a measurement of it."]
+    if random:
+        lines += ["", f"**Random weights** ({', '.join(random)}): the live channels of a trained model differ, so "
+                  "the Score-CAM family's rows of these backbones are an estimate of the trained model's cost, not a "
+                  "measurement of it."]
     return "\n".join(lines) + "\n"
 
 
@@ -204,8 +228,6 @@ def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
 def main(argv: List[str] | None = None) -> int:
     args = parse_args(argv)
     config = load_config(args.config)
-    if args.random_init:
-        config = replace(config, weights=None)
     unknown = sorted(set(args.backbones or []) - set(config.backbones))
     if unknown:
         raise SystemExit(f"--backbones {unknown} are not in {args.config}: choose from {config.backbones}.")

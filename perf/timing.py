@@ -22,7 +22,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-__all__ = ["median_time", "peak_memory_mib", "run_header", "write_report"]
+__all__ = ["median_time", "peak_memory_mib", "round_ratios", "run_header", "write_report"]
 
 
 def median_time(fns: Dict[str, Callable[[], object]], repeats: int, sync: Callable[[], None] = lambda: None,
@@ -65,6 +65,19 @@ def median_time(fns: Dict[str, Callable[[], object]], repeats: int, sync: Callab
     if rounds is not None:
         rounds.update(times)
     return {name: statistics.median(values) for name, values in times.items()}
+
+
+def round_ratios(rounds: Dict[str, List[float]], top: str, bottom: str) -> List[float]:
+    """``top / bottom`` taken within each round of :func:`median_time`'s ``rounds`` (rounds where ``bottom`` is
+    0 are left out; an unmeasured name gives no ratios).
+
+    Examples:
+        >>> round_ratios({"ours": [1.0, 3.0, 2.0], "forward": [2.0, 0.0, 1.0]}, "ours", "forward")
+        [0.5, 2.0]
+        >>> round_ratios({"ours": [1.0]}, "ours", "peer")
+        []
+    """
+    return [a / b for a, b in zip(rounds.get(top) or [], rounds.get(bottom) or []) if b > 0]
 
 
 def _status_kib(field: str) -> int:

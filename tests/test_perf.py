@@ -208,3 +208,20 @@ def test_attribution_speed_script_writes_its_table(tmp_path):
     assert "| backbone " in text and "| resnet18 " in text
     # occlusion on 32 x 32: the half-patch-padded 76 x 76 image, 45 x 45 patches every 15 px -> 3 x 3 positions
     assert "1 F(1) + 9 F(9)" in text and "1 I(1)" in text
+
+
+def test_targets_name_the_worst_row_and_its_floor():
+    from perf.measure import Row
+    from perf.report import targets
+
+    grad = Cost(((1, "grad", 1),))
+    rows = [Row("vgg16", 1, "gradcam", grad, 0.12, 0.125, 0.1,
+                rounds={"ours": [0.125, 0.13, 0.12], "forward": [0.1, 0.1, 0.1], "floor": [0.12, 0.12, 0.12]}),
+            Row("resnet18", 8, "layercam", grad, 0.02, 0.021, 0.02),
+            Row("resnet18", 1, "max_box_acc", Cost(((1, "sort", 1),)), 0.003, 0.005, 0.02)]
+    lines = targets(rows, [])
+    # per-round ours / forward: 1.25, 1.3, 1.2 -> median 1.25; floor / forward 1.2 in every round
+    assert lines[0] == ("- gradient CAMs, worst ours / plain forward (vgg16 gradcam, batch 1: its floor 1 G(1) is "
+                        "1.2 x the forward, efficiency 0.96; target <= 1.2): **1.25** -- NOT met")
+    assert lines[-1] == ("- MaxBoxAcc V1 / V2 over 100 thresholds, worst ours / plain forward (resnet18 max_box_acc, "
+                         "batch 1; target <= 0.3): **0.25** -- met")

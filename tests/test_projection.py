@@ -46,7 +46,8 @@ def test_compile_only_where_the_class_takes_it():
 
 def test_render_totals_by_hand():
     rows = [{"backbone": "net", "method": m, "seconds": s, "range": (s, s), "forwards": 3.0,
-             "forwards_range": (2.5, 3.5), "passes": 4.0, "minimum": 4.0} for m, s in (("gradcam", 2.0), ("x", 1.0))]
+             "forwards_range": (2.5, 3.5), "passes": 4.0, "minimum": 4.0, "random": False}
+            for m, s in (("gradcam", 2.0), ("x", 1.0))]
     args = argparse.Namespace(config="c.yaml", devices=2, device="cpu", images=10, batch=2, size=None, rounds=7,
                               precision="32", channels_last=False, compile=False, random_init=False)
     text = projection.render(rows, RunConfig(batch_size=4, weights="default"), args, "cmd", 1.0)
@@ -54,6 +55,18 @@ def test_render_totals_by_hand():
     assert "| net        |        0.00833 |                     0.00667 |" in text
     assert "3 [2.5–3.5]" in text and "Random weights" not in text
     assert "**0.00667 h**" in text
+
+
+def test_random_weights_are_named_by_backbone():
+    rows = [{"backbone": b, "method": "scorecam", "seconds": 1.0, "range": (1.0, 1.0), "forwards": 3.0,
+             "forwards_range": (3.0, 3.0), "passes": 4.0, "minimum": 4.0, "random": r}
+            for b, r in (("synthetic/cnn", False), ("resnet18", True))]
+    args = argparse.Namespace(config="c.yaml", devices=1, device="cpu", images=10, batch=2, size=None, rounds=7,
+                              precision="32", channels_last=False, compile=False, random_init=False)
+    text = projection.render(rows, RunConfig(batch_size=4), args, "cmd", 1.0)
+    assert "**Random weights** (resnet18):" in text and "random: resnet18" in text
+    text = projection.render(rows[:1], RunConfig(batch_size=4), args, "cmd", 1.0)
+    assert "Random weights" not in text and "random: none" in text
 
 
 def test_unknown_config_key_lists_the_valid_ones(tmp_path):

@@ -13,7 +13,7 @@ step, a model-randomisation sanity check) -- tracked by the tensors' version cou
 constants). Compiling costs seconds to a minute once per model and input shape, so only batches
 at least as large as the largest seen so far run compiled (a larger one compiles once more); a
 smaller one (the last chunk of a run) runs on the same copy uncompiled. It pays on long runs of
-large models (``leaderboards/speed.md`` has the measured gain and compile time); off by default.
+large models (``leaderboards/speed_options_resnet*.md`` have the measured gain and compile time); off by default.
 """
 from __future__ import annotations
 

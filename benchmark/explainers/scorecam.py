@@ -15,7 +15,7 @@ channels need a masked forward. They are run in chunks of ``chunk_size`` images 
 the whole batch, on an inference copy of the model (batch-norm folded, channels-last; see
 :mod:`benchmark.explainers.fastpath`). ``autocast="bfloat16"`` (or ``"float16"``) runs those
 masked forwards under :func:`torch.autocast`: about 2x faster on CPUs with bf16 units and on
-GPUs, but the weights are no longer exact (see ``leaderboards/speed.md`` for the measured map
+GPUs, but the weights are no longer exact (see ``leaderboards/speed_options_resnet50.md`` for the measured map
 difference); the default is float32. ``compile=True`` compiles that inference copy with
 :func:`torch.compile` (see :class:`~benchmark.explainers.fastpath.InferenceCopy`): float32, same
 weights up to float rounding, faster on large models after a one-off compile.
