@@ -225,3 +225,17 @@ def test_targets_name_the_worst_row_and_its_floor():
                         "1.2 x the forward, efficiency 0.96; target <= 1.2): **1.25** -- NOT met")
     assert lines[-1] == ("- MaxBoxAcc V1 / V2 over 100 thresholds, worst ours / plain forward (resnet18 max_box_acc, "
                          "batch 1; target <= 0.3): **0.25** -- met")
+
+
+def test_chunk_sweep_writes_the_results_file(tmp_path):
+    from perf import chunks
+
+    out = tmp_path / "chunks.md"
+    chunks.main(["--backbones", "resnet18", "--size", "32", "--repeats", "2", "--chunks", "8", "32", "--pause", "0",
+                 "--out", str(out)])
+    text = out.read_text()
+    assert "- command: `python -m perf.chunks --backbones resnet18" in text and "2 alternated rounds" in text
+    assert "| resnet18   | scorecam    | 32 (default) |" in text and "| resnet18   | scorecam    | 8  " in text
+    assert "| 32 " not in text.split("32 (default)")[1]  # the default is not timed twice
+    with pytest.raises(SystemExit):
+        chunks.main(["--chunks", "0"])
