@@ -34,7 +34,7 @@ from benchmark.runner.settings import RunConfig
 from benchmark.runtime.backbones import create_backbone
 from benchmark.runtime.module import ExplainerModule
 from perf.report import _spread_cell
-from perf.timing import median_time, run_header, write_report
+from perf.timing import median_time, round_ratios, run_header, write_report
 
 PRECISIONS = {"32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
@@ -144,7 +144,7 @@ def measure_backbone(config: RunConfig, backbone: str, args: argparse.Namespace)
     median_time(calls, args.rounds, sync, device=device, pause=args.pause, rounds=rounds)
     rows = []
     for method in modules:
-        ratios = [s / f for s, f in zip(rounds[method], rounds["forward"])]
+        ratios = round_ratios(rounds, method, "forward")
         passes = records[method][0]["passes"]  # this method's passes per image, the batch's shared forward included
         spent = sum(passes[k] for k in ("passes_batch", "passes_explainer", "passes_topk", "passes_metric"))
         rows.append({"backbone": backbone, "method": method, "seconds": statistics.median(rounds[method]) / args.batch,
