@@ -15,6 +15,9 @@ init, eval mode, 224 x 224 by default):
   efficiency = floor / measured; peak memory of the last round;
 * the options of :mod:`perf.options` on ``--options-backbones``.
 
+``--no-peers`` times our rows and their floors only: a full re-measure then skips the peers' slow perturbation
+methods (grad-cam's Ablation-CAM takes hundreds of times ours); the file says that no peer was run.
+
 Transformers run the same way: their target layer's layout (e.g. ``tokens:1`` for timm ViT's
 ``blocks.11.norm1``) goes to the floor units and, as ``reshape_transform``, to the peers; the committed
 ViT table (``leaderboards/speed_transformers.md``) is ``--backbones vit_small_patch16_224 --batch-sizes 8
@@ -57,7 +60,7 @@ def measure_backbone(name: str, args: argparse.Namespace) -> tuple[List[Row], Li
     # its layer (and layout) is every explainer's default; its maps feed the metrics
     gradcam = create_explainer("gradcam", model, input_size=(3, args.size, args.size))
     bench = Bench(name, model, gradcam.target_layer, args.size, device, args.repeats, args.seed, args.pause,
-                  gradcam.layout)
+                  gradcam.layout, peers=args.peers)
     rows: List[Row] = []
     explainers = [e for e in args.explainers if e not in PERTURBATION_EXPLAINERS]
     metrics = [m for m in args.metrics if m not in PERTURBATION_METRICS]
@@ -132,6 +135,8 @@ def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pause", type=float, default=0.1,
                         help="seconds of sleep before each timed call (lets BLAS/OpenCV thread pools go idle)")
+    parser.add_argument("--no-peers", dest="peers", action="store_false",
+                        help="time ours and the floors only (no grad-cam / torch-cam calls)")
     parser.add_argument("--out", default="leaderboards/speed.md")
     args = parser.parse_args(argv)
     if max(args.batch_sizes) > 64 or args.perturb_images > 64:

@@ -87,9 +87,11 @@ class Bench:
     target layer's (:mod:`benchmark.explainers.layouts`, e.g. ``tokens:1`` for a ViT block; default NCHW)."""
 
     def __init__(self, backbone: str, model: nn.Module, layer: str, size: int, device: torch.device,
-                 repeats: int, seed: int = 0, pause: float = 0.1, layout: Optional[Layout] = None) -> None:
+                 repeats: int, seed: int = 0, pause: float = 0.1, layout: Optional[Layout] = None,
+                 peers: bool = True) -> None:
         self.backbone, self.model, self.layer, self.size = backbone, model, layer, size
         self.device, self.repeats, self.pause = device, repeats, pause
+        self.peers = peers  # False: our rows only (no grad-cam / torch-cam calls)
         self.sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
         generator = torch.Generator().manual_seed(seed)
         self._images = torch.randn(64, 3, size, size, generator=generator).to(device)
@@ -151,6 +153,19 @@ class Bench:
                 with torch.inference_mode():
                     self._split.run_tail(activation, live_ins)
             return tail
+        if unit == "tailgrad":
+            if self._split is None:  # no split: the whole gradient pass bounds it from above
+                return self.unit("grad", batch)
+            with torch.inference_mode():
+                activation, live_ins = self._split.run_prefix(images)
+            activation = activation.clone()  # a normal tensor (usable in autograd)
+            live_ins = [v.clone() if isinstance(v, Tensor) else v for v in live_ins]
+
+            def tail_gradient():
+                act = activation.detach().requires_grad_(True)
+                logits = self._split.run_tail(act, live_ins)
+                torch.autograd.grad(logits.gather(1, targets[:, None]).sum(), act)
+            return tail_gradient
         raise KeyError(f"Unknown floor unit {unit!r}.")
 
     def _grad_pass(self, images: Tensor, targets: Tensor) -> None:
@@ -201,7 +216,7 @@ class Bench:
         x, t = self.inputs(batch)
         ours = create_explainer(name, self.model, **{"input_size": (3, self.size, self.size), **(options or {})})
         cost = explainer_cost(name, batch, self.channels, ours, tuple(x.shape[-2:]))
-        peers = peer_calls(name, self.model, ours.target_layer, ours)
+        peers = peer_calls(name, self.model, ours.target_layer, ours) if self.peers else {}
         calls = {"ours": lambda: ours(x, t), **{p: (lambda fn=fn: fn(x, t, None)) for p, fn in peers.items()}}
         warm = None
         if small_warmup:
@@ -250,7 +265,7 @@ class Bench:
         calls: Dict[str, Callable[[], object]] = {"ours": update}
         for b in sorted({b for u, b in cost.units() if u == "explainer"}):  # e.g. 10 perturbed copies at once
             calls[f"explainer {b}"] = functools.partial(explainer, *self.inputs(b))
-        if peer is not None:
+        if peer is not None and self.peers:
             fn = peer_metric(peer, self.model, explainer.target_layer, explainer.layout)
             calls[peer] = lambda: fn(x, t, maps)
         warm = {"ours": warmup(metrics)} if warmup is not None else None
@@ -262,7 +277,8 @@ class Bench:
         return Row(self.backbone, batch, label or "+".join(names), cost,
                    cost.seconds(units) if cost.terms else None, times["ours"] / batch, units[("forward", batch)],
                    {p: times[p] / batch for p in calls if p != "ours" and not p.startswith("explainer ")},
-                   {k: v for k, v in peaks.items() if not k.startswith("explainer ")}, note=PEER_METRICS.get(peer, ""),
+                   {k: v for k, v in peaks.items() if not k.startswith("explainer ")},
+                   note=PEER_METRICS.get(peer, "") if self.peers else "",
                    rounds=rounds)
 
 

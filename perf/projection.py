@@ -29,6 +29,7 @@ from typing import Dict, List, Mapping, Optional, Tuple
 import torch
 import yaml
 
+from benchmark.explainers import explainer_class, resolve_explainer
 from benchmark.metrics.registry import METRICS
 from benchmark.runner.settings import RunConfig
 from benchmark.runtime.backbones import create_backbone
@@ -120,12 +121,9 @@ def measure_backbone(config: RunConfig, backbone: str, args: argparse.Namespace)
                                metrics=metrics, top_k=config.top_k, target_layer=config.target_layer.get(backbone),
                                layout=config.layout.get(backbone), reduce=False)
 
-    modules = {}
-    for method in config.explainers:
-        kwargs = config.explainer_args.get(method, {})
-        modules[method] = build(method, kwargs)
-        if args.compile:  # its class is known once built
-            modules[method] = build(method, _compiled(type(modules[method].explainers[method]), kwargs, True))
+    modules = {method: build(method, _compiled(explainer_class(resolve_explainer(method)),
+                                               config.explainer_args.get(method, {}), args.compile))
+               for method in config.explainers}
     dtype = PRECISIONS[args.precision]
     records: Dict[str, list] = {}
 

@@ -115,9 +115,12 @@ def render(rows: Sequence[Row], options: Sequence[OptionRow], args: argparse.Nam
              f"{args.perturb_images} image(s) ({args.perturb_repeats} rounds); times are per image",
              *([f"- explainer options (ours and the peers): {getattr(args, 'explainer_options')}"]
                if getattr(args, "explainer_options", None) else []),
+             *(["- peers: not run (`--no-peers`): no time or ratio of grad-cam or torch-cam in this file, and no "
+                "target stated against them"] if not getattr(args, "peers", True) else []),
              "- floor passes: F(b) = plain batched forward at batch b, C(b) = the same forward on the "
              "batch-norm-folded inference copy our masked and perturbed forwards run on, G(b) = forward + backward "
-             "from the logits to the target layer, T(b) = the layers after the target layer, I(b) = forward + "
+             "from the logits to the target layer, T(b) = the layers after the target layer, H(b) = forward + "
+             "backward through them (a Hessian-vector product's extra pass), I(b) = forward + "
              "backward to the input, E(b) = one explainer call, S(b) = one sort of a map's pixels, R(b) = one "
              "reduction over a map's pixels (the forward-free work's floor: floor ms / forward ms of the same row "
              "in forward-equivalents); all timed in the same rounds; efficiency = floor / ours",

@@ -57,6 +57,30 @@ def test_floors_count_the_protocols_passes_by_hand():
         == pytest.approx(5.14)
     with pytest.raises(KeyError, match="No floor"):
         explainer_cost("unknown", 1, 1, None)
+    # Shapley-CAM: Grad-CAM's pass, then the Hessian-vector product: the tail forward and back once more
+    shapley = create_explainer("shapleycam", resnet18(num_classes=4))
+    assert explainer_cost("shapleycam", 8, 512, shapley).describe() == "1 G(8) + 1 H(8)"
+
+
+def test_tail_gradient_unit_is_the_gradient_through_the_layers_after_the_target(monkeypatch):
+    from perf.measure import Bench
+
+    torch.manual_seed(0)
+    model = resnet18(num_classes=4).eval()
+    bench = Bench("resnet18", model, "layer4", 64, torch.device("cpu"), repeats=1, pause=0)
+    seen = []
+    grad = torch.autograd.grad
+    monkeypatch.setattr(torch.autograd, "grad", lambda *a, **k: seen.append(grad(*a, **k)[0]) or (seen[-1],))
+    bench.unit("tailgrad", 3)()
+    # closed form: the tail is average pooling + fc, so d logit_c / dA = fc.weight[c] / (h w) at every position
+    _, targets = bench.inputs(3)
+    expected = (model.fc.weight[targets] / 4).detach()[:, :, None, None].expand(3, 512, 2, 2)
+    torch.testing.assert_close(seen[0], expected)
+    bench._split = None  # a model that cannot be split: the whole gradient pass stands in (an upper bound)
+    calls = []
+    monkeypatch.setattr(bench, "_grad_pass", lambda images, targets: calls.append(len(images)))
+    bench.unit("tailgrad", 2)()
+    assert calls == [2]
 
 
 def test_median_time_alternates_warms_up_and_takes_medians(monkeypatch):
@@ -124,6 +148,25 @@ def test_harness_smoke_run_writes_the_results_file(tmp_path):
                  "| scorecam ", "1 F(1) + 512 C(32)", "1 R(2)", "| average_drop+average_increase ", "| deletion ",
                  "ours / grad-cam", "ours / torch-cam", "peak MiB ours"):
         assert part in text, part
+
+
+def test_harness_without_peers_calls_none_and_says_so(tmp_path, monkeypatch):
+    from perf import measure
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a peer was called under --no-peers")
+
+    monkeypatch.setattr(measure, "peer_calls", refuse)
+    monkeypatch.setattr(measure, "peer_metric", refuse)
+    out = tmp_path / "speed.md"
+    harness.main(["--backbones", "resnet18", "--size", "32", "--batch-sizes", "2", "--repeats", "1",
+                  "--perturb-repeats", "1", "--explainers", "gradcam", "scorecam", "--metrics", "average_drop",
+                  "average_increase", "--options-backbones", "--no-peers", "--out", str(out)])
+    text = out.read_text()
+    assert "- peers: not run (`--no-peers`)" in text and "| scorecam " in text and "1 F(1) + 512 C(32)" in text
+    assert "worst ours / grad-cam ScoreCAM" not in text  # no target stated against a peer that did not run
+    rows = [line for line in text.splitlines() if line.startswith("| gradcam ")]
+    assert rows and all(line.split("|")[8].strip() == "" for line in rows)  # the grad-cam ms column is empty
 
 
 def _tiny_vit():
@@ -232,10 +275,13 @@ def test_chunk_sweep_writes_the_results_file(tmp_path):
 
     out = tmp_path / "chunks.md"
     chunks.main(["--backbones", "resnet18", "--size", "32", "--repeats", "2", "--chunks", "8", "32", "--pause", "0",
-                 "--out", str(out)])
+                 "--batch", "2", "--out", str(out)])
     text = out.read_text()
+    assert text.startswith("# Chunk sizes of the masked-forward explainers (32x32, random init, 2 images per call)")
     assert "- command: `python -m perf.chunks --backbones resnet18" in text and "2 alternated rounds" in text
     assert "| resnet18   | scorecam    | 32 (default) |" in text and "| resnet18   | scorecam    | 8  " in text
     assert "| 32 " not in text.split("32 (default)")[1]  # the default is not timed twice
     with pytest.raises(SystemExit):
         chunks.main(["--chunks", "0"])
+    with pytest.raises(SystemExit):
+        chunks.main(["--batch", "65"])  # beyond the harness's 64 fixed images

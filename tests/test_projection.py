@@ -97,3 +97,26 @@ def test_smoke_run_writes_the_projection(tmp_path):
     text = out.read_text()
     assert "| resnet18   | gradcam  |" in text and "| resnet18   | fakecam  |" in text
     assert "over 2 device(s)" in text and "**Random weights**" in text and "Projected wall time" in text
+
+
+def test_compile_reaches_each_explainer_that_takes_it_in_one_build(tmp_path, monkeypatch):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY.replace("[gradcam, fakecam]", "[gradcam, scorecam]"))
+    built = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_module(model, explainers, **kwargs):
+        built.append(explainers)
+        return object()
+
+    def stop(*args, **kwargs):
+        raise Stop
+
+    monkeypatch.setattr(projection, "ExplainerModule", fake_module)
+    monkeypatch.setattr(projection, "median_time", stop)
+    args = projection.parse_args(["--config", str(path), "--size", "32", "--batch", "2", "--compile"])
+    with pytest.raises(Stop):
+        projection.measure_backbone(projection.load_config(str(path)), "resnet18", args)
+    assert built == [{"gradcam": {}}, {"scorecam": {"compile": True}}]  # one module per method, built once

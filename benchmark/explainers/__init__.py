@@ -42,6 +42,7 @@ from benchmark.explainers.registry import (
     create_explainer,
     default_explainers,
     describe_explainer,
+    explainer_class,
     list_explainers,
     register_explainer,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "create_explainer",
     "default_explainers",
     "describe_explainer",
+    "explainer_class",
     "list_explainers",
     "load_entry_points",
     "normalize_maps",

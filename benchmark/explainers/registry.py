@@ -13,7 +13,8 @@ from torch import nn
 
 from benchmark.explainers.base import BaseExplainer
 
-__all__ = ["create_explainer", "default_explainers", "describe_explainer", "list_explainers", "register_explainer"]
+__all__ = ["create_explainer", "default_explainers", "describe_explainer", "explainer_class", "list_explainers",
+           "register_explainer"]
 
 _REGISTRY: Dict[str, Type[BaseExplainer]] = {}
 E = TypeVar("E", bound=Type[BaseExplainer])
@@ -88,6 +89,19 @@ def _lookup(name: str) -> Type[BaseExplainer]:
         close = difflib.get_close_matches(name.lower(), list(_REGISTRY), n=3, cutoff=0.5)
         raise KeyError(f"Unknown explainer {name!r}. Close matches: {close}. Valid: {list_explainers()}.")
     return _REGISTRY[name]
+
+
+def explainer_class(name: str) -> Type[BaseExplainer]:
+    """The class registered as ``name``, e.g. to read its options before building it.
+
+    Raises:
+        KeyError: unknown name, as :func:`create_explainer`.
+
+    Examples:
+        >>> explainer_class("scorecam").__name__
+        'ScoreCAM'
+    """
+    return _lookup(name)
 
 
 def describe_explainer(name: str) -> str:
