@@ -1,14 +1,14 @@
-"""Chunk-size sweep of the masked-forward explainers: which ``chunk_size`` is fastest on this device.
+"""Chunk-size sweep of the perturbation methods: which ``chunk_size`` is fastest on this device.
 
 Run ``python -m perf.chunks --out leaderboards/speed_chunks.md``. For each backbone (``create_backbone``'s
-default weights, eval mode, the harness's fixed images and classes, :class:`~perf.measure.Bench`) and explainer
-taking ``chunk_size``
-(Score-CAM, SS-CAM, IS-CAM) it times the explainer on ``--batch`` images (its chunks are taken across the batch,
-as in a run) at every ``--chunks`` value and at its default in the same alternated rounds (one warm-up call each on
-a ``--warmup-size`` image: 64, or the input size of a model with a fixed-size head such as ``synthetic/vgg_cnn``),
-and reports milliseconds per image, the ratio to the default (the median of the per-round ratios
-[lowest-highest]) and the largest difference of the maps from the default's (0: bitwise the same maps, the chunk
-only groups the masked forwards).
+default weights, eval mode, the harness's fixed images and classes, :class:`~perf.measure.Bench`) it times each
+explainer taking ``chunk_size`` (Score-CAM, SS-CAM, IS-CAM; ``--explainers``) and each curve metric
+(deletion, insertion; ``--metrics``, on the Grad-CAM maps) on ``--batch`` images -- their chunks are taken
+across the batch, as in a run -- at every ``--chunks`` value and at its default, in the same alternated rounds
+(one warm-up call each; the explainers' on a ``--warmup-size`` image: 64, or the input size of a model with a
+fixed-size head such as ``synthetic/vgg_cnn``). It reports milliseconds per image, the ratio to the default (the
+median of the per-round ratios [lowest-highest]) and the largest difference of the results from the default's:
+the maps, or the curves' AUCs and points (0: bitwise the same, the chunk only groups the forwards).
 """
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ import argparse
 import statistics
 import sys
 import time
-from typing import List
+from typing import Callable, List
 
 import torch
 
 from benchmark.explainers import create_explainer
+from benchmark.metrics import create_metric
 from benchmark.runtime.backbones import create_backbone
 from perf.measure import Bench
 from perf.projection import _random_weights
@@ -31,38 +32,58 @@ __all__ = ["measure", "render"]
 
 
 def measure(args: argparse.Namespace) -> List[list]:
-    """One row per backbone, explainer and chunk size: ``[backbone, explainer, chunk, ms, ratio cell, diff]``."""
+    """One row per backbone, method and chunk size: ``[backbone, method, chunk, ms, ratio cell, diff]``."""
     rows: List[list] = []
     device = torch.device(args.device)
     for name in args.backbones:
         torch.manual_seed(args.seed)
         model, _ = create_backbone(name)
         model = model.to(device).eval().requires_grad_(True)
-        layer = create_explainer("gradcam", model, input_size=(3, args.size, args.size))
-        bench = Bench(name, model, layer.target_layer, args.size, device, args.repeats, args.seed, args.pause,
-                      layer.layout)
+        shape = (3, args.size, args.size)
+        gradcam = create_explainer("gradcam", model, input_size=shape)
+        bench = Bench(name, model, gradcam.target_layer, args.size, device, args.repeats, args.seed, args.pause,
+                      gradcam.layout)
         x, t = bench.inputs(args.batch)
         small = torch.randn(1, 3, args.warmup_size, args.warmup_size, device=device)
-        shape = (3, args.size, args.size)
         for explainer in args.explainers:
-            default = create_explainer(explainer, model, input_size=shape)
-            chunks = [c for c in args.chunks if c != default.chunk_size]
-            runs = {"default": default,
-                    **{str(c): create_explainer(explainer, model, input_size=shape, chunk_size=c) for c in chunks}}
-            calls = {label: (lambda e=e: e(x, t)) for label, e in runs.items()}
-            warm = {label: (lambda e=e: e(small, t[:1])) for label, e in runs.items()}
-            rounds: dict = {}
-            times = median_time(calls, args.repeats, bench.sync, warm, pause=args.pause, rounds=rounds)
-            reference = runs["default"](x, t)
-            for label, e in runs.items():
-                ratios = round_ratios(rounds, label, "default")
-                cell = _spread_cell(statistics.median(ratios), (min(ratios), max(ratios)))
-                diff = 0.0 if label == "default" else (e(x, t) - reference).abs().max().item()
-                chunk = f"{e.chunk_size} (default)" if label == "default" else label
-                per_image = times[label] / args.batch
-                rows.append([name, explainer, chunk, per_image * 1e3, cell, diff])
-                print(f"  {name} {explainer} chunk {chunk}: {per_image:.3g} s / image, {cell} x the default, "
-                      f"diff {diff:.3g}", flush=True)
+            def make(**chunk):
+                e = create_explainer(explainer, model, input_size=shape, **chunk)
+                return e.chunk_size, (lambda: e(x, t)), (lambda: e(small, t[:1]))
+            rows += _sweep(name, explainer, make, args, bench)
+        maps = gradcam(x, t) if args.metrics else None
+        for metric in args.metrics:  # the curves of the Grad-CAM maps: AUCs (and curve points) compared
+            def make(**chunk):
+                m = create_metric(metric, **chunk)
+
+                def call():
+                    m.reset()
+                    m.update(model, x, maps, t)
+                    return m.sorted_values()[1]
+                return m.chunk_size, call, None
+            rows += _sweep(name, metric, make, args, bench)
+    return rows
+
+
+def _sweep(backbone: str, method: str, make: Callable, args: argparse.Namespace, bench: Bench) -> List[list]:
+    """Time ``method`` at its default chunk and every other ``--chunks`` value in the same alternated rounds;
+    ``make(**chunk)`` gives ``(chunk_size, call, warm-up call or None)``."""
+    default = make()
+    runs = {"default": default, **{str(c): make(chunk_size=c) for c in args.chunks if c != default[0]}}
+    calls = {label: run[1] for label, run in runs.items()}
+    warm = {label: run[2] for label, run in runs.items() if run[2] is not None}
+    rounds: dict = {}
+    times = median_time(calls, args.repeats, bench.sync, warm, pause=args.pause, rounds=rounds)
+    reference = calls["default"]()
+    rows = []
+    for label, (chunk_size, call, _) in runs.items():
+        ratios = round_ratios(rounds, label, "default")
+        cell = _spread_cell(statistics.median(ratios), (min(ratios), max(ratios)))
+        diff = 0.0 if label == "default" else (call() - reference).abs().max().item()
+        chunk = f"{chunk_size} (default)" if label == "default" else label
+        per_image = times[label] / args.batch
+        rows.append([backbone, method, chunk, per_image * 1e3, cell, diff])
+        print(f"  {backbone} {method} chunk {chunk}: {per_image:.3g} s / image, {cell} x the default, "
+              f"diff {diff:.3g}", flush=True)
     return rows
 
 
@@ -90,20 +111,23 @@ def render(rows: List[list], args: argparse.Namespace, command: str, seconds: fl
     from tabulate import tabulate
 
     return "\n".join([
-        f"# Chunk sizes of the masked-forward explainers ({args.size}x{args.size}, "
+        f"# Chunk sizes of the perturbation methods ({args.size}x{args.size}, "
         f"{_weights(args.backbones)}, {_images(args.batch)} per call)", "",
         *run_header(command, seconds, args.device),
         f"- {args.repeats} alternated rounds; ratio: the median of chunk / default taken within each round "
-        "[lowest–highest]; diff: the largest absolute difference of the maps (in [0, 1]) from the default's", "",
-        tabulate(rows, headers=["backbone", "explainer", "chunk_size", "ms / image", "ratio to the default", "diff"],
+        "[lowest–highest]; diff: the largest absolute difference from the default's of the maps (in [0, 1]), or of "
+        "the curves' AUCs and points", "",
+        tabulate(rows, headers=["backbone", "method", "chunk_size", "ms / image", "ratio to the default", "diff"],
                  tablefmt="pipe", floatfmt=".3g"), ""])
 
 
 def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbones", nargs="+", default=["resnet18", "resnet50"])
-    parser.add_argument("--explainers", nargs="+", default=["scorecam"],
+    parser.add_argument("--explainers", nargs="*", default=["scorecam"],
                         help="explainers taking chunk_size: scorecam, sscam, iscam")
+    parser.add_argument("--metrics", nargs="*", default=[],
+                        help="curve metrics taking chunk_size, timed on the Grad-CAM maps: deletion, insertion")
     parser.add_argument("--chunks", nargs="+", type=int, default=[4, 8, 16])
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds")
     parser.add_argument("--size", type=int, default=224)

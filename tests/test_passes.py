@@ -145,3 +145,22 @@ def test_rise_gives_the_top_k_maps_from_its_own_masked_forwards():
     assert own["passes_explainer"] == 1 + 8  # the class check, then one masked forward per mask
     assert own["passes_topk"] == 0.0 and own["passes_metric"] == 0.0
     assert own["passes_minimum"] == own["passes_explainer"]
+
+
+def test_the_minimum_is_the_correctly_rounded_sum_in_any_metric_order():
+    from fractions import Fraction
+
+    from benchmark.runtime.pass_model import minimum_passes
+
+    class Free:  # a class-independent map (center, random, Fake-CAM): no top-k call
+        class_independent, scores_every_class = True, False
+
+    metrics = {"deletion": create_metric("deletion", steps=16), "insertion": create_metric("insertion", steps=16),
+               "average_drop": create_metric("average_drop")}
+    measured = {"metric/forward": 31.0}
+    first, _ = minimum_passes(Free(), metrics, measured, (128, 128), 14)
+    second, _ = minimum_passes(Free(), dict(reversed(metrics.items())), measured, (128, 128), 14)
+    # 15 inner points each, insertion's 1/14 share of the blurred image (15 + 1/14 in float), the drop's forward of
+    # x * CAM: their exact sum, rounded once
+    exact = Fraction(15) + Fraction(15 + 1 / 14) + Fraction(1)
+    assert first == second == float(exact) == 31.07142857142857

@@ -275,12 +275,15 @@ def test_chunk_sweep_writes_the_results_file(tmp_path):
 
     out = tmp_path / "chunks.md"
     chunks.main(["--backbones", "resnet18", "--size", "32", "--repeats", "2", "--chunks", "8", "32", "--pause", "0",
-                 "--batch", "2", "--out", str(out)])
+                 "--batch", "2", "--metrics", "deletion", "--out", str(out)])
     text = out.read_text()
-    assert text.startswith("# Chunk sizes of the masked-forward explainers (32x32, random init, 2 images per call)")
+    assert text.startswith("# Chunk sizes of the perturbation methods (32x32, random init, 2 images per call)")
     assert "- command: `python -m perf.chunks --backbones resnet18" in text and "2 alternated rounds" in text
-    assert "| resnet18   | scorecam    | 32 (default) |" in text and "| resnet18   | scorecam    | 8  " in text
-    assert "| 32 " not in text.split("32 (default)")[1]  # the default is not timed twice
+    assert "| resnet18   | scorecam | 32 (default) |" in text and "| resnet18   | scorecam | 8  " in text
+    assert "| 32 " not in text.split("32 (default)")[1].split("deletion")[0]  # the default is not timed twice
+    # the curve: its default 64, then 8 and 32; grouping the forwards changes no AUC here
+    deletion = [line for line in text.splitlines() if line.startswith("| resnet18   | deletion ")]
+    assert [line.split("|")[3].strip() for line in deletion] == ["64 (default)", "8", "32"]
     with pytest.raises(SystemExit):
         chunks.main(["--chunks", "0"])
     with pytest.raises(SystemExit):

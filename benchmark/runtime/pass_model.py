@@ -24,6 +24,7 @@ Passes are images through the network, with forward, backward and partial passes
 """
 from __future__ import annotations
 
+import math
 from typing import Dict, List, Mapping, Sequence, Tuple
 
 from benchmark.metrics.base import passes_unmodelled
@@ -49,26 +50,27 @@ def minimum_passes(explainer: object, metrics: Mapping[str, object], measured: M
         (32.25, [])
     """
     def phase(name: str, kinds: Sequence[str] = ("forward", "backward", "partial")) -> float:
-        return sum(measured.get(f"{name}/{kind}", 0.0) for kind in kinds)
+        return math.fsum(measured.get(f"{name}/{kind}", 0.0) for kind in kinds)
 
     call = phase("explainer")
     needs = frozenset().union(*(getattr(m, "needs", frozenset()) for m in metrics.values()))
     free = getattr(explainer, "class_independent", False) or getattr(explainer, "scores_every_class", False)
     topk = 0.0 if free or "topk" not in needs else phase("topk")
-    metric = 0.0
+    metric: List[float] = []
     if "expl_saliency" in needs:
-        metric += call + (0.0 if phase("explainer", ("forward",)) > 0 else 1.0)
+        metric += [call, 0.0 if phase("explainer", ("forward",)) > 0 else 1.0]
     elif "expl_probs" in needs:
-        metric += 1.0
+        metric.append(1.0)
     unmodelled = []
     for name, instance in metrics.items():
         if getattr(instance, "passes_modelled", False):  # e.g. the curves: their inner points
-            metric += instance.modelled_passes(image_hw, n_methods)
+            metric.append(instance.modelled_passes(image_hw, n_methods))
         elif passes_unmodelled(instance):  # the others need only the maps
             unmodelled.append(name)
     if unmodelled:  # their passes cannot be told apart from the others': the whole metric phase counts as needed
-        metric = phase("metric")
-    return call + topk + metric, unmodelled
+        metric = [phase("metric")]
+    # fsum: the correctly rounded total, whatever the order of the metrics and terms (the same bytes in every run)
+    return math.fsum([call, topk, *metric]), unmodelled
 
 
 def pass_columns(measured: Mapping[str, float], minimum: float) -> Dict[str, float]:
