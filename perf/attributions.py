@@ -13,7 +13,6 @@ stride, which only sets the number of batched forwards).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from typing import List
 
@@ -23,7 +22,7 @@ from benchmark.explainers import create_explainer
 from benchmark.runtime.backbones import create_backbone
 from perf.measure import Bench, Row
 from perf.report import HEADERS, RATIO_NOTE, _table_rows
-from perf.timing import run_header, write_report
+from perf.timing import command_line, run_header, write_report
 
 METHODS = ("guidedbackprop", "guidedgradcam", "guidedgradcampp", "integratedgradients", "gradientshap", "occlusion")
 
@@ -75,7 +74,7 @@ def main(argv: List[str] | None = None) -> None:
     parser.add_argument("--pause", type=float, default=0.1)
     parser.add_argument("--out", default="leaderboards/speed_attributions.md")
     args = parser.parse_args(argv)
-    command = " ".join(["python -m perf.attributions", *(argv if argv is not None else sys.argv[1:])])
+    command = command_line("perf.attributions", argv)
     start = time.perf_counter()
     rows = measure(args)
     text = render(rows, args, command, time.perf_counter() - start)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from typing import Callable, List
 
@@ -26,7 +25,7 @@ from benchmark.runtime.backbones import create_backbone
 from perf.measure import Bench
 from perf.projection import _random_weights
 from perf.report import _spread_cell
-from perf.timing import median_time, round_ratios, run_header, write_report
+from perf.timing import command_line, median_time, round_ratios, run_header, write_report
 
 __all__ = ["measure", "render"]
 
@@ -148,7 +147,7 @@ def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
 
 def main(argv: List[str] | None = None) -> None:
     args = parse_args(argv)
-    command = " ".join(["python -m perf.chunks", *(argv if argv is not None else sys.argv[1:])])
+    command = command_line("perf.chunks", argv)
     start = time.perf_counter()
     rows = measure(args)
     write_report(render(rows, args, command, time.perf_counter() - start), args.out)

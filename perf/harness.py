@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import sys
 import time
 from typing import Dict, List
 
@@ -44,7 +43,7 @@ from benchmark.runtime.backbones import create_backbone
 from perf.measure import Bench, Row
 from perf.options import OptionRow, measure_options
 from perf.report import render
-from perf.timing import write_report
+from perf.timing import command_line, write_report
 
 #: explainers and metrics whose cost grows with the channels / steps: run on ``--perturb-images`` only
 PERTURBATION_EXPLAINERS = ("ablationcam", "iscam", "rise", "scorecam", "sscam")
@@ -167,7 +166,7 @@ def _explainer_options(items: List[str], parser: argparse.ArgumentParser) -> Dic
 
 def main(argv: List[str] | None = None) -> None:
     args = parse_args(argv)
-    command = " ".join(["python -m perf.harness", *(argv if argv is not None else sys.argv[1:])])
+    command = command_line("perf.harness", argv)
     start = time.perf_counter()
     rows: List[Row] = []
     options: List[OptionRow] = []

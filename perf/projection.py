@@ -35,7 +35,7 @@ from benchmark.runner.settings import RunConfig
 from benchmark.runtime.backbones import create_backbone
 from benchmark.runtime.module import ExplainerModule
 from perf.report import _spread_cell
-from perf.timing import median_time, round_ratios, run_header, write_report
+from perf.timing import command_line, median_time, round_ratios, run_header, write_report
 
 PRECISIONS = {"32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
@@ -229,7 +229,7 @@ def main(argv: List[str] | None = None) -> int:
     unknown = sorted(set(args.backbones or []) - set(config.backbones))
     if unknown:
         raise SystemExit(f"--backbones {unknown} are not in {args.config}: choose from {config.backbones}.")
-    command = " ".join(["python -m perf.projection", *(argv if argv is not None else sys.argv[1:])])
+    command = command_line("perf.projection", argv)
     start, rows = time.perf_counter(), []
     for backbone in args.backbones or config.backbones:
         rows += measure_backbone(config, backbone, args)

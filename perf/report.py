@@ -62,7 +62,7 @@ def targets(rows: Sequence[Row], options: Sequence[OptionRow]) -> List[str]:
         if value is not None:
             lines.append(f"- {text}: **{value:.3g}** -- {'met' if ok else 'NOT met'}")
 
-    grad = [(r.ratio("forward"), r) for r in rows if r.item in GRADIENT_CAMS and r.ratio("forward") is not None]
+    grad = [(x, r) for r in rows if r.item in GRADIENT_CAMS and (x := r.ratio("forward")) is not None]
     if grad:
         value, worst_row = max(grad, key=lambda pair: pair[0])
         floors = round_ratios(worst_row.rounds, "floor", "forward") or [worst_row.floor / worst_row.forward]

@@ -26,7 +26,7 @@ from tabulate import tabulate
 from datamodules.imagenet import ImageNetValDataModule
 from datamodules.shapes import render_scene
 from datamodules.synthetic import SyntheticShapesDataModule
-from perf.timing import median_time, run_header, write_report
+from perf.timing import command_line, median_time, run_header, write_report
 
 __all__ = ["main", "rss_mb", "write_mini_imagenet"]
 
@@ -122,7 +122,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     text = "\n".join([
         "# Data loading: memory and throughput",
         "",
-        *run_header(" ".join(["python -m perf.speed_data", *(argv if argv is not None else sys.argv[1:])]),
+        *run_header(command_line("perf.speed_data", argv),
                     time.perf_counter() - start),
         f"- mini ImageNet: {args.jpegs} JPEGs of 500x375 (quality 90), Kaggle CSV boxes, default preprocessing "
         f"(resize 256, crop 224); batch {args.batch_size}; loader rates are the best of 2 passes after a warm-up",

@@ -16,13 +16,14 @@ import ctypes
 import datetime
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
-__all__ = ["median_time", "peak_memory_mib", "round_ratios", "run_header", "write_report"]
+__all__ = ["command_line", "median_time", "peak_memory_mib", "round_ratios", "run_header", "write_report"]
 
 
 def median_time(fns: Dict[str, Callable[[], object]], repeats: int, sync: Callable[[], None] = lambda: None,
@@ -154,6 +155,17 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def command_line(module: str, argv: Optional[Sequence[str]] = None) -> str:
+    """The command that ran a perf script, for its results file: ``python -m <module>`` and its arguments
+    (``argv``, or the process's own when ``None``).
+
+    Examples:
+        >>> command_line("perf.chunks", ["--chunks", "8"])
+        'python -m perf.chunks --chunks 8'
+    """
+    return " ".join(["python -m " + module, *(argv if argv is not None else sys.argv[1:])])
 
 
 def run_header(command: str, seconds: float, device: torch.device | str = "cpu") -> List[str]:
