@@ -6,7 +6,9 @@ and removes its hooks afterwards, so a peer's hooks never run during our measure
 peer batches its perturbed forwards, it gets our chunk size, so both run the same protocol:
 
 * ``grad-cam`` (pytorch-grad-cam): GradCAM, GradCAMPlusPlus, XGradCAM, LayerCAM, HiResCAM,
-  ScoreCAM, AblationCAM, EigenCAM, EigenGradCAM, KPCA_CAM, ShapleyCAM, FullGrad, FinerCAM (its own choice of
+  ScoreCAM, AblationCAM, EigenCAM, EigenGradCAM, KPCA_CAM, ShapleyCAM (with our score: ``ClassifierOutputReST``
+  for the default ReST, and the math attention kernel, as ours; not on token layers, where its Hessian term fails
+  on the un-reshaped activations), FullGrad, FinerCAM (its own choice of
   target and references: the predicted class, ``targets=None``); DropInConfidence + IncreaseInConfidence for
   Average Drop / Increase given the map.
 * ``torch-cam``: GradCAM, GradCAMpp, XGradCAM, LayerCAM, ScoreCAM, SmoothGradCAMpp, SSCAM, ISCAM, FinerCAM; its
@@ -18,11 +20,13 @@ the prefix tokens, reshape to the patch grid, channels first): :func:`reshape_tr
 """
 from __future__ import annotations
 
+import contextlib
 from functools import partial
 from typing import Callable, Dict, Optional
 
 import torch
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from benchmark.explainers.layouts import Layout
 
@@ -83,12 +87,19 @@ def peer_explainer(peer: str, name: str, model: nn.Module, layer: str, ours: obj
     table = GRAD_CAM if peer == "grad-cam" else TORCH_CAM
     if name not in table:
         return None
+    layout = getattr(ours, "layout", None)
+    if peer == "grad-cam" and name == "shapleycam" and layout is not None and layout.kind != "nchw":
+        return None  # its Hessian term reads the raw activations, without reshape_transform: no ViT support
     module = _import(peer)
     cls = getattr(module, table[name])
     chunk = getattr(ours, "chunk_size", None)
-    layout = getattr(ours, "layout", None)
     if peer == "grad-cam":
-        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputReST, ClassifierOutputTarget
+
+        # Shapley-CAM: the same score as ours (ReST by default) and the same attention kernel (the fused ones have
+        # no double backward; ours runs the math kernel for the whole call)
+        target_cls = ClassifierOutputReST if getattr(ours, "score", None) == "rest" else ClassifierOutputTarget
+        kernel = (partial(sdpa_kernel, SDPBackend.MATH) if name == "shapleycam" else contextlib.nullcontext)
 
         def run(images: Tensor, targets: Tensor, saliency: Optional[Tensor] = None) -> None:
             layers = [] if name == "fullgrad" else [model.get_submodule(layer)]  # FullGrad finds its own
@@ -97,10 +108,11 @@ def peer_explainer(peer: str, name: str, model: nn.Module, layer: str, ours: obj
             if chunk is not None:
                 cam.batch_size = chunk
             try:
-                if name == "finercam":  # no class-score targets: it picks the predicted class and its references
-                    cam(input_tensor=images)
-                else:
-                    cam(input_tensor=images, targets=[ClassifierOutputTarget(int(c)) for c in targets])
+                with kernel():
+                    if name == "finercam":  # no class-score targets: it picks the predicted class and its references
+                        cam(input_tensor=images)
+                    else:
+                        cam(input_tensor=images, targets=[target_cls(int(c)) for c in targets])
             finally:
                 getattr(cam, "base_cam", cam).activations_and_grads.release()
         return run

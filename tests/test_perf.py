@@ -1,6 +1,7 @@
 """The speed harness: floors (hand-counted), timing and memory helpers, peer adapters, compiled copies, a smoke run."""
 import math
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -205,6 +206,33 @@ def test_peers_read_a_vit_block_through_reshape_transform_and_give_our_maps():
     for call in peer_calls("gradcam", model, ours.target_layer, ours).values():  # the adapters pass it on
         call(x, t, None)
     assert all(not m._forward_hooks and not m._backward_hooks for m in model.modules())
+
+
+def test_shapley_peer_gets_our_score_and_kernel_and_is_left_out_on_token_layers(monkeypatch):
+    pytest.importorskip("pytorch_grad_cam")
+    import pytorch_grad_cam
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputReST, ClassifierOutputTarget
+
+    vit = _tiny_vit().requires_grad_(True)
+    ours = create_explainer("shapleycam", vit, input_size=(3, 32, 32))
+    assert "grad-cam" not in peer_calls("shapleycam", vit, ours.target_layer, ours)  # its Hessian term fails there
+    model = resnet18(num_classes=4).eval()
+    seen = []
+
+    class Recorder:  # stands in for grad-cam's ShapleyCAM: what it is called with, and the attention kernel then
+        def __init__(self, **kwargs):
+            self.activations_and_grads = SimpleNamespace(release=lambda: None)
+
+        def __call__(self, input_tensor, targets):
+            seen.append((type(targets[0]), torch.backends.cuda.math_sdp_enabled(),
+                         torch.backends.cuda.flash_sdp_enabled()))
+
+    monkeypatch.setattr(pytorch_grad_cam, "ShapleyCAM", Recorder)
+    for score, target in (("rest", ClassifierOutputReST), ("logit", ClassifierOutputTarget)):
+        ours = create_explainer("shapleycam", model, input_size=(3, 32, 32), score=score)
+        call = peer_calls("shapleycam", model, ours.target_layer, ours)["grad-cam"]
+        call(torch.randn(1, 3, 32, 32), torch.tensor([1]), None)
+        assert seen[-1] == (target, True, False)
 
 
 def test_harness_smoke_run_on_a_vit_with_both_peers(tmp_path, monkeypatch):
