@@ -5,10 +5,11 @@ default weights, eval mode, the harness's fixed images and classes, :class:`~per
 explainer taking ``chunk_size`` (Score-CAM, SS-CAM, IS-CAM; ``--explainers``) and each curve metric
 (deletion, insertion; ``--metrics``, on the Grad-CAM maps) on ``--batch`` images -- their chunks are taken
 across the batch, as in a run -- at every ``--chunks`` value and at its default, in the same alternated rounds
-(one warm-up call each; the explainers' on a ``--warmup-size`` image: 64, or the input size of a model with a
-fixed-size head such as ``synthetic/vgg_cnn``). It reports milliseconds per image, the ratio to the default (the
-median of the per-round ratios [lowest-highest]) and the largest difference of the results from the default's:
-the maps, or the curves' AUCs and points (0: bitwise the same, the chunk only groups the forwards).
+(one warm-up call each; the explainers' on a 64 x 64 image, or one of the timed size for a model with a fixed-size
+head such as ``synthetic/vgg_cnn``: :attr:`perf.measure.Bench.small`; ``--warmup-size`` sets it). It reports
+milliseconds per image, the ratio to the default (the median of the per-round ratios [lowest-highest]) and the
+largest difference of the results from the default's: the maps, or the curves' AUCs and points (0: bitwise the
+same, the chunk only groups the forwards).
 """
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ def measure(args: argparse.Namespace) -> List[list]:
         bench = Bench(name, model, gradcam.target_layer, args.size, device, args.repeats, args.seed, args.pause,
                       gradcam.layout)
         x, t = bench.inputs(args.batch)
-        small = torch.randn(1, 3, args.warmup_size, args.warmup_size, device=device)
+        small = bench.small if args.warmup_size is None else \
+            torch.randn(1, 3, args.warmup_size, args.warmup_size, device=device)
         for explainer in args.explainers:
             def make(**chunk):
                 e = create_explainer(explainer, model, input_size=shape, **chunk)
@@ -131,8 +133,8 @@ def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--batch", type=int, default=1, help="images per explainer call (chunks span the batch)")
-    parser.add_argument("--warmup-size", type=int, default=64,
-                        help="side of the warm-up image (a fixed-size head needs its input size)")
+    parser.add_argument("--warmup-size", type=int, default=None,
+                        help="side of the warm-up image (default: 64 where the model takes it, else --size)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pause", type=float, default=0.1, help="seconds of sleep before each timed call")

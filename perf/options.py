@@ -107,7 +107,8 @@ def _explainer_options(bench: Bench, name: str, batch: int, variants: Dict[str, 
     grad-cam is derived from it (``OptionRow.peer`` then holds that ratio, not a time)."""
     x, t = bench.inputs(batch)
     model = bench.model
-    explainers = {"default": create_explainer(name, model)}
+    shape = (3, bench.size, bench.size)
+    explainers = {"default": create_explainer(name, model, input_size=shape)}
     calls: Dict[str, Callable[[], object]] = {"default": lambda: explainers["default"](x, t)}
     one_off: Dict[str, float] = {}
     for label, kwargs in variants.items():
@@ -116,7 +117,7 @@ def _explainer_options(bench: Bench, name: str, batch: int, variants: Dict[str, 
         channels_last = kwargs.pop("_channels_last", False)
         net = copy.deepcopy(model).to(memory_format=torch.channels_last) if channels_last else model
         inputs = x.contiguous(memory_format=torch.channels_last) if channels_last else x
-        explainers[label] = create_explainer(name, net, **kwargs)
+        explainers[label] = create_explainer(name, net, input_size=shape, **kwargs)
         fn = (lambda e=explainers[label], i=inputs: e(i, t))
         calls[label] = _autocast(fn, bench.device) if autocast else fn
         if kwargs.get("compile"):
@@ -124,7 +125,7 @@ def _explainer_options(bench: Bench, name: str, batch: int, variants: Dict[str, 
             with torch.no_grad():
                 explainers[label].fast_model(x[:1].repeat(explainers[label].chunk_size, 1, 1, 1))
             one_off[label] = time.perf_counter() - start
-    small = torch.randn(1, 3, 64, 64, device=bench.device)
+    small = bench.small
     warm = {label: (lambda e=e: e(small, t[:1])) for label, e in explainers.items() if label not in one_off}
     rounds: Dict[str, List[float]] = {}
     times = median_time(calls, repeats, bench.sync, warm, pause=bench.pause, rounds=rounds)

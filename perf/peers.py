@@ -6,11 +6,11 @@ and removes its hooks afterwards, so a peer's hooks never run during our measure
 peer batches its perturbed forwards, it gets our chunk size, so both run the same protocol:
 
 * ``grad-cam`` (pytorch-grad-cam): GradCAM, GradCAMPlusPlus, XGradCAM, LayerCAM, HiResCAM,
-  ScoreCAM, AblationCAM, EigenCAM, EigenGradCAM, KPCA_CAM, ShapleyCAM (with our score: ``ClassifierOutputReST``
-  for the default ReST, and the math attention kernel, as ours; not on token layers, where its Hessian term fails
-  on the un-reshaped activations), FullGrad, FinerCAM (its own choice of
-  target and references: the predicted class, ``targets=None``); DropInConfidence + IncreaseInConfidence for
-  Average Drop / Increase given the map.
+  ScoreCAM, AblationCAM (``AblationLayerVit`` on ViT tokens, its documented way; none on other non-NCHW layers),
+  EigenCAM, EigenGradCAM, KPCA_CAM, ShapleyCAM (with our score: ``ClassifierOutputReST`` for the default ReST, and
+  the math attention kernel, as ours; none on token layers, where its Hessian term fails on the un-reshaped
+  activations), FullGrad, FinerCAM (its own choice of target and references: the predicted class,
+  ``targets=None``); DropInConfidence + IncreaseInConfidence for Average Drop / Increase given the map.
 * ``torch-cam``: GradCAM, GradCAMpp, XGradCAM, LayerCAM, ScoreCAM, SmoothGradCAMpp, SSCAM, ISCAM, FinerCAM; its
   ``ClassificationMetric`` (Average Drop / Increase *including* its Grad-CAM map).
 
@@ -88,8 +88,10 @@ def peer_explainer(peer: str, name: str, model: nn.Module, layer: str, ours: obj
     if name not in table:
         return None
     layout = getattr(ours, "layout", None)
-    if peer == "grad-cam" and name == "shapleycam" and layout is not None and layout.kind != "nchw":
-        return None  # its Hessian term reads the raw activations, without reshape_transform: no ViT support
+    tokens = layout is not None and layout.kind != "nchw"
+    if peer == "grad-cam" and tokens and (name == "shapleycam" or (name == "ablationcam" and layout.kind != "tokens")):
+        return None  # ShapleyCAM's Hessian term reads the raw activations (no reshape_transform); AblationCAM has
+        # an ablation layer for ViT tokens only
     module = _import(peer)
     cls = getattr(module, table[name])
     chunk = getattr(ours, "chunk_size", None)
@@ -103,8 +105,12 @@ def peer_explainer(peer: str, name: str, model: nn.Module, layer: str, ours: obj
 
         def run(images: Tensor, targets: Tensor, saliency: Optional[Tensor] = None) -> None:
             layers = [] if name == "fullgrad" else [model.get_submodule(layer)]  # FullGrad finds its own
+            extra = {}
+            if name == "ablationcam" and tokens:  # its documented way for ViT blocks
+                from pytorch_grad_cam.ablation_layer import AblationLayerVit
+                extra["ablation_layer"] = AblationLayerVit()
             cam = cls(model=model, target_layers=layers,
-                      reshape_transform=reshape_transform(layout, images.shape[-2:]))
+                      reshape_transform=reshape_transform(layout, images.shape[-2:]), **extra)
             if chunk is not None:
                 cam.batch_size = chunk
             try:

@@ -235,16 +235,25 @@ def test_shapley_peer_gets_our_score_and_kernel_and_is_left_out_on_token_layers(
         assert seen[-1] == (target, True, False)
 
 
-def test_harness_smoke_run_on_a_vit_with_both_peers(tmp_path, monkeypatch):
+def test_harness_runs_every_default_row_and_option_on_a_fixed_size_vit_with_both_peers(tmp_path, monkeypatch):
+    # a ViT built for 32 x 32 takes no 64 x 64 warm-up image and no 224 x 224 layer probe: every row is built for
+    # the timed size; grad-cam's AblationCAM runs through its ViT ablation layer, its ShapleyCAM is left out
+    from benchmark.explainers import default_explainers
+    from benchmark.metrics import default_metrics
+
     monkeypatch.setattr(harness, "create_backbone", lambda name: (_tiny_vit(), None))
-    out = tmp_path / "speed_transformers.md"
+    out = tmp_path / "vit.md"
     harness.main(["--backbones", "vit_tiny", "--size", "32", "--batch-sizes", "2", "--repeats", "1",
-                  "--explainers", "gradcam", "--metrics", "--options-backbones", "--pause", "0", "--out", str(out)])
+                  "--perturb-repeats", "1", "--options-backbones", "vit_tiny", "--pause", "0", "--out", str(out)])
     text = out.read_text()
-    assert "## vit_tiny" in text and "### Explainers" in text and "### Metrics" not in text
-    row = next(line for line in text.splitlines() if line.startswith("| gradcam "))
+    items = {line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ")}
+    assert set(default_explainers()) | set(default_metrics()) <= items
+    rows = {line.split("|")[1].strip(): line.split("|") for line in text.splitlines() if line.startswith("| ")}
+    assert rows["ablationcam"][8].strip() and not rows["shapleycam"][8].strip()  # grad-cam ms
+    assert "## Options" in text and "chunk_size=128" in text
+    # Grad-CAM beside both peers, through their reshape_transform
     cells = dict(zip([c.strip() for c in text.split("| item ")[1].split("\n")[0].split("|")],
-                     [c.strip() for c in row.split("| gradcam ")[1].split("|")]))
+                     [c.strip() for c in rows["gradcam"][1:]]))
     assert cells["floor passes / img"] == "1 G(2)"
     assert all(cells[k] for k in ("ours / forward", "grad-cam ms", "torch-cam ms", "ours / grad-cam",
                                   "ours / torch-cam")), cells
