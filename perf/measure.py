@@ -155,21 +155,16 @@ class Bench:
                 x = images.detach().requires_grad_(True)
                 torch.autograd.grad(self.model(x).gather(1, targets[:, None]).sum(), x)
             return input_gradient
-        if unit == "tail":
-            if self._split is None:  # Ablation-CAM falls back to whole forwards
-                return self.unit("forward", batch)
-            with torch.inference_mode():
-                activation, live_ins = self._split.run_prefix(images)
-
-            def tail():
-                with torch.inference_mode():
-                    self._split.run_tail(activation, live_ins)
-            return tail
-        if unit == "tailgrad":
-            if self._split is None:  # no split: the whole gradient pass bounds it from above
-                return self.unit("grad", batch)
-            with torch.inference_mode():
-                activation, live_ins = self._split.run_prefix(images)
+        if unit in ("tail", "tailgrad"):
+            prefix = self._prefix(images)
+            if prefix is None:  # the whole forward (Ablation-CAM's fallback) or gradient pass bounds it from above
+                return self.unit("forward" if unit == "tail" else "grad", batch)
+            activation, live_ins = prefix
+            if unit == "tail":
+                def tail():
+                    with torch.inference_mode():
+                        self._split.run_tail(activation, live_ins)
+                return tail
             activation = activation.clone()  # a normal tensor (usable in autograd)
             live_ins = [v.clone() if isinstance(v, Tensor) else v for v in live_ins]
 
@@ -179,6 +174,14 @@ class Bench:
                 torch.autograd.grad(logits.gather(1, targets[:, None]).sum(), act)
             return tail_gradient
         raise KeyError(f"Unknown floor unit {unit!r}.")
+
+    def _prefix(self, images: Tensor) -> Optional[Tuple[Tensor, List[Tensor]]]:
+        """The target layer's output and the tail's live-in values for ``images``; ``None`` where the model cannot
+        be split there (no split, or live-ins the tail cannot take per image: :meth:`LayerSplit.run_prefix`)."""
+        if self._split is None:
+            return None
+        with torch.inference_mode():
+            return self._split.run_prefix(images)
 
     def _grad_pass(self, images: Tensor, targets: Tensor) -> None:
         """Forward without graph up to the layer, with graph after it; gradient of the logits to the layer."""

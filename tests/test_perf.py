@@ -77,11 +77,15 @@ def test_tail_gradient_unit_is_the_gradient_through_the_layers_after_the_target(
     _, targets = bench.inputs(3)
     expected = (model.fc.weight[targets] / 4).detach()[:, :, None, None].expand(3, 512, 2, 2)
     torch.testing.assert_close(seen[0], expected)
-    bench._split = None  # a model that cannot be split: the whole gradient pass stands in (an upper bound)
+    # a model that cannot be split there: the whole gradient pass stands in (an upper bound), for live-ins the tail
+    # cannot take per image (run_prefix gives None) as for no split at all
     calls = []
     monkeypatch.setattr(bench, "_grad_pass", lambda images, targets: calls.append(len(images)))
+    monkeypatch.setattr(bench._split, "run_prefix", lambda images: None)
     bench.unit("tailgrad", 2)()
-    assert calls == [2]
+    bench._split = None
+    bench.unit("tailgrad", 3)()
+    assert calls == [2, 3]
 
 
 def test_median_time_alternates_warms_up_and_takes_medians(monkeypatch):
