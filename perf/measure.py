@@ -101,6 +101,7 @@ class Bench:
         self.layout = layout or Layout()
         self.channels = self.layout.to_nchw(self._layer_output(self._images[:1]), (size, size)).shape[1]
         self._split = split_at_layer(model, layer)
+        self.splits = self._prefix(self._images[:1]) is not None  # the tail units run on the layer's output
         self._copy = InferenceCopy(model)  # what the masked and perturbed forwards run on
         self._maps = torch.rand(64, size, size, generator=generator).to(device)  # for the forward-free units
         self.small = self._small_image(size)  # the perturbation rows' warm-up image
@@ -175,6 +176,22 @@ class Bench:
             return tail_gradient
         raise KeyError(f"Unknown floor unit {unit!r}.")
 
+    def _splittable(self, cost: Cost) -> Cost:
+        """``cost`` with its tail units named as what is timed for them where the model cannot be split at the
+        layer: T as F (Ablation-CAM then runs whole forwards too), H as G (an upper bound), so that the floor
+        column says what its milliseconds are.
+
+        Examples:
+            >>> bench = Bench.__new__(Bench)
+            >>> bench.splits = False
+            >>> bench._splittable(Cost(((1, "grad", 2), (1, "tailgrad", 2)))).describe()
+            '1 G(2) + 1 G(2)'
+        """
+        if self.splits:
+            return cost
+        named = {"tail": "forward", "tailgrad": "grad"}
+        return Cost(tuple((count, named.get(unit, unit), batch) for count, unit, batch in cost.terms))
+
     def _prefix(self, images: Tensor) -> Optional[Tuple[Tensor, List[Tensor]]]:
         """The target layer's output and the tail's live-in values for ``images``; ``None`` where the model cannot
         be split there (no split, or live-ins the tail cannot take per image: :meth:`LayerSplit.run_prefix`)."""
@@ -231,7 +248,7 @@ class Bench:
         methods)."""
         x, t = self.inputs(batch)
         ours = create_explainer(name, self.model, **{"input_size": (3, self.size, self.size), **(options or {})})
-        cost = explainer_cost(name, batch, self.channels, ours, tuple(x.shape[-2:]))
+        cost = self._splittable(explainer_cost(name, batch, self.channels, ours, tuple(x.shape[-2:])))
         peers = peer_calls(name, self.model, ours.target_layer, ours) if self.peers else {}
         calls = {"ours": lambda: ours(x, t), **{p: (lambda fn=fn: fn(x, t, None)) for p, fn in peers.items()}}
         warm = None

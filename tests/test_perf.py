@@ -86,6 +86,10 @@ def test_tail_gradient_unit_is_the_gradient_through_the_layers_after_the_target(
     bench._split = None
     bench.unit("tailgrad", 3)()
     assert calls == [2, 3]
+    # and the floor column then names what was timed: G for H
+    bench.splits = False
+    shapley = create_explainer("shapleycam", model, input_size=(3, 64, 64))
+    assert bench._splittable(explainer_cost("shapleycam", 2, 512, shapley)).describe() == "1 G(2) + 1 G(2)"
 
 
 def test_median_time_alternates_warms_up_and_takes_medians(monkeypatch):
