@@ -9,7 +9,8 @@
 #   projection_poppi_table2_bf16.md          Poppi Table 2 on 8 devices, bf16-mixed + channels-last
 #   projection_poppi_table2_bf16_compile.md  the same with torch.compile
 #   speed_gpu_resnet50.md                    harness on resnet50, batch 32, options (bf16, channels-last, compile)
-#   speed_gpu_vit_base.md                    harness on vit_base_patch16_224, batch 32, Grad-CAM
+#   speed_gpu_vit_base.md                    harness on vit_base_patch16_224, batch 32, Grad-CAM and Shapley-CAM
+#                                            (its tail on the math attention kernel, the layers before on the fused)
 #   gpu_check.log                            nvidia-smi, every step's output and exit status (124: its limit)
 # Each step's limit (seconds) can be set: PROJECTION_S, HARNESS_S, VIT_S; DEVICE (default cuda) and the
 # smoke variables below exist so that the script can be tried on a CPU (tests/test_gpu_check.py).
@@ -68,6 +69,6 @@ step "${HARNESS_S:-150}" harness_resnet50 python3 -m perf.harness --device "$DEV
     --metrics average_drop average_increase coherency deletion insertion max_box_acc \
     --options-backbones "$RESNET" $PEERS $HARNESS_ARGS --out "$OUT/speed_gpu_resnet50.md"
 step "${VIT_S:-90}" harness_vit_base python3 -m perf.harness --device "$DEVICE" --backbones "$VIT" \
-    --batch-sizes 32 --explainers gradcam --metrics --options-backbones $PEERS $HARNESS_ARGS \
+    --batch-sizes 32 --explainers gradcam shapleycam --metrics --options-backbones $PEERS $HARNESS_ARGS \
     --out "$OUT/speed_gpu_vit_base.md"
 grep "^== .*exit" "$LOG"

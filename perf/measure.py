@@ -15,6 +15,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from benchmark.explainers import create_explainer
 from benchmark.explainers.fastpath import InferenceCopy
@@ -169,10 +170,11 @@ class Bench:
             activation = activation.clone()  # a normal tensor (usable in autograd)
             live_ins = [v.clone() if isinstance(v, Tensor) else v for v in live_ins]
 
-            def tail_gradient():
+            def tail_gradient():  # on the math attention kernel, as the double backward it stands for must run
                 act = activation.detach().requires_grad_(True)
-                logits = self._split.run_tail(act, live_ins)
-                torch.autograd.grad(logits.gather(1, targets[:, None]).sum(), act)
+                with sdpa_kernel(SDPBackend.MATH):
+                    logits = self._split.run_tail(act, live_ins)
+                    torch.autograd.grad(logits.gather(1, targets[:, None]).sum(), act)
             return tail_gradient
         raise KeyError(f"Unknown floor unit {unit!r}.")
 

@@ -99,7 +99,7 @@ def peer_explainer(peer: str, name: str, model: nn.Module, layer: str, ours: obj
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputReST, ClassifierOutputTarget
 
         # Shapley-CAM: the same score as ours (ReST by default) and the same attention kernel (the fused ones have
-        # no double backward; ours runs the math kernel for the whole call)
+        # no double backward; ours runs the math kernel after the target layer)
         target_cls = ClassifierOutputReST if getattr(ours, "score", None) == "rest" else ClassifierOutputTarget
         kernel = (partial(sdpa_kernel, SDPBackend.MATH) if name == "shapleycam" else contextlib.nullcontext)
 

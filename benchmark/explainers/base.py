@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, ClassVar, ContextManager, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -282,9 +282,10 @@ class BaseExplainer:
             store.append(act)
             if with_gradients:  # build the graph from the layer on only
                 torch.set_grad_enabled(True)
+            tail.enter_context(self.tail_context())
             return act.clone()
 
-        with self.hook_layer(keep, images.shape[-2:]), torch.no_grad():
+        with contextlib.ExitStack() as tail, self.hook_layer(keep, images.shape[-2:]), torch.no_grad():
             logits = self.model(images)
             if not store:
                 raise ValueError(f"Target layer {self.target_layer!r} was not called by the forward pass.")
@@ -292,6 +293,12 @@ class BaseExplainer:
             targets = self._check_classes(targets, logits)
             grads = self.score_gradients(logits, targets, store[-1]) if with_gradients else None
         return CAMInputs(images, targets, logits.detach(), store[-1].detach(), grads, indices)
+
+    def tail_context(self) -> ContextManager[object]:
+        """The context the layers after the target layer run in (entered at the layer, left after
+        :meth:`score_gradients`); none by default. Shapley-CAM's double backward needs the math attention kernel
+        there, while the layers before the target run on the fused kernels as in every other method."""
+        return contextlib.nullcontext()
 
     def score_gradients(self, logits: Tensor, targets: Tensor, activations: Tensor) -> Tensor:
         """``dS_c/dA`` of the target logits (the graph runs from ``activations``, the hooked layer output); a

@@ -6,8 +6,8 @@ A second-order estimate of each activation's Shapley value: the channel weights 
 ``S`` is the paper's ReST, the residual softmax target ``y_c - CE(y, c) = y_c + log softmax(y)_c``
 (``score="rest"``, default; pytorch-grad-cam's ``ClassifierOutputReST``), or the logit (``score="logit"``): after
 a piecewise-linear head the logit's Hessian is zero and Shapley-CAM is Grad-CAM. One forward, one backward and
-one Hessian-vector product; attention runs on PyTorch's math kernel (the fused ones have no double backward), so
-vision transformers work through the layout adapter.
+one Hessian-vector product; attention after the target layer runs on PyTorch's math kernel (the fused ones have no
+double backward), so vision transformers work through the layout adapter.
 """
 import torch
 import torch.nn.functional as F
@@ -51,10 +51,10 @@ class ShapleyCAM(BaseExplainer):
         super().__init__(model, target_layer, input_size, layout=layout)
         self.score = check_choice(score, "score", SCORES)
 
-    def raw_maps(self, images, targets, indices) -> Tensor:
-        # the fused scaled-dot-product attention kernels have no double backward; the math kernel has
-        with sdpa_kernel(SDPBackend.MATH):
-            return super().raw_maps(images, targets, indices)
+    def tail_context(self):
+        # the fused scaled-dot-product attention kernels have no double backward; the math kernel has. The layers
+        # before the target run without graph, on the fused kernels (the activations every other method sees)
+        return sdpa_kernel(SDPBackend.MATH)
 
     def score_gradients(self, logits: Tensor, targets: Tensor, activations: Tensor) -> Tensor:
         """``g - H A / 2`` of the score (the base's ``gradients`` for :meth:`weights`)."""
