@@ -8,7 +8,7 @@ peer batches its perturbed forwards, it gets our chunk size, so both run the sam
 * ``grad-cam`` (pytorch-grad-cam): GradCAM, GradCAMPlusPlus, XGradCAM, LayerCAM, HiResCAM,
   ScoreCAM, AblationCAM (``AblationLayerVit`` on ViT tokens, its documented way; none on other non-NCHW layers),
   EigenCAM, EigenGradCAM, KPCA_CAM, ShapleyCAM (with our score: ``ClassifierOutputReST`` for the default ReST, and
-  the math attention kernel, as ours; none on token layers, where its Hessian term fails on the un-reshaped
+  the math attention kernel for its whole call; none on token layers, where its Hessian term fails on the un-reshaped
   activations), FullGrad, FinerCAM (its own choice of target and references: the predicted class,
   ``targets=None``); DropInConfidence + IncreaseInConfidence for Average Drop / Increase given the map.
 * ``torch-cam``: GradCAM, GradCAMpp, XGradCAM, LayerCAM, ScoreCAM, SmoothGradCAMpp, SSCAM, ISCAM, FinerCAM; its

@@ -199,7 +199,8 @@ def test_token_layers_of_a_vision_transformer_through_the_layout_adapter(name, c
 def test_shapleycam_runs_on_a_vision_transformer():
     """pytorch-grad-cam's ShapleyCAM cannot run here (its weights see the 3-D token activations: "Invalid activation
     shape", and the fused attention kernel has no double backward); ours reads the tokens through the layout adapter
-    and runs attention on the math kernel. The Hessian term is not zero there (layer norm, softmax attention)."""
+    and runs attention after the target layer on the math kernel. The Hessian term is not zero there (layer norm,
+    softmax attention)."""
     vit = _tiny_vit()
     images, targets = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(6)), torch.tensor([0, 1, 2, 4])
     shapley = create_explainer("shapleycam", vit, input_size=(3, 32, 32), score="logit")
