@@ -13,7 +13,8 @@ on the backbone in the same run as the methods (:mod:`perf.harness`):
 * ``tailgrad``: forward + backward through the layers after the target layer only (from the target logits to the
   layer's output), per image: what a Hessian-vector product adds to a gradient CAM's pass (Shapley-CAM; the
   double backward runs the tail's derivative forward and back once more, Pearlmutter 1994); timed on the math
-  attention kernel, the one a double backward can run on (no difference on a CNN);
+  attention kernel, the one a double backward can run on (no difference on a CNN); where the model cannot be split
+  at the layer it is timed as ``grad`` (an upper bound, on the default kernels) and the floor column says G;
 * ``input``: one forward plus the backward from the target logits to the *input* (no parameter
   gradients), per image: one gradient of the pixel-attribution methods (guided backprop, IG, SHAP);
 * ``explainer``: one call of the explainer itself, per image (a metric that re-runs it, e.g.

@@ -65,14 +65,16 @@ def test_shapleycam_on_a_vit_equals_the_whole_graph_reference(vit, score):
 
 
 def test_only_the_layers_after_the_target_run_on_the_math_kernel(vit):
-    """The flash kernel's flag, read as each block starts: on before the target layer's block, off after it (for
-    the double backward), and restored when the call returns."""
+    """The attention kernels' flags, read as each block starts: the fused ones on before the target layer's block,
+    only the math one after it (for the double backward), and restored when the call returns."""
     seen = {}
     shapley = create_explainer("shapleycam", vit, target_layer=LAYER, input_size=(3, 32, 32))
 
     def record(block):
-        def hook(module, args):
-            seen[block] = torch.backends.cuda.flash_sdp_enabled()
+        def hook(module, args):  # only the math kernel, or any fused one
+            backends = torch.backends.cuda
+            fused = backends.flash_sdp_enabled() or backends.mem_efficient_sdp_enabled() or backends.cudnn_sdp_enabled()
+            seen[block] = "math" if backends.math_sdp_enabled() and not fused else "fused"
         return hook
 
     handles = [vit.get_submodule(f"blocks.{b}").register_forward_pre_hook(record(b)) for b in range(3)]
@@ -81,5 +83,5 @@ def test_only_the_layers_after_the_target_run_on_the_math_kernel(vit):
     finally:
         for handle in handles:
             handle.remove()
-    assert seen == {0: True, 1: True, 2: False}
-    assert torch.backends.cuda.flash_sdp_enabled()
+    assert seen == {0: "fused", 1: "fused", 2: "math"}
+    assert torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.mem_efficient_sdp_enabled()
