@@ -20,13 +20,24 @@ def vit():
     return timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=3, num_classes=5).eval()
 
 
-def _reference(model, images, targets, score):
+def _hf_vit():
+    """A tiny random Hugging Face ViT classifier; its attention runs through ``scaled_dot_product_attention``."""
+    tf = pytest.importorskip("transformers")
+    from benchmark.runtime.hf_backbone import HFClassifier
+
+    torch.manual_seed(0)
+    config = tf.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+                          intermediate_size=64, num_labels=5, attn_implementation="sdpa")
+    return HFClassifier(tf.ViTForImageClassification(config).eval()).eval()
+
+
+def _reference(model, images, targets, score, layer_name=LAYER):
     """``sum_k mean_hw(g - H A / 2)_k A_k`` with ``g`` and ``H A`` from ``torch.autograd.functional`` on the float64
-    model (math kernel everywhere): the score as a function of the 16 patch tokens at ``LAYER`` (the class token
-    held fixed, as the layout adapter does)."""
+    model (math kernel everywhere): the score as a function of the 16 patch tokens at ``layer_name`` (the class
+    token held fixed, as the layout adapter does)."""
     model = copy.deepcopy(model).double()
     images = images.double()
-    layer = model.get_submodule(LAYER)
+    layer = model.get_submodule(layer_name)
     with torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
         kept = []
         handle = layer.register_forward_hook(lambda m, a, out: kept.append(out))
@@ -62,6 +73,19 @@ def test_shapleycam_on_a_vit_equals_the_whole_graph_reference(vit, score):
     assert_close_maps(maps, ref)
     gradcam = create_explainer("gradcam", vit, target_layer=LAYER, input_size=(3, 32, 32))(images, targets)
     assert (maps - gradcam).abs().max() > 1e-2  # the Hessian term is not zero (layer norm, softmax attention)
+
+
+def test_shapleycam_on_a_hugging_face_vit_equals_the_whole_graph_reference():
+    """Hugging Face's ViT attends through ``scaled_dot_product_attention`` (its fused CPU kernel has no double
+    backward either); at the default layer, the last block's ``layernorm_before``, through the layout adapter."""
+    model = _hf_vit()
+    assert model.model.config._attn_implementation == "sdpa"
+    layer = model.default_target_layer
+    assert layer.endswith("2.layernorm_before")
+    images, targets = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(3)), torch.tensor([1, 2, 4])
+    ours = create_explainer("shapleycam", model, target_layer=layer, input_size=(3, 32, 32))
+    assert str(ours.layout) == "tokens:1"
+    assert_close_maps(ours(images, targets), _reference(model, images, targets, "rest", layer))
 
 
 def test_only_the_layers_after_the_target_run_on_the_math_kernel(vit):
