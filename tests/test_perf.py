@@ -333,3 +333,17 @@ def test_chunk_sweep_writes_the_results_file(tmp_path):
         chunks.main(["--chunks", "0"])
     with pytest.raises(SystemExit):
         chunks.main(["--batch", "65"])  # beyond the harness's 64 fixed images
+
+
+def test_attention_kernel_script_times_both_shapley_variants_side_by_side(tmp_path):
+    from perf import attention_kernel
+
+    out = tmp_path / "kernel.md"
+    attention_kernel.main(["--backbone", "timm/vit_tiny_patch16_224", "--batch-sizes", "1", "--repeats", "2",
+                           "--device", "cpu", "--out", str(out)])
+    text = out.read_text()
+    assert text.startswith("# Shapley-CAM's attention kernel on timm/vit_tiny_patch16_224")
+    assert "- command: `python -m perf.attention_kernel --backbone timm/vit_tiny_patch16_224" in text
+    row = next(line for line in text.splitlines() if line.startswith("| 1 |")).split(" | ")
+    assert len(row) == 8 and all(float(cell) > 0 for cell in row[1:5])
+    assert all("[" in cell for cell in row[5:])  # two rounds: a median and its range
