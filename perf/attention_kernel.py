@@ -21,8 +21,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from benchmark.explainers import create_explainer
 from benchmark.runtime.backbones import create_backbone
-from perf.report import _spread_cell
-from perf.timing import command_line, median_time, round_ratios, run_header, write_report
+from perf.report import ratio_cell
+from perf.timing import command_line, median_time, run_header, write_report
 
 NAMES = ("forward", "gradcam", "shapleycam", "shapleycam, whole call on math")
 
@@ -51,10 +51,6 @@ def measure(model: torch.nn.Module, batch: int, size: int, repeats: int, device:
 def render(results: Dict[int, Dict[str, list]], backbone: str, command: str, seconds: float,
            device: torch.device) -> str:
     """The markdown table: ms per image (medians) and the within-round ratios."""
-    def ratio(rounds: Dict[str, list], top: str, bottom: str) -> str:
-        values = round_ratios(rounds, top, bottom)
-        return _spread_cell(statistics.median(values), (min(values), max(values)))
-
     lines = [f"# Shapley-CAM's attention kernel on {backbone}", "", *run_header(command, seconds, device),
              "- ms: per image, medians over the rounds; ratios: the median of the ratios within each round "
              "[lowest–highest]", "",
@@ -62,8 +58,8 @@ def render(results: Dict[int, Dict[str, list]], backbone: str, command: str, sec
              "| Shapley-CAM / forward | whole call / forward |", "|--:|--:|--:|--:|--:|:--|:--|:--|"]
     for batch, rounds in results.items():
         ms = [f"{1e3 * statistics.median(rounds[name]):.1f}" for name in NAMES]
-        lines.append(f"| {batch} | {' | '.join(ms)} | {ratio(rounds, NAMES[2], NAMES[3])} | "
-                     f"{ratio(rounds, NAMES[2], NAMES[0])} | {ratio(rounds, NAMES[3], NAMES[0])} |")
+        lines.append(f"| {batch} | {' | '.join(ms)} | {ratio_cell(rounds, NAMES[2], NAMES[3])} | "
+                     f"{ratio_cell(rounds, NAMES[2], NAMES[0])} | {ratio_cell(rounds, NAMES[3], NAMES[0])} |")
     return "\n".join(lines) + "\n"
 
 

@@ -14,7 +14,6 @@ same, the chunk only groups the forwards).
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from typing import Callable, List
 
@@ -25,8 +24,8 @@ from benchmark.metrics import create_metric
 from benchmark.runtime.backbones import create_backbone
 from perf.measure import Bench
 from perf.projection import _random_weights
-from perf.report import _spread_cell
-from perf.timing import command_line, median_time, round_ratios, run_header, write_report
+from perf.report import ratio_cell
+from perf.timing import command_line, median_time, run_header, write_report
 
 __all__ = ["measure", "render"]
 
@@ -77,8 +76,7 @@ def _sweep(backbone: str, method: str, make: Callable, args: argparse.Namespace,
     reference = calls["default"]()
     rows = []
     for label, (chunk_size, call, _) in runs.items():
-        ratios = round_ratios(rounds, label, "default")
-        cell = _spread_cell(statistics.median(ratios), (min(ratios), max(ratios)))
+        cell = ratio_cell(rounds, label, "default")
         diff = 0.0 if label == "default" else (call() - reference).abs().max().item()
         chunk = f"{chunk_size} (default)" if label == "default" else label
         per_image = times[label] / args.batch

@@ -11,7 +11,7 @@ from perf.options import OptionRow
 from perf.peers import PEERS
 from perf.timing import round_ratios, run_header
 
-__all__ = ["render", "targets"]
+__all__ = ["ratio_cell", "render", "targets"]
 
 HEADERS = ["item", "batch", "floor passes / img", "floor ms", "ours ms", "efficiency", "ours / forward",
            *(f"{p} ms" for p in PEERS), *(f"ours / {p}" for p in PEERS), "peak MiB ours", *(f"peak MiB {p}" for p in
@@ -37,6 +37,18 @@ def _spread_cell(value: Optional[float], spread: Optional[tuple]) -> Optional[st
     if spread is None or spread[0] == spread[1]:
         return f"{value:.3g}"
     return f"{value:.3g} [{spread[0]:.3g}–{spread[1]:.3g}]"
+
+
+def ratio_cell(rounds: Dict[str, List[float]], top: str, bottom: str) -> Optional[str]:
+    """``top / bottom`` taken within each round of :func:`~perf.timing.median_time`'s ``rounds``, as a ratio cell:
+    the median [lowest–highest] (:func:`_spread_cell`); ``None`` without ratios.
+
+    Examples:
+        >>> ratio_cell({"ours": [1.0, 3.0, 2.0], "old": [1.0, 2.0, 1.0]}, "ours", "old")
+        '1.5 [1–2]'
+    """
+    ratios = round_ratios(rounds, top, bottom)
+    return _spread_cell(statistics.median(ratios), (min(ratios), max(ratios))) if ratios else None
 
 
 def _table_rows(rows: Sequence[Row]) -> List[list]:
