@@ -23,7 +23,7 @@ from benchmark.explainers import create_explainer
 from benchmark.metrics import create_metric
 from benchmark.runtime.backbones import create_backbone
 from perf.measure import Bench
-from perf.projection import _random_weights
+from perf.projection import build_weights
 from perf.report import ratio_cell
 from perf.timing import command_line, median_time, run_header, write_report
 
@@ -99,7 +99,7 @@ def _weights(backbones: List[str]) -> str:
         >>> _weights(["resnet18"]), _weights(["synthetic/res_cnn"]), _weights(["resnet18", "synthetic/res_cnn"])
         ('random init', 'shipped weights', 'random init; synthetic/res_cnn: shipped weights')
     """
-    kept = [b for b in backbones if not _random_weights(b, None, False)[1]]
+    kept = [b for b in backbones if not build_weights(b, None, False)[1]]
     if not kept:
         return "random init"
     return "shipped weights" if len(kept) == len(backbones) else f"random init; {', '.join(kept)}: shipped weights"

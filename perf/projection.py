@@ -34,7 +34,7 @@ from benchmark.metrics.registry import METRICS
 from benchmark.runner.settings import RunConfig
 from benchmark.runtime.backbones import create_backbone
 from benchmark.runtime.module import ExplainerModule
-from perf.report import _spread_cell
+from perf.report import spread_cell
 from perf.timing import command_line, median_time, round_ratios, run_header, write_report
 
 PRECISIONS = {"32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
@@ -72,7 +72,7 @@ def _compiled(cls: type, kwargs: Mapping, compile_: bool) -> dict:
     return {**kwargs, **({"compile": True} if compile_ and takes else {})}
 
 
-def _random_weights(backbone: str, weights: Optional[str], random_init: bool) -> Tuple[Optional[str], bool]:
+def build_weights(backbone: str, weights: Optional[str], random_init: bool) -> Tuple[Optional[str], bool]:
     """The ``weights`` to build ``backbone`` with, and whether they are random.
 
     ``--random-init`` asks ``synthetic/``, ``digits/`` and ``hf/`` backbones for ``"random"`` (their ``None`` loads
@@ -80,11 +80,11 @@ def _random_weights(backbone: str, weights: Optional[str], random_init: bool) ->
     ``digits/`` only.
 
     Examples:
-        >>> _random_weights("resnet18", None, False), _random_weights("synthetic/cnn", None, False)
+        >>> build_weights("resnet18", None, False), build_weights("synthetic/cnn", None, False)
         ((None, True), (None, False))
-        >>> _random_weights("synthetic/cnn", None, True), _random_weights("resnet18", "IMAGENET1K_V1", True)
+        >>> build_weights("synthetic/cnn", None, True), build_weights("resnet18", "IMAGENET1K_V1", True)
         (('random', True), (None, True))
-        >>> _random_weights("synthetic/cnn", "random", False), _random_weights("digits/lenet", None, False)
+        >>> build_weights("synthetic/cnn", "random", False), build_weights("digits/lenet", None, False)
         (('random', True), (None, True))
     """
     own = backbone.startswith(("synthetic/", "digits/", "hf/"))
@@ -98,7 +98,7 @@ def measure_backbone(config: RunConfig, backbone: str, args: argparse.Namespace)
     forward (per round) and the passes per image the module counted."""
     device = torch.device(args.device)
     try:
-        weights, random = _random_weights(backbone, config.weights, args.random_init)
+        weights, random = build_weights(backbone, config.weights, args.random_init)
         model, prep = create_backbone(backbone, weights=weights, num_classes=config.num_classes, seed=config.seed)
     except (ValueError, FileNotFoundError) as err:  # e.g. the config's weights are not in the local cache
         raise SystemExit(f"{err}\nPass --random-init to measure with random weights (the Score-CAM family's rows "
@@ -165,8 +165,8 @@ def render(rows: List[dict], config: RunConfig, args: argparse.Namespace, comman
         device_total, wall_total = device_total + device_hours, wall_total + wall
         totals.append([backbone, device_hours, wall])
         for r in mine:
-            table.append([backbone, r["method"], _spread_cell(r["seconds"], r["range"]),
-                          _spread_cell(r["forwards"], r["forwards_range"]), f"{r['passes']:.4g} ({r['minimum']:.4g})",
+            table.append([backbone, r["method"], spread_cell(r["seconds"], r["range"]),
+                          spread_cell(r["forwards"], r["forwards_range"]), f"{r['passes']:.4g} ({r['minimum']:.4g})",
                           args.images * r["seconds"] / 3600])
     random = list(dict.fromkeys(r["backbone"] for r in rows if r["random"]))
     weights = "random init (--random-init)" if args.random_init else (

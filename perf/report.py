@@ -18,18 +18,18 @@ HEADERS = ["item", "batch", "floor passes / img", "floor ms", "ours ms", "effici
                                                                                             PEERS)]
 
 
-#: how the ratio cells read (see :func:`_spread_cell`)
+#: how the ratio cells read (see :func:`spread_cell`)
 RATIO_NOTE = ("ratios (ours / forward, ours / peer): the median of the ratios taken within each round "
               "[lowest–highest of them]; efficiency: the median of floor / ours within each round; the ms columns "
               "are medians over the rounds")
 
 
-def _spread_cell(value: Optional[float], spread: Optional[tuple]) -> Optional[str]:
+def spread_cell(value: Optional[float], spread: Optional[tuple]) -> Optional[str]:
     """``median [min–max]`` of a ratio (the range over rounds, each ratio within one round); the median alone
     when there is no range.
 
     Examples:
-        >>> _spread_cell(1.04, (0.98, 1.1)), _spread_cell(1.04, (1.04, 1.04)), _spread_cell(None, None)
+        >>> spread_cell(1.04, (0.98, 1.1)), spread_cell(1.04, (1.04, 1.04)), spread_cell(None, None)
         ('1.04 [0.98–1.1]', '1.04', None)
     """
     if value is None:
@@ -41,23 +41,23 @@ def _spread_cell(value: Optional[float], spread: Optional[tuple]) -> Optional[st
 
 def ratio_cell(rounds: Dict[str, List[float]], top: str, bottom: str) -> Optional[str]:
     """``top / bottom`` taken within each round of :func:`~perf.timing.median_time`'s ``rounds``, as a ratio cell:
-    the median [lowest–highest] (:func:`_spread_cell`); ``None`` without ratios.
+    the median [lowest–highest] (:func:`spread_cell`); ``None`` without ratios.
 
     Examples:
         >>> ratio_cell({"ours": [1.0, 3.0, 2.0], "old": [1.0, 2.0, 1.0]}, "ours", "old")
         '1.5 [1–2]'
     """
     ratios = round_ratios(rounds, top, bottom)
-    return _spread_cell(statistics.median(ratios), (min(ratios), max(ratios))) if ratios else None
+    return spread_cell(statistics.median(ratios), (min(ratios), max(ratios))) if ratios else None
 
 
 def _table_rows(rows: Sequence[Row]) -> List[list]:
     out = []
     for r in rows:
         out.append([r.item, r.batch, r.cost.describe(), None if r.floor is None else r.floor * 1e3, r.ours * 1e3,
-                    r.efficiency(), _spread_cell(r.ratio("forward"), r.spread("forward")),
+                    r.efficiency(), spread_cell(r.ratio("forward"), r.spread("forward")),
                     *(r.peers[p] * 1e3 if p in r.peers else None for p in PEERS),
-                    *(_spread_cell(r.ratio(p), r.spread(p)) for p in PEERS),
+                    *(spread_cell(r.ratio(p), r.spread(p)) for p in PEERS),
                     r.peak.get("ours"), *(r.peak.get(p) for p in PEERS)])
     return out
 
@@ -155,7 +155,7 @@ def render(rows: Sequence[Row], options: Sequence[OptionRow], args: argparse.Nam
                   "within each round [lowest–highest]; diff = largest absolute difference of "
                   "the option's output (maps in [0, 1], logits or probabilities) from the default's.", "",
                   table([[o.backbone, o.item, o.batch, o.option, o.default * 1e3, o.ours * 1e3,
-                          _spread_cell(o.ratio, o.spread), o.peer, o.diff, o.one_off] for o in options],
+                          spread_cell(o.ratio, o.spread), o.peer, o.diff, o.one_off] for o in options],
                         ["backbone", "item", "batch", "option", "default ms", "option ms", "ratio",
                          "option / grad-cam", "diff", "one-off s"]), "",
                   "`option / grad-cam` = ratio x (ours / grad-cam of the default in the main table).", ""]
