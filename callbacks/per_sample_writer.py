@@ -68,8 +68,8 @@ class PerSampleWriter(BasePredictionWriter):
         output_dir: run directory; files go to ``<output_dir>/per_sample/<backbone>/<method>/``.
         dataset: dataset name written in every row (e.g. ``"synthetic"``).
         backbone: backbone name written in every row.
-        mean, std: the backbone's input normalisation: records that carry a saliency map (see
-            ``ExplainerModule(keep_maps=...)``) are saved with their de-normalised image under
+        mean, std: the normalisation the images were made with (the run passes its datamodule's): records that
+            carry a saliency map (see ``ExplainerModule(keep_maps=...)``) are saved with their de-normalised image under
             ``<output_dir>/maps/<backbone>/`` for the leaderboard figures.
 
     Examples:

@@ -30,10 +30,11 @@ import torch
 import yaml
 
 from benchmark.explainers import explainer_class, resolve_explainer
-from benchmark.metrics.registry import METRICS
+from benchmark.metrics.registry import METRICS, with_normalisation
 from benchmark.runner.settings import RunConfig
 from benchmark.runtime.backbones import create_backbone
 from benchmark.runtime.module import ExplainerModule
+from datamodules.base import as_preprocessing
 from perf.report import spread_cell
 from perf.timing import command_line, median_time, round_ratios, run_header, write_report
 
@@ -114,7 +115,10 @@ def measure_backbone(config: RunConfig, backbone: str, args: argparse.Namespace)
         classes = model(images[:1]).shape[1]
     batch = {"image": images, "label": torch.randint(classes, (args.batch,), generator=generator).to(device),
              "index": torch.arange(args.batch)}
-    metrics = {m: _compiled(METRICS[m], config.metric_args.get(m, {}), args.compile) for m in config.metrics}
+    data_prep = config.data_args.get("preprocessing")  # the images' normalisation, as the run takes it
+    norm = prep if data_prep is None else as_preprocessing(data_prep)
+    metrics = {m: _compiled(METRICS[m], with_normalisation(m, config.metric_args.get(m, {}), norm.mean, norm.std),
+                            args.compile) for m in config.metrics}
 
     def build(method: str, kwargs: Mapping) -> ExplainerModule:  # as the run builds it, with one explainer
         return ExplainerModule(model, {method: dict(kwargs)}, target=config.target, keep_maps=False, input_size=size,

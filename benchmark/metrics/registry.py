@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import difflib
-from typing import Dict, Iterable, List, Type
+import inspect
+import math
+from typing import Any, Dict, Iterable, List, Mapping, Sequence, Type
 
 from benchmark.metrics.adcc import ADCC, AverageDrop, AverageIncrease, Coherency, Complexity
 from benchmark.metrics.base import PerSampleMetric, passes_unmodelled
@@ -19,7 +21,8 @@ from benchmark.metrics.pointing import EnergyPointingGame, PointingGame, Pointin
 from benchmark.metrics.road import ROADLeRF, ROADMoRF
 from benchmark.metrics.wsol import MaxBoxAccV2, PxAP
 
-__all__ = ["METRICS", "create_metric", "default_metrics", "list_metrics", "unmodelled_metrics"]
+__all__ = ["METRICS", "create_metric", "default_metrics", "list_metrics", "unmodelled_metrics",
+           "with_normalisation"]
 
 #: name -> class; the order is the leaderboard's column order.
 METRICS: Dict[str, Type[PerSampleMetric]] = {
@@ -50,6 +53,50 @@ METRICS: Dict[str, Type[PerSampleMetric]] = {
     "max_sensitivity": MaxSensitivity,
     "mprt": MPRT,
 }
+
+
+#: the constructor arguments through which a metric takes the model's input normalisation
+NORMALISATION = ("mean", "std")
+
+
+def with_normalisation(name: str, args: Mapping[str, Any], mean: Sequence[float], std: Sequence[float]) -> Dict:
+    """``args`` of metric ``name`` with the input normalisation the images were made with (``mean``, ``std``)
+    filled in where the metric takes it: ROAD's noise, FGSM's step, infidelity's and max-sensitivity's noise and
+    the one-pixel attack's colours are in pixel units and become the inputs' units through it, so a metric left
+    at its ImageNet default on a model normalised otherwise (0.5 / 0.5: many timm models, the shipped synthetic
+    backbones) would perturb by the wrong amount. ``cam-bench run`` builds every metric through this.
+
+    Raises:
+        ValueError: ``args`` sets ``mean`` or ``std`` to other values than the images': drop the argument (the
+            run takes it from the preprocessing) or fix the preprocessing.
+
+    Examples:
+        >>> with_normalisation("road_morf", {"noise": 0.02}, (0.5,) * 3, (0.5,) * 3)
+        {'noise': 0.02, 'std': (0.5, 0.5, 0.5)}
+        >>> with_normalisation("complexity", {}, (0.5,) * 3, (0.5,) * 3)
+        {}
+        >>> with_normalisation("fgsm_robustness", {"std": 0.5}, (0.5,) * 3, (0.5,) * 3)["std"]  # per channel
+        (0.5, 0.5, 0.5)
+        >>> with_normalisation("fgsm_robustness", {"std": 0.25}, (0.5,) * 3, (0.5,) * 3)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: metric_args.fgsm_robustness.std is 0.25, but the images are normalised with std (0.5, 0.5, 0.5)...
+    """
+    takes = inspect.signature(METRICS[name].__init__).parameters
+    out = dict(args)
+    for key, value in zip(NORMALISATION, (tuple(mean), tuple(std))):
+        if key not in takes:
+            continue
+        out[key] = value
+        if key not in args:
+            continue
+        given = args[key]
+        given = [given] * len(value) if isinstance(given, (int, float)) else list(given)
+        if len(given) != len(value) or not all(math.isclose(a, b, rel_tol=1e-6) for a, b in zip(given, value)):
+            raise ValueError(f"metric_args.{name}.{key} is {args[key]}, but the images are normalised with {key} "
+                             f"{value} (the preprocessing); drop the argument: the run passes the preprocessing's "
+                             f"values to the metric.")
+    return out
 
 
 def unmodelled_metrics(names: Iterable[str]) -> List[str]:

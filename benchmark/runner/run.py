@@ -38,6 +38,7 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from benchmark.explainers import resolve_explainer
+from benchmark.metrics.registry import with_normalisation
 from benchmark.report.passes_report import read_backbone_passes
 from benchmark.runner.config import RunConfig, _data_kwargs, dataset_subset, fingerprint, validate
 from benchmark.runner.folder import (
@@ -173,12 +174,18 @@ def _run_backbone(config: RunConfig, trainer_args: Dict[str, Any], out: Path, ba
     datamodule = create_datamodule(config.data, **_data_kwargs(config, prep))
     datamodule.setup("predict")
     dataset = datamodule.dataset
+    norm = getattr(datamodule, "preprocessing", prep)  # data_args.preprocessing, else the backbone's
+    try:
+        metric_args = {m: with_normalisation(m, config.metric_args.get(m, {}), norm.mean, norm.std)
+                       for m in config.metrics}
+    except ValueError as err:
+        raise _refusal(err)
     keep = [dataset.global_index(i) if hasattr(dataset, "global_index") else i
             for i in range(config.figures if size is None else min(config.figures, size))]
     total = 0 if size is None else num_shards(size, config.batch_size)
     module = ExplainerModule(model, {spec: config.explainer_args.get(spec, {}) for spec in config.explainers},
                              target=config.target, keep_maps=keep, input_size=prep.input_size,
-                             metrics={m: config.metric_args.get(m, {}) for m in config.metrics}, top_k=config.top_k,
+                             metrics=metric_args, top_k=config.top_k,
                              target_layer=config.target_layer.get(backbone), layout=config.layout.get(backbone),
                              reduce=False)
     check_backbone(out, backbone, module.layers, weights, asdict(prep))  # SettingsDiffer: a refusal for the CLI
@@ -197,7 +204,7 @@ def _run_backbone(config: RunConfig, trainer_args: Dict[str, Any], out: Path, ba
     args = {"accelerator": "cpu", "devices": 1, **trainer_args, **_OWN_TRAINER_ARGS, "default_root_dir": str(out)}
     if args.get("logger") in (None, True):
         args["logger"] = CSVLogger(str(out / "logs"), name=safe_name(backbone))  # version_<k> per attempt
-    args["callbacks"] = [PerSampleWriter(out, config.data, backbone, prep.mean, prep.std), stop,  # stop after writing
+    args["callbacks"] = [PerSampleWriter(out, config.data, backbone, norm.mean, norm.std), stop,  # stop after writing
                          *([BenchmarkProgressBar(backbone)] if args.get("enable_progress_bar") is not False else [])]
     start, complete = time.perf_counter(), False
     try:
