@@ -13,8 +13,11 @@ Layout (the NIH release; ``images_001.tar.gz`` ... ``images_012.tar.gz`` extract
     |-- Data_Entry_2017.csv    optional: "Image Index,Finding Labels,...", findings "A|B" or "No Finding"
     `-- images/00000001_000.png ...   (or the PNGs directly in root, or ``images_dir=``)
 
-Classes: :data:`CHESTXRAY14_CLASSES`, the output order of the CheXNet / torchxrayvision 14-way heads;
-``classes=`` sets another order for a user's head. The box file spells Infiltration "Infiltrate".
+Classes: :data:`CHESTXRAY14_CLASSES`, the output order of CheXNet's 14-way head (Rajpurkar et al.; its
+released code's ``CLASS_NAMES``); ``classes=`` sets another order for a user's head. torchxrayvision uses
+other orders: its models have 18 outputs in ``xrv.datasets.default_pathologies`` order and its NIH dataset
+sorts the 14 labels alphabetically, so a torchxrayvision head needs ``classes=`` (its output names, in order).
+The box file spells Infiltration "Infiltrate".
 
 Items: one per (image, box class), images and classes in order of first appearance in ``BBox_List_2017.csv``
 (boxes of one class in one image make one item). ``index`` is the position in that list, ``label`` the class's
@@ -62,7 +65,7 @@ from datamodules.sample import make_sample
 __all__ = ["BBOX_LIST", "CHESTXRAY14_CLASSES", "DATA_ENTRY", "BoxRow", "ChestXray14", "ChestXray14DataModule",
            "chestxray_preprocessing", "check_classes", "find_chestxray14", "read_bbox_list", "read_data_entry"]
 
-#: The 14 findings in the CheXNet / torchxrayvision order: the class index of a 14-way head.
+#: The 14 findings in CheXNet's output order (not torchxrayvision's): the class index of a CheXNet-style head.
 CHESTXRAY14_CLASSES = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
                        "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening",
                        "Hernia")

@@ -23,13 +23,17 @@ examples of its own shards -- a partition when all ranks run as many workers, as
 does); ``num_workers`` is capped at the rank's number of shards (logged), since a worker without
 a shard idles. ``limit`` keeps the first ``limit`` rows of the full stream (before splitting).
 
-Boxes: ``annotations`` maps an image id to ``(boxes, box_labels)`` (``(N, 4)`` xyxy, original
-pixels): a ``Mapping``, a callable returning ``None`` for an image without boxes, or the path of a
+Boxes: ``annotations`` maps an image id to ``(boxes, box_labels)`` (``(N, 4)`` xyxy, original pixels): a
+``Mapping``, a callable returning ``None`` for an image without boxes (both taken as given), or the path of a
 Kaggle ``LOC_val_solution.csv`` or ILSVRC XML directory, read with ``synset_mapping`` into an
-:class:`~datamodules.imagenet_annotations.ImageNetAnnotations`, whose box labels follow the mapping's
-line order: the sorted-synset order of the hub ``imagenet-1k`` ``label`` column. The id is the
-``id_column`` value, else the base name of the image's stored path (``ILSVRC2012_val_00000001.JPEG``),
-else ``f"{split}_{index:08d}"``; a missed lookup retries it without its extension (``x.JPEG`` -> ``x``).
+:class:`~datamodules.imagenet_annotations.ImageNetAnnotations` (box labels in the mapping's line order: the
+sorted-synset order of the hub ``imagenet-1k`` labels) and checked as :class:`~datamodules.imagenet.ImageNetVal`
+does (:meth:`~datamodules.imagenet_annotations.ImageNetAnnotations.checked`): an image of another size than the
+XML ``<size>``, or whose label (label column) or name's synset is not its boxes' class, is an ``AnnotationError``
+(``on_error="skip"``: skipped, counted). The id is the ``id_column`` value, else the base name of the image's
+path (hub ``imagenet-1k`` validation: ``ILSVRC2012_val_00000001_n01751748.JPEG``), else
+``f"{split}_{index:08d}"``; a miss retries it without its extension, then without a trailing ``_n<8 digits>``
+(:func:`~datamodules.imagenet_annotations.image_id_candidates`). The first miss is logged; all are counted.
 """
 from __future__ import annotations
 
@@ -53,7 +57,13 @@ from torch.utils.data import DataLoader, IterableDataset
 from benchmark.runtime.preprocessing import Preprocessing
 from datamodules.base import ON_ERROR, CamDataModule, as_preprocessing, check_choice, check_positive_int
 from datamodules.errors import AnnotationError
-from datamodules.imagenet_annotations import ImageNetAnnotations, PathLike, check_annotation_paths, is_annotation_path
+from datamodules.imagenet_annotations import (
+    ImageNetAnnotations,
+    PathLike,
+    check_annotation_paths,
+    image_id_candidates,
+    is_annotation_path,
+)
 from datamodules.images import CorruptImageError, to_rgb
 from datamodules.sample import collate_samples, make_sample, skipped_sample
 from datamodules.stream_shards import INDEX as _INDEX
@@ -137,7 +147,7 @@ def decode_image(value: Any, sample_id: str = "<image>") -> Image.Image:
             raise CorruptImageError(f"Cannot decode image {sample_id!r}: no image bytes or path ({value!r:.80}).")
         with Image.open(io.BytesIO(data)) as image:
             image.load()
-            return to_rgb(image)
+            return to_rgb(image, sample_id)
     except CorruptImageError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
@@ -177,7 +187,7 @@ class HFStream(IterableDataset):
         image_column, label_column, id_column: column names; ``label_column=None`` gives label -1
             (use ``target="prediction"``); ``id_column=None`` takes the id from the image path.
         annotations: image id -> ``(boxes, box_labels)`` mapping or callable, or the path of a Kaggle
-            ``LOC_val_solution.csv`` or an ILSVRC XML directory (module docstring).
+            ``LOC_val_solution.csv`` or an ILSVRC XML directory (module docstring: ids; checks of a path).
         synset_mapping: ``LOC_synset_mapping.txt`` (its line order gives the box labels) with a path ``annotations``.
         preprocessing: the backbone's preprocessing (see :func:`~datamodules.base.as_preprocessing`).
         limit: keep the first ``limit`` examples of the full stream.
@@ -217,6 +227,7 @@ class HFStream(IterableDataset):
             raise TypeError(f"Expected `annotations` to be a mapping image id -> (boxes, box_labels), a callable, a "
                             f"path or None, but got {type(annotations).__name__}.")
         self.split, self.annotations = split, annotations
+        self._logged_miss = False  # the first image without an annotation entry is logged, once
         self.image_column, self.label_column, self.id_column = image_column, label_column, id_column
         check_local_files(path, data_files, data_dir)
         raw = datasets.load_dataset(path, name=name, split=split, data_files=data_files, data_dir=data_dir,
@@ -258,13 +269,19 @@ class HFStream(IterableDataset):
                 raise ValueError(f"Unknown {kind}_column {column!r}; the {self.split!r} split has columns "
                                  f"{sorted(available)}.")
 
-    def _lookup(self, sample_id: str) -> Any:
-        get = self.annotations.get if isinstance(self.annotations, Mapping) else self.annotations
-        for key in dict.fromkeys((sample_id, os.path.splitext(sample_id)[0])):
-            value = get(key)
-            if value is not None:
-                return value
-        return None
+    def _lookup(self, sample_id: str, image: Image.Image, label: int) -> Any:
+        """The annotation of ``sample_id`` (an ImageNet file's is checked against the image), ``None``: no entry."""
+        keys = [key for key, _ in image_id_candidates(sample_id)]
+        if isinstance(self.annotations, ImageNetAnnotations):
+            value = self.annotations.checked(sample_id, image.size, label)
+        else:
+            get = self.annotations.get if isinstance(self.annotations, Mapping) else self.annotations
+            value = next((found for found in map(get, keys) if found is not None), None)
+        if value is None and not self._logged_miss:
+            self._logged_miss = True
+            log.warning("No annotation entry for image %r (looked up as %s): counted in images_without_boxes. If "
+                        "most images miss, pass id_column= or annotations keyed by the stream's ids.", sample_id, keys)
+        return value
 
     def sample(self, example: Mapping[str, Any]) -> Dict[str, Any]:
         """One streamed row (with its index tag) -> a contract sample, or a skipped marker."""
@@ -280,7 +297,8 @@ class HFStream(IterableDataset):
         label = -1 if self.label_column is None or example[self.label_column] is None else example[self.label_column]
         try:
             image = decode_image(value, sample_id)
-            boxes = {} if self.annotations is None else _parse_annotation(self._lookup(sample_id), sample_id)
+            boxes = {} if self.annotations is None else _parse_annotation(self._lookup(sample_id, image, int(label)),
+                                                                          sample_id)
             return make_sample(image, self.preprocessing, self.transform, label=int(label), index=index,
                                sample_id=sample_id, **boxes)
         except (CorruptImageError, AnnotationError) as err:

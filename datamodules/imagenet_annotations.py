@@ -11,6 +11,11 @@ Boxes: ILSVRC coordinates are inclusive pixel indices (the devkit counts ``xmax 
 ``box_convention="inclusive"`` (default, both formats) makes them the contract's pixel-edge boxes
 ``(xmin, ymin, xmax + 1, ymax + 1)``; ``"edges"`` keeps the numbers as they are.
 
+Image ids: an id is looked up as given, without its extension (``ILSVRC2012_val_00000001.JPEG``), and
+without the ``_<synset>`` suffix that the Hugging Face ``imagenet-1k`` loading script adds to validation
+file names (``ILSVRC2012_val_00000001_n01751748.JPEG``, "image filepath format
+<IMAGE_FILENAME>_<SYNSET_ID>.JPEG"); that synset must then be the class of every box of the entry.
+
 Errors: a malformed mapping or CSV structure raises an ``AnnotationError`` (naming the file, line and
 field) when read; a malformed CSV row or XML file, or an unknown synset, raises it only when that image
 is looked up, so one bad entry costs one image (``on_error="skip"``).
@@ -26,16 +31,19 @@ from typing import Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from datamodules.base import as_path, check_choice
 from datamodules.errors import AnnotationError
 
 __all__ = ["BOX_CONVENTIONS", "ImageNetAnnotations", "ImageNetBoxes", "as_path", "check_annotation_paths",
-           "is_annotation_path", "parse_prediction_string", "read_synset_mapping"]
+           "image_id_candidates", "is_annotation_path", "parse_prediction_string", "read_synset_mapping"]
 
 BOX_CONVENTIONS = ("inclusive", "edges")
 _SYNSET = re.compile(r"n\d{8}")
 _FIELDS = ("xmin", "ymin", "xmax", "ymax")
+#: A hub ``imagenet-1k`` validation file stem: ``<ImageId>_<synset>``.
+_HUB_STEM = re.compile(r"(?P<id>.+)_(?P<synset>n\d{8})")
 
 PathLike = Union[str, os.PathLike]
 
@@ -48,6 +56,26 @@ class ImageNetBoxes(NamedTuple):
     boxes: np.ndarray
     size: Optional[Tuple[int, int]]
     where: str
+
+
+def image_id_candidates(image_id: str) -> List[Tuple[str, Optional[str]]]:
+    """The keys an image id is looked up under, in order, each with the synset its name carries (or ``None``).
+
+    The id as given, without its extension, and -- for the hub ``imagenet-1k`` name ``<ImageId>_<synset>.JPEG``
+    -- the ImageId without ``_<synset>`` (with that synset, which the boxes' class must match).
+
+    Examples:
+        >>> image_id_candidates("ILSVRC2012_val_00000001_n01751748.JPEG")[1:]
+        [('ILSVRC2012_val_00000001_n01751748', None), ('ILSVRC2012_val_00000001', 'n01751748')]
+        >>> image_id_candidates("ILSVRC2012_val_00000002")
+        [('ILSVRC2012_val_00000002', None)]
+    """
+    stem = os.path.splitext(image_id)[0]
+    keys: List[Tuple[str, Optional[str]]] = [(image_id, None), (stem, None)]
+    match = _HUB_STEM.fullmatch(stem)
+    if match:
+        keys.append((match["id"], match["synset"]))
+    return list(dict.fromkeys(keys))
 
 
 def read_synset_mapping(path: PathLike) -> Tuple[List[str], List[str]]:
@@ -177,8 +205,10 @@ class ImageNetAnnotations(Mapping):
 
     ``boxes`` is an ``(N, 4)`` float64 tensor of pixel-edge xyxy boxes in original pixels (see the module
     docstring), ``box_labels`` a list of N class indices in the order of ``synset_mapping``. An id may carry
-    an extension (``ILSVRC2012_val_00000001.JPEG``); an id without an entry raises ``KeyError``, a malformed
-    entry ``AnnotationError``. The CSV is read once here; an XML file is parsed on each lookup.
+    an extension (``ILSVRC2012_val_00000001.JPEG``) and the hub ``imagenet-1k`` suffix ``_<synset>``
+    (:func:`image_id_candidates`; the synset must be the boxes' class); an id without an entry raises
+    ``KeyError``, a malformed entry ``AnnotationError``. :meth:`find` also gives the XML ``<size>`` (to check
+    the image against). The CSV is read once here; an XML file is parsed on each lookup.
 
     Args:
         annotations_path: ``LOC_val_solution.csv`` (a file) or the XML directory (``<ImageId>.xml`` files).
@@ -195,8 +225,12 @@ class ImageNetAnnotations(Mapping):
         >>> boxes, labels = ann["ILSVRC2012_val_00000003.JPEG"]
         >>> boxes.tolist(), labels, list(ann), ann.classes, ann.format
         ([[0.0, 0.0, 32.0, 16.0]], [1], ['ILSVRC2012_val_00000003'], ['n01440764', 'n01443537'], 'csv')
-        >>> "ILSVRC2012_val_00000004" in ann
-        False
+        >>> ann["ILSVRC2012_val_00000003_n01443537.JPEG"][1], "ILSVRC2012_val_00000004" in ann
+        ([1], False)
+        >>> ann["ILSVRC2012_val_00000003_n01440764.JPEG"]  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        datamodules.errors.AnnotationError: Image id 'ILSVRC2012_val_00000003_n01440764.JPEG' names synset n01440764 ...
         >>> import shutil; shutil.rmtree(data)
     """
 
@@ -212,12 +246,12 @@ class ImageNetAnnotations(Mapping):
     def _has(self, image_id: str) -> bool:
         return image_id in self._table if self._table is not None else (self.path / f"{image_id}.xml").is_file()
 
-    def _key(self, image_id: object) -> Optional[str]:
-        """The stored ImageId for ``image_id`` (as given, else without its extension), or ``None``."""
+    def _key(self, image_id: object) -> Optional[Tuple[str, Optional[str]]]:
+        """The stored ImageId for ``image_id`` (:func:`image_id_candidates`) and the synset its name carries."""
         if isinstance(image_id, str):
-            for key in dict.fromkeys((image_id, os.path.splitext(image_id)[0])):
+            for key, synset in image_id_candidates(image_id):
                 if self._has(key):
-                    return key
+                    return key, synset
         return None
 
     def _label(self, synset: str, where: str) -> int:
@@ -249,11 +283,63 @@ class ImageNetAnnotations(Mapping):
         boxes = boxes + np.array([0, 0, 1, 1]) * (self.box_convention == "inclusive")
         return ImageNetBoxes(labels, boxes, size, where)
 
-    def __getitem__(self, image_id: str) -> Tuple[torch.Tensor, List[int]]:
-        key = self._key(image_id)
-        if key is None:
-            raise KeyError(image_id)
+    def find(self, image_id: str) -> Optional[ImageNetBoxes]:
+        """The entry of an image id as a folder or stream names it (:func:`image_id_candidates`), with its XML
+        ``<size>`` and source; ``None`` when no key matches.
+
+        Raises:
+            AnnotationError: the entry is malformed, names an unknown synset, or the id's ``_<synset>`` suffix
+                (hub ``imagenet-1k`` names) is not the class of every box.
+        """
+        found = self._key(image_id)
+        if found is None:
+            return None
+        key, synset = found
         entry = self.read(key)
+        if synset is not None:
+            label = self._label(synset, f"Image id {image_id!r}")
+            other = sorted({self.classes[k] for k in entry.labels.tolist() if k != label})
+            if other:
+                raise AnnotationError(f"Image id {image_id!r} names synset {synset} but {entry.where} has boxes of "
+                                      f"{', '.join(other)}: the image's name and its annotation disagree (a renamed "
+                                      "image, or annotations of another release).")
+        return entry
+
+    def checked(self, image_id: str, image_size: Tuple[int, int], label: int = -1
+                ) -> Optional[Tuple[Tensor, List[int]]]:
+        """``(boxes, box_labels)`` of :meth:`find`, checked against the image as
+        :class:`~datamodules.imagenet.ImageNetVal` does; ``None`` when no key matches.
+
+        Args:
+            image_id: the image's id (:func:`image_id_candidates`).
+            image_size: the image's ``(width, height)``, compared with the XML ``<size>`` (the CSV has none).
+            label: the image's class index in this mapping's order, or -1 (unknown: not checked).
+
+        Raises:
+            AnnotationError: as :meth:`find`; the size differs from ``<size>`` (boxes of resized copies are not
+                supported); or a box's class is not ``label`` (ImageNet val has one class per image).
+        """
+        entry = self.find(image_id)
+        if entry is None:
+            return None
+        if entry.size is not None and entry.size != tuple(image_size):
+            raise AnnotationError(f"{entry.where}: <size> says {entry.size[0]}x{entry.size[1]} but image {image_id!r} "
+                                  f"is {image_size[0]}x{image_size[1]}; boxes of resized copies are not supported. "
+                                  "Use the full-size images, or pass on_error='skip' to skip (and count) them.")
+        other = sorted({self.classes[k] for k in entry.labels.tolist() if k != label})
+        if label >= 0 and other:
+            name = self.classes[label] if label < len(self.classes) else "not a class of the mapping"
+            raise AnnotationError(
+                f"Image {image_id!r} has label {label} ({name}) but {entry.where} has boxes of {', '.join(other)}. "
+                "ImageNet val has one class per image: pass the synset_mapping whose line order is the label order "
+                f"(the sorted synsets for the hub imagenet-1k; now {self.synset_mapping}), or check that the id names "
+                "this image.")
+        return torch.from_numpy(entry.boxes), entry.labels.tolist()
+
+    def __getitem__(self, image_id: str) -> Tuple[torch.Tensor, List[int]]:
+        entry = self.find(image_id)
+        if entry is None:
+            raise KeyError(image_id)
         return torch.from_numpy(entry.boxes), entry.labels.tolist()
 
     def __contains__(self, image_id: object) -> bool:

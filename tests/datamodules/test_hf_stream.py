@@ -205,7 +205,8 @@ def test_malformed_annotation_raise_or_skip(source):
 
 
 # ILSVRC-style source: image number -> ((width, height), [(synset, inclusive xmin ymin xmax ymax)]); 3 has no boxes
-ILSVRC = {1: ((16, 16), [("n01443537", (2, 3, 9, 11)), ("n01440764", (0, 0, 15, 15))]),
+# (ImageNet val has one class per image: every box of an image is of its label's class)
+ILSVRC = {1: ((16, 16), [("n01443537", (2, 3, 9, 11)), ("n01443537", (0, 0, 15, 15))]),
           2: ((20, 10), [("n01484850", (7, 2, 11, 7))]), 3: ((16, 16), [])}
 
 
@@ -240,7 +241,7 @@ def test_imagenet_annotation_files_joined_by_image_id(ilsvrc, fmt):
         (k - 1, f"ILSVRC2012_val_{k:08d}.JPEG", k % 3) for k in ILSVRC]
     # 16 x 16: resize 64 (x4), crop 56 at (4, 4); inclusive (2, 3, 9, 11) -> edges (2, 3, 10, 12); the full box clipped
     assert samples[0]["boxes"].tolist() == [[4.0, 8.0, 36.0, 44.0], [0.0, 0.0, 56.0, 56.0]]
-    assert samples[0]["box_labels"].tolist() == [1, 0] and samples[0]["counts"]["boxes_clipped"] == 1
+    assert samples[0]["box_labels"].tolist() == [1, 1] and samples[0]["counts"]["boxes_clipped"] == 1
     # 20 x 10: resize to 128 x 64 (x6.4), crop 56 at (36, 4); (7, 2, 11, 7) -> edges (7, 2, 12, 8)
     torch.testing.assert_close(samples[1]["boxes"], torch.tensor([[8.8, 8.8, 40.8, 47.2]]), rtol=0, atol=1e-4)
     assert samples[1]["box_labels"].tolist() == [2]
@@ -250,7 +251,7 @@ def test_imagenet_annotation_files_joined_by_image_id(ilsvrc, fmt):
     dm.prepare_data()
     dm.setup("predict")
     (batch,) = list(dm.predict_dataloader())
-    assert dm.hparams.annotations == source and [b.tolist() for b in batch["box_labels"]] == [[1, 0], [2], []]
+    assert dm.hparams.annotations == source and [b.tolist() for b in batch["box_labels"]] == [[1, 1], [2], []]
 
 
 def test_imagenet_annotation_path_arguments(ilsvrc, tmp_path):
