@@ -67,7 +67,7 @@ DEFAULT_EXPLAINERS: Tuple[str, ...] = ("ablationcam", "center", "eigencam", "fak
 METRICS: Dict[str, str] = {
     "average_drop": "Average Drop % over the dataset; samples with ``Y = 0`` are undefined (counted, omitted).",
     "average_increase": "Average Increase in confidence %: share of images with ``O > Y``.",
-    "coherency": "Coherency %; a constant map scores 0 by default (``nan_policy=\"zero\"``, the authors' code).",
+    "coherency": "Coherency %; a finite constant map scores 0 by default (``nan_policy=\"zero\"``, the authors' code).",
     "complexity": "Complexity %: mean of the ``[0, 1]`` maps.",
     "adcc": "ADCC % (Poppi Eq. 5): the harmonic mean of the dataset means of Coherency, 1 - Complexity, 1 - Drop.",
     "deletion": "Deletion AUC (RISE, Petsiuk et al. 2018): most salient pixels replaced by 0 first; lower is better.",

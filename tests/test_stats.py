@@ -65,9 +65,9 @@ def test_bootstrap_vectorised_path_is_taken_only_for_the_default_mean(monkeypatc
     policy_means = stats._policy_means
     monkeypatch.setattr(stats, "_policy_means", lambda *args: calls.append(1) or policy_means(*args))
     x = torch.arange(10, dtype=torch.float64)
-    bootstrap_ci(create_metric("coherency").results_from, x, n_boot=20)
+    bootstrap_ci(create_metric("complexity").results_from, x, n_boot=20)
     assert calls == [1]
-    bootstrap_ci(_slow(create_metric("coherency")), x, n_boot=20)
+    bootstrap_ci(_slow(create_metric("complexity")), x, n_boot=20)
     bootstrap_ci(create_metric("deletion").results_from, x, n_boot=20)  # its own reduce
     bootstrap_ci(create_metric("adcc").results_from, torch.rand(10, 3, dtype=torch.float64), n_boot=20)
     assert calls == [1]

@@ -82,5 +82,8 @@ class FGSMRobustness(PerSampleMetric):
         return reduce_values(values[:, 0], "mean", self.nan_policy)
 
     def extra_reduce(self, values: Tensor) -> Dict[str, Tensor]:
-        """``{"flip_rate": % of samples whose prediction FGSM changed}``."""
-        return {"flip_rate": values[:, 1].mean()}
+        """``{"flip_rate": % of samples whose prediction FGSM changed}``: a sample marked undefined (NaN row, a
+        map that was not finite) is left out or, under ``nan_policy="propagate"``, makes it NaN; a constant map
+        (NaN ``r`` only) still counts, as its flip is measured."""
+        return {"flip_rate": reduce_values(values[:, 1], "mean", "propagate" if self.nan_policy == "propagate"
+                                           else "omit")}

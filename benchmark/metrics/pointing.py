@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from benchmark.metrics.base import MetricInputs, PerSampleMetric
+from benchmark.metrics.functional._common import check_choice
 from benchmark.metrics.functional.pointing import Objects, energy_pointing_game, pointing_game, pointing_game_recall
 from benchmark.metrics.localization import count_clipped
 
@@ -145,6 +146,8 @@ class PointingGameRecall(PerSampleMetric):
         tolerance: pointing tolerance in pixels (15).
         reject_threshold: threshold on the raw map maximum (0.5).
         top_k: candidates per image (5); the module must give at least that many maps.
+        nan_policy: an image ``ExplainerModule`` marks undefined (a map that is not finite) is left out
+            (``"omit"``, default) or makes the recall NaN (``"propagate"``).
 
     Examples:
         >>> maps = torch.zeros(1, 2, 8, 8)
@@ -159,8 +162,9 @@ class PointingGameRecall(PerSampleMetric):
     higher_is_better = True
     needs = frozenset({"topk", "boxes"})
 
-    def __init__(self, tolerance: float = 15, reject_threshold: float = 0.5, top_k: int = 5, **kwargs) -> None:
-        super().__init__(nan_policy="omit", **kwargs)
+    def __init__(self, tolerance: float = 15, reject_threshold: float = 0.5, top_k: int = 5,
+                 nan_policy: str = "omit", **kwargs) -> None:
+        super().__init__(nan_policy=check_choice(nan_policy, "nan_policy", ("omit", "propagate")), **kwargs)
         self.tolerance = tolerance
         self.reject_threshold = reject_threshold
         self.top_k = top_k
@@ -189,8 +193,12 @@ class PointingGameRecall(PerSampleMetric):
                     inputs.indices)
 
     def reduce(self, values: Tensor) -> Tensor:
-        """``100 * sum(recalled) / sum(ground-truth classes)`` (NaN without any ground-truth class)."""
-        total = values.sum(dim=0)
+        """``100 * sum(recalled) / sum(ground-truth classes)`` over the defined images (NaN without any
+        ground-truth class); an undefined image (NaN row) is left out (``nan_policy="omit"``) or makes it NaN."""
+        undefined = torch.isnan(values).any(dim=1)
+        if self.nan_policy == "propagate" and undefined.any():
+            return torch.tensor(torch.nan, dtype=torch.float64)
+        total = values[~undefined].sum(dim=0)
         return torch.where(total[1] > 0, 100 * total[0] / total[1].clamp(min=1), torch.nan)
 
 

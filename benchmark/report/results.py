@@ -5,13 +5,15 @@
 :func:`reduce_per_sample` feeds each metric column, in dataset-index order, to a fresh metric
 object of the same name and settings and returns its summary rows -- the same float64 reduction
 as the online metric, so the numbers equal ``ExplainerModule.results`` (tested) and do not depend
-on the number of processes that produced the files.
+on the number of processes that produced the files. :func:`data_report` adds up the data reports
+(``<backbone>/_data/*.json``) of one backbone over merged runs, each shard once.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pandas as pd
@@ -19,12 +21,21 @@ import torch
 
 from benchmark.metrics import create_metric
 from benchmark.report.stats import bootstrap_replicates, intervals
+from benchmark.runner.folder import safe_name
 from callbacks.per_sample_writer import PER_SAMPLE_COLUMNS
 
-__all__ = ["RESULT_COLUMNS", "read_per_sample", "reduce_per_sample", "write_results_csv"]
+__all__ = ["RESULT_COLUMNS", "RunsDiffer", "data_report", "read_per_sample", "reduce_per_sample", "write_results_csv"]
 
 #: Columns of ``results.csv``; ``ci_low, ci_high``: the 95 % percentile bootstrap interval (seeded).
 RESULT_COLUMNS = ("dataset", "backbone", "method", "metric", "value", "ci_low", "ci_high", "n", "n_invalid")
+
+
+class RunsDiffer(ValueError):
+    """Runs that cannot be merged (settings, a shared backbone's weights, rows or data reports held twice over).
+
+    A refusal: ``cam-bench leaderboard`` prints it as one line and exits 2."""
+
+    cam_bench_refusal = True
 
 
 def read_per_sample(run_dirs: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]) -> pd.DataFrame:
@@ -32,8 +43,8 @@ def read_per_sample(run_dirs: Union[str, os.PathLike, Sequence[Union[str, os.Pat
     (dataset, backbone, method, index).
 
     Raises:
-        FileNotFoundError: a run directory without Parquet files (says how to produce them).
-        ValueError: a (dataset, backbone, method, index) row occurs twice (e.g. two merged runs hold the
+        FileNotFoundError: a run directory without Parquet files (says how to produce them; a refusal).
+        RunsDiffer: a (dataset, backbone, method, index) row occurs twice (e.g. two merged runs hold the
             same backbone and method).
     """
     dirs = [run_dirs] if isinstance(run_dirs, (str, os.PathLike)) else list(run_dirs)
@@ -41,9 +52,11 @@ def read_per_sample(run_dirs: Union[str, os.PathLike, Sequence[Union[str, os.Pat
     for run_dir in dirs:
         files = sorted(Path(run_dir).glob("per_sample/*/[!_]*/*.parquet"))
         if not files:
-            raise FileNotFoundError(f"No per-sample files (per_sample/<backbone>/<method>/*.parquet) under "
+            err = FileNotFoundError(f"No per-sample files (per_sample/<backbone>/<method>/*.parquet) under "
                                     f"{str(run_dir)!r}; run `cam-bench run --out {run_dir}` (or Trainer.predict "
                                     "with callbacks=[PerSampleWriter(run_dir, ...)]) first.")
+            err.cam_bench_refusal = True  # type: ignore[attr-defined]
+            raise err
         frames += [pd.read_parquet(f) for f in files]
     columns = list(dict.fromkeys(c for f in frames for c in f.columns))
     for part in frames:  # a metric a run did not configure is None (not NaN = undefined) in its rows
@@ -55,8 +68,9 @@ def read_per_sample(run_dirs: Union[str, os.PathLike, Sequence[Union[str, os.Pat
     frame = frame.sort_values(keys, kind="stable").reset_index(drop=True)
     duplicated = frame.duplicated(keys)
     if duplicated.any():
-        raise ValueError(f"Expected each (dataset, backbone, method, index) once, but got duplicates "
-                         f"{frame.loc[duplicated, keys].head(5).to_dict('records')}.")
+        raise RunsDiffer(f"Expected each (dataset, backbone, method, index) once, but got duplicates "
+                         f"{frame.loc[duplicated, keys].head(5).to_dict('records')}: merge runs that hold different "
+                         "methods (or backbones), or render each run on its own.")
     return frame
 
 
@@ -87,7 +101,11 @@ def reduce_per_sample(frame: pd.DataFrame, metrics: Optional[Mapping[str, Mappin
             if all(v is None for v in column):  # a metric not configured for this method
                 continue
             metric = create_metric(name, **config[name])
-            values = torch.tensor(np.stack([np.asarray(v, dtype=np.float64) for v in column]))  # (N,) or (N, K)
+            per_sample = [np.asarray(v, dtype=np.float64) for v in column]
+            if hasattr(metric, "upgrade_rows"):  # rows of files written before the metric's row form changed
+                status = group["map_status"].tolist() if "map_status" in group else [None] * len(per_sample)
+                per_sample = metric.upgrade_rows(per_sample, status)
+            values = torch.tensor(np.stack(per_sample))  # (N,) or (N, K)
             metric.store(values, indices)
             summary = metric.summary(sync=False)  # this process's rows are the whole dataset
             counts = {"n": summary.pop("n"), "n_invalid": summary.pop("n_invalid")}
@@ -113,3 +131,51 @@ def write_results_csv(rows: List[Dict[str, Any]], path: Union[str, os.PathLike])
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(path, index=False, float_format="%.17g")
     return path
+
+
+def data_report(metas: Sequence[Mapping[str, Any]], dataset: str, backbone: str, force: bool = False) -> str:
+    """``Data report: boxes clipped 4, ...; skipped samples listed: 0.`` of ``backbone`` on ``dataset`` over the
+    runs (their ``run.json`` with ``dir``) holding it: each shard's report once -- runs that share a backbone read
+    the same shards, so their reports are equal and the first is counted. A stream's reports are per rank and
+    batch (named by how many processes read it): each run's whole stream is one report, the first run's counted.
+
+    Raises:
+        RunsDiffer: two runs hold different reports of one shard (or of the stream), without ``force``; with it,
+            the line says so and shows no count.
+    """
+    reports: Dict[str, Tuple[str, Dict[str, Any]]] = {}  # shard (or "the stream") -> (run directory, its report)
+    for meta in metas:
+        if meta["fingerprint"].get("data") != dataset:  # a forced merge of two datasets: each its own
+            continue
+        folder = Path(meta["dir"]) / "per_sample" / safe_name(backbone) / "_data"
+        found = {path.name: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))}
+        if found and not all(name.startswith("shard_") for name in found):
+            found = {"the stream": _summed(found.values())}
+        for name, report in found.items():
+            seen, first = reports.setdefault(name, (meta["dir"], report))
+            if first != report:
+                text = (f"Runs {seen!r} and {meta['dir']!r} hold different data reports for {backbone} ({name}: "
+                        f"{first['counts']} vs {report['counts']})")
+                if not force:
+                    raise RunsDiffer(f"{text}; they did not read the same data. Re-run with the same data, or pass "
+                                     "--force to merge anyway.")
+                return f"Data report: -- ({text}; not counted, merged with --force)."
+    total = _summed(report for _, report in reports.values())
+    text = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(total["counts"].items())) or "no data counts"
+    return f"Data report: {text}; skipped samples listed: {len(total['skipped'])}."
+
+
+def _summed(reports: Iterable[Mapping[str, Any]]) -> Dict[str, Any]:
+    """Data reports added up: counts summed, skipped samples listed together (sorted: equal sets compare equal).
+
+    Examples:
+        >>> _summed([{"counts": {"boxes_clipped": 1}, "skipped": []}, {"counts": {"boxes_clipped": 3}, "skipped": []}])
+        {'counts': {'boxes_clipped': 4}, 'skipped': []}
+    """
+    counts: Dict[str, int] = {}
+    skipped: List[Any] = []
+    for report in reports:
+        for k, v in report["counts"].items():
+            counts[k] = counts.get(k, 0) + v
+        skipped += report["skipped"]
+    return {"counts": counts, "skipped": sorted(skipped, key=lambda s: json.dumps(s, sort_keys=True, default=str))}

@@ -6,7 +6,8 @@ explanation map ``E = x * CAM`` (normalised input space), per image:
 * Average Drop: ``max(0, Y - O) / Y * 100``; undefined for ``Y = 0``;
 * Average Increase: ``1[O > Y] * 100``;
 * Coherency: ``(1 + Pearson(CAM(x), CAM(E))) / 2 * 100``; undefined when a map is constant
-  (default ``nan_policy="zero"``: scored 0, as the authors' code does);
+  (default ``nan_policy="zero"``: a finite constant map scores 0, as the authors' code does; a
+  map that is not finite stays undefined and is left out of the mean);
 * Complexity: ``mean(CAM) * 100`` (the L1 norm per pixel of the [0, 1] map);
 * ADCC (Eq. 5): ``3 / (1/Coherency + 1/(1 - Complexity) + 1/(1 - AverageDrop))`` on fractions,
   reported in %; 0 when a term is 0. The released ``adcc.py`` forgot the ``1 -``; this follows
@@ -15,6 +16,8 @@ explanation map ``E = x * CAM`` (normalised input space), per image:
 Each function returns the batch mean (``reduction="mean"``) or per-sample values ("none").
 """
 from __future__ import annotations
+
+from typing import Tuple
 
 import torch
 from torch import Tensor
@@ -71,6 +74,29 @@ def _pearson(a: Tensor, b: Tensor) -> Tensor:
     return torch.where(denominator > 0, (a * b).sum(dim=1) / denominator.where(denominator > 0, 1.0), torch.nan)
 
 
+def _coherency_update(saliency: Tensor, expl_saliency: Tensor) -> Tuple[Tensor, Tensor]:
+    """Per-sample Coherency % (NaN where Pearson is undefined) and whether both maps are finite."""
+    check_saliency(saliency)
+    check_saliency(expl_saliency, "expl_saliency")
+    check_same_batch(saliency=saliency, expl_saliency=expl_saliency)
+    if saliency.shape != expl_saliency.shape:
+        raise ValueError(f"Expected `saliency` and `expl_saliency` to have the same shape, but got "
+                         f"{tuple(saliency.shape)} and {tuple(expl_saliency.shape)}.")
+    finite = torch.isfinite(saliency).flatten(1).all(dim=1) & torch.isfinite(expl_saliency).flatten(1).all(dim=1)
+    values = (1 + _pearson(saliency, expl_saliency)) / 2 * 100
+    return values.where(finite, torch.nan), finite
+
+
+def _coherency_compute(values: Tensor, finite: Tensor, reduction: str, nan_policy: str) -> Tensor:
+    """Apply ``nan_policy`` to per-sample Coherency: ``"zero"`` scores a finite constant map 0 and leaves a
+    sample whose maps are not finite out (NaN with ``reduction="none"``); ``"omit"`` / ``"propagate"`` treat
+    both alike."""
+    if nan_policy == "zero":
+        values = values.where(~(torch.isnan(values) & finite), 0.0)
+        nan_policy = "omit"
+    return reduce_values(values, reduction, nan_policy)
+
+
 def coherency(saliency: Tensor, expl_saliency: Tensor, reduction: str = "mean", nan_policy: str = "zero") -> Tensor:
     """Coherency %: ``(1 + Pearson(CAM(x), CAM(E))) / 2 * 100`` (Poppi et al. 2021, Eq. 2).
 
@@ -78,22 +104,20 @@ def coherency(saliency: Tensor, expl_saliency: Tensor, reduction: str = "mean", 
         saliency: ``(B, H, W)`` maps of the images.
         expl_saliency: ``(B, H, W)`` maps of the same class on ``E = x * CAM``.
         reduction: ``"mean"`` or ``"none"``.
-        nan_policy: a constant (or NaN) map leaves Pearson undefined; ``"zero"`` (default, the
-            authors' code) scores it 0, ``"omit"`` leaves it out, ``"propagate"`` keeps NaN.
+        nan_policy: a constant map leaves Pearson undefined: ``"zero"`` (default, the authors' code)
+            scores it 0, ``"omit"`` leaves it out, ``"propagate"`` keeps NaN. A sample with a map that
+            is not finite (NaN / inf) is undefined whatever the formula gives: left out under
+            ``"zero"`` and ``"omit"``, NaN under ``"propagate"``.
 
     Examples:
         >>> maps = torch.tensor([[[0.0, 1.0], [0.5, 1.0]]])
         >>> coherency(maps, maps), coherency(maps, 1 - maps)
         (tensor(100., dtype=torch.float64), tensor(0., dtype=torch.float64))
+        >>> constant, broken = torch.full((1, 2, 2), 0.5), torch.full((1, 2, 2), float("nan"))
+        >>> coherency(torch.cat([maps, constant, broken]), torch.cat([maps] * 3), reduction="none")
+        tensor([100.,   0.,  nan], dtype=torch.float64)
     """
-    check_saliency(saliency)
-    check_saliency(expl_saliency, "expl_saliency")
-    check_same_batch(saliency=saliency, expl_saliency=expl_saliency)
-    if saliency.shape != expl_saliency.shape:
-        raise ValueError(f"Expected `saliency` and `expl_saliency` to have the same shape, but got "
-                         f"{tuple(saliency.shape)} and {tuple(expl_saliency.shape)}.")
-    values = (1 + _pearson(saliency, expl_saliency)) / 2 * 100
-    return reduce_values(values, reduction, nan_policy)
+    return _coherency_compute(*_coherency_update(saliency, expl_saliency), reduction, nan_policy)
 
 
 def complexity(saliency: Tensor, reduction: str = "mean", nan_policy: str = "omit") -> Tensor:
