@@ -10,9 +10,11 @@ VGG ``features.29``) the hooked forward's activation feeds it directly, otherwis
 once more for the values the tail also reads (a residual shortcut). Models that do not trace run
 one full forward per chunk instead. The channel is zeroed in the layer's own layout (an NHWC
 channel, or a feature of every patch token with the prefix tokens untouched; see
-:mod:`benchmark.explainers.layouts`).
+:mod:`benchmark.explainers.layouts`). A layer that runs more than once per forward (torchvision
+``BasicBlock``'s shared ``relu``) is ablated in its last call only: the call whose output is the
+activations ``A`` the CAM weighs (and every gradient method reads).
 """
-from typing import Optional
+from typing import List, Optional
 
 import torch
 from torch import Tensor
@@ -44,6 +46,18 @@ class AblationCAM(BaseExplainer):
         self.chunk_size = chunk_size
         self.use_tail = bool(use_tail)  # False: a full hooked forward per chunk (the reference path)
 
+    def forward_layer(self, images: Tensor, targets: Optional[Tensor], indices: Optional[Tensor],
+                      with_gradients: bool) -> CAMInputs:
+        """The base's hooked forward, counting the target layer's calls (its activations are the last call's)."""
+        calls: List[int] = []
+        handle = self.model.get_submodule(self.target_layer).register_forward_hook(lambda *_: calls.append(1))
+        try:
+            inputs = super().forward_layer(images, targets, indices, with_gradients)
+        finally:
+            handle.remove()
+        self._calls = len(calls)
+        return inputs
+
     def weights(self, inputs: CAMInputs) -> Tensor:
         split = self._split()
         prefix = None
@@ -68,13 +82,23 @@ class AblationCAM(BaseExplainer):
                     own = self.layout.from_nchw(activation, own)
                 logits = split.run_tail(own, [v[b] if isinstance(v, Tensor) else v for v in prefix[1]])
             else:
+                seen: List[int] = []
+
                 def ablate(output: Tensor, k: Tensor = k) -> Tensor:
+                    seen.append(1)
+                    if len(seen) != self._calls:  # not the call the activations come from
+                        return output
                     output = output.clone()
                     output[rows, k] = 0
                     return output
 
                 with self.hook_layer(ablate, inputs.images.shape[-2:]):
                     logits = self.model(inputs.images[b])
+                if len(seen) != self._calls:
+                    raise ValueError(
+                        f"Expected target layer {self.target_layer!r} to run {self._calls} time(s) per forward, as in "
+                        f"the forward that recorded its activations, but it ran {len(seen)} times: Ablation-CAM cannot "
+                        "tell which call to ablate; choose a target_layer that runs a fixed number of times.")
             ablated[b, :, k] = logits.gather(1, classes[b]).to(ablated.dtype)
         nonzero = (score != 0)[:, :, None]
         drop = (score[:, :, None] - ablated) / score[:, :, None].where(nonzero, 1.0) * nonzero

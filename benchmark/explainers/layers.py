@@ -13,12 +13,14 @@ name of a module of the model and its :class:`~benchmark.explainers.layouts.Layo
 4. ``None`` otherwise: a forward pass with hooks on every module finds the last module whose
    output is a feature grid of spatial size > 1 in any layout (NCHW, NHWC or tokens, see
    :mod:`benchmark.explainers.layouts`) that is not (and does not merely return the output of)
-   a pooling layer, and is not an identity / dropout / flatten / permute layer. Of several modules
+   a pooling layer (2-D, or 1-D over the tokens as in Hugging Face Swin), is not an identity / dropout /
+   flatten / permute layer, and keeps the batch dimension (not window-partitioned). Of several modules
    returning the same tensor (a block and its last ReLU), the outermost is chosen
    (``layer4`` rather than ``layer4.1.relu``). The choice is refused when its grid does not reach
    the logits (zero gradient on a probe input: e.g. class-token pooling after it), since every
    gradient CAM there would be zero.
-5. A name or a module: checked to exist in the model.
+5. A name or a module: checked to exist in the model and to hold one item per image along its first
+   dimension (a window attention's output folds the windows into the batch: refused).
 
 The layout is then decided from the layer's output on a dummy input (or ``layout=``). The chosen
 name and layout are logged and stored on the explainer (``target_layer``, ``layout``) so that results
@@ -34,7 +36,7 @@ import torch
 from torch import nn
 
 from benchmark._utils import eval_mode
-from benchmark.explainers.layouts import Layout, detect_layout, parse_layout, spatial_readings
+from benchmark.explainers.layouts import Layout, check_batch, detect_layout, parse_layout, spatial_readings
 from benchmark.explainers.reshape import as_layout
 
 log = logging.getLogger(__name__)
@@ -112,8 +114,10 @@ TRANSFORMER_LAYERS: Dict[str, Tuple[Callable[[nn.Module], Optional[str]], str]] 
              "`cls_attn_blocks.<last>.norm1`: class token + patches entering the last class-attention block"),
 }
 
-#: Pooling layers: neither their output nor a container returning it is a target.
-_POOLING = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.LPPool2d)
+#: Pooling layers: neither their output nor a container returning it is a target. The 1-D ones pool the tokens of
+#: Hugging Face Swin / SwinV2 / FocalNet / DiNAT / Hiera to ``(B, C, 1)``.
+_POOLING = (nn.MaxPool1d, nn.AvgPool1d, nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d, nn.LPPool1d,
+            nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.LPPool2d)
 #: Layers that pass their input through: never named as the target, but they do not disqualify
 #: the tensor (timm's ``BatchNormAct2d`` runs norm -> Identity drop -> in-place activation). A
 #: ``Permute`` (torchvision Swin: NHWC -> NCHW before pooling) only changes the layout.
@@ -196,7 +200,8 @@ def _candidates(model: nn.Module, records: List[Tuple[str, nn.Module, object]],
         if isinstance(module, _POOLING) or id(output) in pooled:
             pooled.add(id(output))
             continue
-        if not _passes_through(module) and output.ndim in (3, 4):
+        # first dimension = the probe's batch of 1: window attention folds (B * windows) into it
+        if not _passes_through(module) and output.ndim in (3, 4) and output.shape[0] == 1:
             layout = _layout_or_none(model, name, module, output, image_hw)
             if layout is not None:
                 kept.append((name, output, layout))
@@ -287,7 +292,8 @@ def resolve_layer(model: nn.Module, target_layer: Union[str, nn.Module, None] = 
 
     Raises:
         KeyError / ValueError / TypeError: as :func:`resolve_target_layer`; ValueError also for a layer
-            whose output is no grid in any layout, or reads two ways (the message names ``layout=``).
+            whose output is no grid in any layout, or reads two ways (the message names ``layout=``), or does not
+            hold one item per image along its first dimension (window-partitioned attention).
 
     Examples:
         >>> from torchvision.models import swin_t
@@ -301,6 +307,7 @@ def resolve_layer(model: nn.Module, target_layer: Union[str, nn.Module, None] = 
     output = _layer_output(model, module, input_size)
     if output is None:
         raise ValueError(f"Target layer {name!r} was not called by the forward pass of {type(model).__name__}.")
+    check_batch(model, name, output, 1)  # the probe's one image
     resized = None
     if parse_layout(layout) is None and isinstance(output, torch.Tensor) and output.ndim == 4 and \
             len(spatial_readings(output.shape, input_size[1:])) == 2:

@@ -19,7 +19,8 @@ same for ``w``); a square image thus reads ``(B, C, h, h)`` both ways only when 
 ones), then by the model's ``output_fmt`` (timm); otherwise it is
 refused with an error naming the layer, the shape and ``layout=``. Tokens take ``P`` from
 ``num_prefix_tokens`` (or torchvision's ``class_token``) and the grid from the patch size, else the
-unique grid that fits the image; a count that fits none is refused.
+unique grid that fits the image; a count that fits none is refused, and so are tokens of one channel
+(``(B, C, 1)``: the output of a 1-D pooling over the tokens, no feature maps to weigh).
 
 ``layout=`` on every explainer (and in ``--explainer_args``) overrides the decision:
 ``"nchw"``, ``"nhwc"``, ``"tokens"`` (prefix from the model), ``"tokens:P"`` or ``"tokens:P:HxW"``,
@@ -34,7 +35,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LAYOUT_KINDS", "Layout", "detect_layout", "parse_layout", "spatial_readings"]
+__all__ = ["LAYOUT_KINDS", "Layout", "check_batch", "detect_layout", "parse_layout", "spatial_readings"]
 
 LAYOUT_KINDS = ("nchw", "nhwc", "tokens")
 
@@ -225,6 +226,29 @@ def _growth_reading(output: Tensor, resized: Optional[Tensor]) -> Optional[str]:
     return {(False, True, True): "nchw", (True, True, False): "nhwc"}.get(tuple(grew))
 
 
+def check_batch(model: nn.Module, layer: str, output: object, batch: int) -> None:
+    """Refuse a layer whose output (for ``batch`` images) does not hold one item per image along its first dimension:
+    window attention (Swin) folds its ``windows`` into it, ``(batch * windows, N, C)``.
+
+    Examples:
+        >>> check_batch(nn.Identity(), "attn", torch.zeros(4, 49, 96), 1)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: Expected target layer 'attn' of Identity to output one item per image along its first dimension...
+    """
+    if isinstance(output, Tensor) and output.ndim >= 1 and output.shape[0] != batch:
+        parent = layer.rsplit(".", 1)[0] if "." in layer else ""
+        names = dict(model.named_modules())
+        near = [n for n in (parent, f"{parent}.norm1") if n and n in names and n != layer]
+        example = " or ".join(repr(n) for n in near) if near else "'layers.<i>.blocks.<j>' or '...blocks.<j>.norm1'"
+        raise ValueError(
+            f"Expected target layer {layer!r} of {type(model).__name__} to output one item per image along its first "
+            f"dimension ({batch} for a probe of {batch} image(s)), but got shape {tuple(output.shape)}: the layer "
+            "folds something else into the batch dimension (window attention partitions each image into windows, e.g. "
+            "Swin's `blocks.<i>.attn`), so it has no per-image grid. Choose a block's output or its first norm "
+            f"instead (e.g. {example}).")
+
+
 def detect_layout(model: nn.Module, layer: str, output: object, image_hw: Sequence[int],
                   spec: Optional[str] = None, module: Optional[nn.Module] = None,
                   resized: Optional[Tensor] = None) -> Layout:
@@ -242,8 +266,8 @@ def detect_layout(model: nn.Module, layer: str, output: object, image_hw: Sequen
             that does not grow is the channel axis (settles a 4-D tensor that fits both ways).
 
     Raises:
-        ValueError: the output is not a grid in any layout, or fits two with nothing to tell them apart;
-            the message names the layer, the shape and the ``layout=`` argument.
+        ValueError: the output is not a grid in any layout, or fits two with nothing to tell them apart, or
+            is tokens of one channel; the message names the layer, the shape and the ``layout=`` argument.
 
     Examples:
         >>> from torchvision.models import swin_t
@@ -279,6 +303,10 @@ def detect_layout(model: nn.Module, layer: str, output: object, image_hw: Sequen
         return Layout(readings[0], patch=patch)
     if chosen is not None and chosen.kind != "tokens":
         raise ValueError(f"Expected {where} to be (B, N, C) tokens, but got layout={spec!r}; {fix}.")
+    if output.shape[2] < 2:  # a (B, C, 1) 1-D pooling output would read as C tokens of one channel
+        raise ValueError(f"Expected {where} to be (B, N, C) tokens with C > 1 channels (a CAM weighs channels), but "
+                         f"it has {output.shape[2]}: a (B, C, 1) output is a 1-D pooling's (e.g. the AdaptiveAvgPool1d "
+                         "of Hugging Face Swin); choose the layer before the pooling as target_layer.")
     declared = model_prefix_tokens(model)
     prefixes = [chosen.prefix] if chosen is not None and chosen.prefix is not None else sorted({0, declared})
     found = []
