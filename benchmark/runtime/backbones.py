@@ -24,10 +24,13 @@ Weights (``weights=``):
   Hugging Face hub cache -- never downloaded; when missing, a ``FileNotFoundError`` names the
   file to place there;
 * a path to a local checkpoint (``.pth``/``.pt``/``.ckpt``/``.safetensors``): a state dict, or a
-  dict holding one under ``state_dict``/``model`` (``module.``/``model.`` prefixes stripped).
+  dict holding one under ``state_dict``/``model`` (``module.``/``model.`` prefixes stripped). For GoogLeNet
+  and Inception-v3, torchvision's own pretrained file (its name, or its SHA-256 prefix) gets
+  ``transform_input=True`` as torchvision's builder sets it; any other file the random-init default (False).
 
 The model comes back in eval mode with frozen parameters, with its :class:`Preprocessing`
-taken from torchvision's weights transforms or timm's pretrained config.
+taken from torchvision's weights transforms or timm's pretrained config. A timm config that this
+Preprocessing cannot reproduce (``crop_mode`` ``squash``/``border``, a non-square ``input_size``) is refused.
 
 Synthetic backbones exist to be used trained: for them ``weights=None`` (and ``"default"``) loads
 the checkpoint shipped in the package, ``"random"`` gives a random initialisation, and a path
@@ -37,6 +40,7 @@ initialisation and a path loads a checkpoint of ``python -m benchmark.digits.tra
 from __future__ import annotations
 
 import difflib
+import hashlib
 import math
 import os
 import zlib
@@ -116,6 +120,24 @@ def _hub_checkpoint(filename: str, url: str) -> Path:
     return path
 
 
+def _torchvision_file(path: str, enum: Any) -> bool:
+    """Whether ``path`` is one of ``enum``'s pretrained files: the same file name as its url, or the same content.
+
+    torchvision names each file ``<name>-<first 8 hex digits of its SHA-256>.pth`` (what ``torch.hub`` checks),
+    so a renamed copy is recognised by its hash.
+    """
+    names = {Path(member.url).name: Path(member.url).stem.rpartition("-")[2] for member in enum}
+    if Path(path).name in names:
+        return True
+    if not Path(path).is_file():
+        return False
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return any(len(prefix) >= 8 and digest.hexdigest().startswith(prefix) for prefix in names.values())
+
+
 def _torchvision(name: str, weights: Optional[str], num_classes: Optional[int]) -> Backbone:
     enum = torchvision.models.get_model_weights(name)
     default = enum.DEFAULT
@@ -133,6 +155,8 @@ def _torchvision(name: str, weights: Optional[str], num_classes: Optional[int]) 
         # and reads the file from the hub cache
         model = torchvision.models.get_model(name, weights=default, **kwargs)
     else:
+        if is_checkpoint_path(weights) and name in ("googlenet", "inception_v3") and _torchvision_file(weights, enum):
+            kwargs["transform_input"] = True  # what torchvision's builder sets for its own file (not in the state dict)
         model = torchvision.models.get_model(name, weights=None, **kwargs)
         if is_checkpoint_path(weights):
             load_checkpoint(model, weights)
@@ -140,6 +164,11 @@ def _torchvision(name: str, weights: Optional[str], num_classes: Optional[int]) 
     crop, resize = int(tf.crop_size[0]), int(tf.resize_size[0])
     return Backbone(model, Preprocessing((3, crop, crop), resize, crop, tuple(tf.mean), tuple(tf.std),
                                          tf.interpolation.value))
+
+
+#: timm ``crop_mode`` values other than "center", and what timm does for them (timm.data.transforms_factory)
+_CROP_MODES = {"squash": "warps the image to the square resize size before the centre crop",
+               "border": "resizes the longer side and pads the borders to a square"}
 
 
 def _timm_hub_file(cfg: Dict[str, Any]) -> Path:
@@ -163,6 +192,18 @@ def _timm_hub_file(cfg: Dict[str, Any]) -> Path:
 def _timm(name: str, weights: Optional[str], num_classes: Optional[int]) -> Backbone:
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
     model = timm.create_model(name, pretrained=False, **kwargs)
+    cfg = timm.data.resolve_data_config({}, model=model)
+    channels, height, width = cfg["input_size"]
+    tag = f"{name.partition('.')[0]}.{model.pretrained_cfg.get('tag')}"
+    if height != width:
+        raise ValueError(f"Expected a square input size for timm/{name}, but its pretrained config ({tag}) gives "
+                         f"{height} x {width}, which cam-bench's Preprocessing (square centre crop) cannot feed; "
+                         "choose another model or tag with a square input_size.")
+    if cfg.get("crop_mode", "center") not in (None, "center"):
+        raise ValueError(f"Expected timm's crop_mode 'center' for timm/{name}, but its pretrained config ({tag}) uses "
+                         f"{cfg['crop_mode']!r} (timm then {_CROP_MODES.get(cfg['crop_mode'], 'does another step')}), "
+                         "which cam-bench's Preprocessing (resize the shorter side, centre-crop) does not reproduce; "
+                         "choose a tag with crop_mode 'center' (see timm.list_pretrained).")
     if is_checkpoint_path(weights):
         load_checkpoint(model, weights)
     elif weights is not None:
@@ -170,8 +211,6 @@ def _timm(name: str, weights: Optional[str], num_classes: Optional[int]) -> Back
             raise ValueError(f"Expected `weights` to be None, 'default' or a file path for timm, but got {weights!r}.")
         path = _timm_hub_file(model.pretrained_cfg)
         model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
-    cfg = timm.data.resolve_data_config({}, model=model)
-    channels, height, width = cfg["input_size"]
     resize = int(math.floor(height / cfg["crop_pct"]))
     return Backbone(model, Preprocessing((channels, height, width), resize, height, tuple(cfg["mean"]),
                                          tuple(cfg["std"]), cfg["interpolation"]))

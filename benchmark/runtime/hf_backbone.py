@@ -55,7 +55,8 @@ from transformers import (
 from benchmark.runtime.checkpoints import is_checkpoint_path, read_checkpoint
 from benchmark.runtime.preprocessing import Backbone, Preprocessing
 
-__all__ = ["HFClassifier", "create_hf_backbone", "hf_preprocessing", "resolve_hf_source"]
+__all__ = ["HFClassifier", "VERIFIED_PROCESSORS", "create_hf_backbone", "hf_preprocessing",
+           "resolve_hf_source"]
 
 #: ``config.model_type`` -> (class/distillation tokens before the patch grid, name of each block's first norm)
 TOKEN_MODELS: Dict[str, Tuple[int, str]] = {
@@ -65,6 +66,14 @@ TOKEN_MODELS: Dict[str, Tuple[int, str]] = {
     **dict.fromkeys(("clip", "metaclip_2"), (1, "layer_norm1"))}
 #: PIL resampling codes (``resample`` of an image processor) -> :class:`Preprocessing` interpolation
 _RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}
+#: image processors that :func:`hf_preprocessing` reproduces, each checked against its own output on an image
+VERIFIED_PROCESSORS = frozenset({
+    "BeitImageProcessor", "BitImageProcessor", "CLIPImageProcessor", "ConvNextImageProcessor", "DeiTImageProcessor",
+    "EfficientNetImageProcessor", "LevitImageProcessor", "PoolFormerImageProcessor", "SiglipImageProcessor",
+    "ViTImageProcessor"})
+#: ``do_*`` steps that :func:`hf_preprocessing` translates (``do_reduce_labels`` touches segmentation labels only)
+_TRANSLATED_STEPS = frozenset({"do_resize", "do_center_crop", "do_rescale", "do_normalize", "do_convert_rgb",
+                               "do_reduce_labels"})
 
 
 def _vision_config(config: Any) -> Any:
@@ -165,30 +174,79 @@ def _side(size: Any, what: str) -> int:
     return int(side)
 
 
+def _steps(processor: Any) -> Dict[str, Any]:
+    """The processor's settings (``to_dict()``, else its attributes)."""
+    return dict(processor.to_dict()) if hasattr(processor, "to_dict") else dict(vars(processor))
+
+
+def _untranslated(processor: Any) -> list:
+    """The steps of ``processor`` that :func:`hf_preprocessing` does not reproduce (empty when it can)."""
+    name, steps = type(processor).__name__, _steps(processor)
+    found = [] if name in VERIFIED_PROCESSORS else [f"{name} is not a verified processor"]
+    found += [f"{key}={value!r}" for key, value in sorted(steps.items())
+              if value and key.startswith("do_") and key not in _TRANSLATED_STEPS]
+    found += [f"{key}={steps[key]!r}" for key in ("rescale_offset",) if steps.get(key)]
+    if steps.get("include_top") and name != "EfficientNetImageProcessor":
+        found.append(f"include_top={steps['include_top']!r}")
+    if steps.get("do_resize", True) is False:
+        found.append("do_resize=False")
+    return found
+
+
 def hf_preprocessing(processor: Any, num_channels: int = 3) -> Preprocessing:
     """:class:`~benchmark.runtime.backbones.Preprocessing` from a Hugging Face image processor.
+
+    Only the processors of :data:`VERIFIED_PROCESSORS` are translated (each checked against the
+    processor's own output on an image, ``tests/test_backbone_preprocessing_audit.py``); any other, or one
+    with a step not translated here (``do_flip_channel_order``, ``rescale_offset``, ``do_pad``, ``do_resize``
+    off, ...), is refused, so that the model never sees inputs its own preprocessing would not produce.
 
     ``base`` is ``size["shortest_edge"]`` or the square ``size["height"]``; the crop is ``crop_size`` when
     ``do_center_crop``, else ``base``; the resize is ``base``, or ``int(base / crop_pct)`` when the processor
     has ``crop_pct`` (ConvNeXt, PoolFormer; ConvNeXt, which has no centre-crop step, warps to ``base`` for
-    ``base >= 384``). A ``{"height", "width"}`` resize warps in transformers but resizes the shorter side
-    here (the same for square images). ``resample`` 0/2/3 (PIL) -> nearest/bilinear/bicubic; mean 0 and
-    std 1 when ``do_normalize`` is false.
+    ``base >= 384``), or ``int(256 / 224 * base)`` for LeViT's ``shortest_edge`` (its fixed rule). A
+    ``{"height", "width"}`` resize warps in transformers but resizes the shorter side here (the same for
+    square images). ``resample`` 0/2/3 (PIL) -> nearest/bilinear/bicubic; mean 0 and std 1 when
+    ``do_normalize`` is false; EfficientNet's ``include_top`` divides by ``image_std`` once more, which is
+    the std ``std * image_std``.
+
+    Raises:
+        ValueError: an unverified processor or an untranslated step (the message says what to pass), a
+            non-square size, another resampling filter or rescale factor.
 
     Examples:
-        >>> from transformers import ConvNextImageProcessor, ViTImageProcessor
+        >>> from transformers import ConvNextImageProcessor, MobileViTImageProcessor, ViTImageProcessor
         >>> p = hf_preprocessing(ViTImageProcessor(size={"height": 32, "width": 32}))
         >>> p.input_size, p.resize_size, p.crop_size, p.mean, p.interpolation
         ((3, 32, 32), 32, 32, (0.5, 0.5, 0.5), 'bilinear')
         >>> p = hf_preprocessing(ConvNextImageProcessor(size={"shortest_edge": 224}, crop_pct=0.875))
         >>> p.resize_size, p.crop_size, p.interpolation
         (256, 224, 'bicubic')
+        >>> try:
+        ...     hf_preprocessing(MobileViTImageProcessor())
+        ... except ValueError as err:
+        ...     print(str(err)[:73])
+        Expected an image processor whose steps cam-bench reproduces, but got Mob
     """
+    untranslated = _untranslated(processor)
+    if untranslated:
+        raise ValueError(
+            f"Expected an image processor whose steps cam-bench reproduces, but got {type(processor).__name__} "
+            f"({'; '.join(untranslated)}): the model would see inputs its own preprocessing does not produce. "
+            f"Verified processors: {', '.join(sorted(VERIFIED_PROCESSORS))}. If you accept the difference, "
+            "copy the model directory and write your own preprocessor_config.json there (a verified "
+            '"image_processor_type" with the size, crop, mean and std you choose), then load `hf//path/to/copy`.')
+    name = type(processor).__name__
     base = _side(processor.size, "size")
     center = bool(getattr(processor, "do_center_crop", False)) and getattr(processor, "crop_size", None) is not None
     crop = _side(processor.crop_size, "crop_size") if center else base
     crop_pct = getattr(processor, "crop_pct", None)
     resize = int(base / crop_pct) if crop_pct and (center or base < 384) else base
+    if name == "LevitImageProcessor" and (_steps(processor).get("size") or {}).get("shortest_edge"):
+        resize = int((256 / 224) * base)  # LevitImageProcessor.resize: shortest_edge -> int(256/224 * shortest_edge)
+    if crop > resize:
+        raise ValueError(f"Expected the image processor's crop_size ({crop}) to be at most its resize ({resize}), "
+                         f"but {name} would pad; edit its preprocessor_config.json.")
     resample = getattr(processor, "resample", 2)
     value = getattr(resample, "value", resample)  # PIL int enum, or torchvision InterpolationMode ("bilinear")
     interpolation = value if isinstance(value, str) else _RESAMPLE.get(int(value))
@@ -202,6 +260,8 @@ def hf_preprocessing(processor: Any, num_channels: int = 3) -> Preprocessing:
         mean, std = tuple(map(float, processor.image_mean)), tuple(map(float, processor.image_std))
     else:
         mean, std = (0.0,) * num_channels, (1.0,) * num_channels
+    if name == "EfficientNetImageProcessor" and getattr(processor, "include_top", False):
+        std = tuple(s * float(t) for s, t in zip(std, processor.image_std))  # a second division by image_std
     return Preprocessing((num_channels, crop, crop), resize, crop, mean, std, interpolation)
 
 
