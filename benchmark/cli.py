@@ -11,7 +11,10 @@
   Trainer flag as ``--trainer.<flag>``); with no arguments the offline default: SyntheticShapes x the
   shipped backbones x every explainer x every metric. Writes per-sample Parquet, ``results.csv``,
   ``leaderboard.md`` and figures to ``runs/<name>`` and prints the leaderboard.
-* ``cam-bench leaderboard RUN_DIR [RUN_DIR ...] [--out FILE]`` -- render or merge run directories.
+* ``cam-bench leaderboard RUN_DIR [RUN_DIR ...] [--out FILE]`` -- render or merge run directories. A refused
+  merge (differing settings, a shared backbone with other weights, rows held twice, data reports that differ;
+  :class:`~benchmark.report.results.RunsDiffer`) prints one line and exits 2; a partial run exits 3 unless
+  ``--allow_partial``.
 * ``cam-bench train-synthetic --model NAME`` -- train a SyntheticShapes backbone with a Lightning
   ``fit`` (see :mod:`benchmark.synthetic.train`; defaults reproduce the shipped checkpoints).
 """
@@ -149,7 +152,9 @@ def _leaderboard(args: Any) -> int:
 
     runs = [Path(d) for d in args.run_dirs]
     if args.out is None and len(runs) > 1:
-        raise ValueError("Merging several runs needs --out FILE (e.g. --out leaderboards/merged/leaderboard.md).")
+        err = ValueError("Merging several runs needs --out FILE (e.g. --out leaderboards/merged/leaderboard.md).")
+        err.cam_bench_refusal = True  # type: ignore[attr-defined]  # one line, exit 2 (console)
+        raise err
     out = Path(args.out) if args.out else runs[0] / "leaderboard.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     from benchmark.report.leaderboard import IncompleteRuns

@@ -3,16 +3,16 @@
 :func:`latex_table` renders one backbone's table with :meth:`pandas.io.formats.style.Styler.to_latex` (the
 cells are the markdown's text, unbolded; the best cells are bolded by the Styler, ``\\bfseries``);
 :func:`latex_document` joins the tables of a run into ``leaderboard.tex``, to ``\\input`` in a paper that
-loads ``booktabs``.
+loads ``booktabs``; :func:`table_caption` writes a table's caption, where a paper's reader sees a partial run.
 """
 from __future__ import annotations
 
 import re
-from typing import Iterable, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 import pandas as pd
 
-__all__ = ["latex_document", "latex_table"]
+__all__ = ["latex_document", "latex_table", "table_caption"]
 
 _SYMBOLS = (("±", r"$\pm$"), ("↓", r"$\downarrow$"), ("↑", r"$\uparrow$"), ("ρ", r"$\rho$"), ("–", "--"))
 
@@ -28,6 +28,38 @@ def _tex(text: str) -> str:
     for symbol, tex in _SYMBOLS:
         text = text.replace(symbol, tex)
     return text
+
+
+def table_caption(name: str, rows: Mapping[str, int], n: Optional[int], partial: bool) -> str:
+    """The caption of one backbone's table: the number of images counted from its rows, and a partial run said in
+    the typeset text (a paper shows the caption, not the file's comments).
+
+    Args:
+        name: ``"<dataset> / <backbone>"``.
+        rows: method -> its rows (images) on disk.
+        n: the run's sample count (``None``: a stream without a row count).
+        partial: some method lacks samples (:func:`benchmark.runner.folder.run_gaps`).
+
+    Examples:
+        >>> table_caption("synthetic / res_cnn", {"gradcam": 8, "fakecam": 8, "center": 16}, 16, True)
+        'synthetic / res_cnn: INCOMPLETE (a partial run, not final): 8 of 16 images for gradcam, fakecam; 16 of 16 \
+images for center; mean over these images ± half the 95 % bootstrap interval; bold: best at the precision shown.'
+        >>> table_caption("synthetic / res_cnn", {"gradcam": 16}, 16, False).split(" ±")[0]
+        'synthetic / res_cnn: mean over 16 images'
+        >>> table_caption("hf / vit", {"gradcam": 5}, None, False).split(" ±")[0]
+        'hf / vit: mean over 5 (counted: the stream has no row count) images'
+    """
+    tail = " ± half the 95 % bootstrap interval; bold: best at the precision shown."
+    if not partial:
+        counted = f"{max(rows.values(), default=0)} (counted: the stream has no row count)"
+        return f"{name}: mean over {counted if n is None else n} images{tail}"
+    groups: Dict[int, List[str]] = {}
+    for method, count in rows.items():
+        groups.setdefault(int(count), []).append(str(method))
+    of = f" of {n}" if n is not None else ""
+    counts = "; ".join(f"{count}{of} images for {', '.join(methods)}" for count, methods in groups.items())
+    why = "a partial run, not final" + ("" if n is not None else "; the stream was not read to the end")
+    return f"{name}: INCOMPLETE ({why}): {counts}; mean over these images{tail}"
 
 
 def latex_table(cells: pd.DataFrame, bold: pd.DataFrame, caption: str, label: str) -> str:

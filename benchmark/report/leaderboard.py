@@ -26,16 +26,16 @@ import numpy as np
 import pandas as pd
 
 from benchmark.report.figures import mean_curves, saliency_grid
-from benchmark.report.latex import latex_document
+from benchmark.report.latex import latex_document, table_caption
 from benchmark.report.passes_report import backbone_passes, passes_text
 from benchmark.report.rank_sections import rank_section, win_section
 from benchmark.report.reliability_report import reliability_section
-from benchmark.report.results import read_per_sample, reduce_per_sample, write_results_csv
+from benchmark.report.results import RunsDiffer, data_report, read_per_sample, reduce_per_sample, write_results_csv
 from benchmark.report.sanity import sanity_section
 from benchmark.report.stats import degenerate_maps, on_most, rankable, unranked_methods
 from benchmark.runner.folder import fingerprint_diff, incomplete, run_gaps, safe_name
 
-__all__ = ["COLUMNS", "IncompleteRuns", "incomplete", "load_runs", "render_runs", "run_gaps"]
+__all__ = ["COLUMNS", "IncompleteRuns", "RunsDiffer", "incomplete", "load_runs", "render_runs", "run_gaps"]
 
 log = logging.getLogger("cam_bench.leaderboard")
 
@@ -63,32 +63,41 @@ COLUMNS: Tuple[Tuple[str, str, bool, int], ...] = (
 
 
 def load_runs(run_dirs: Sequence[Union[str, os.PathLike]], force: bool = False) -> List[Dict[str, Any]]:
-    """The ``run.json`` of each run; runs whose fingerprints differ are refused (naming the fields)
-    unless ``force``.
+    """The ``run.json`` of each run; runs whose fingerprints differ are refused (naming the fields) unless
+    ``force``. Each backbone held by several runs is compared with the first run that holds it (in any order of
+    the runs): one model, so equal ``weights_sha256`` and preprocessing.
 
     Raises:
-        FileNotFoundError: a directory without ``run.json``.
-        ValueError: differing fingerprints (dataset, subset, preprocessing, metric or explainer settings).
+        FileNotFoundError: a directory without ``run.json`` (a refusal).
+        RunsDiffer: differing fingerprints (dataset, subset, preprocessing, metric or explainer settings), or a
+            backbone whose weights or preprocessing differ between two runs, without ``force``.
     """
     metas = []
     for run_dir in run_dirs:
         path = Path(run_dir) / "run.json"
         if not path.is_file():
-            raise FileNotFoundError(f"{str(path)!r} not found: expected a directory written by `cam-bench run`.")
+            err = FileNotFoundError(f"{str(path)!r} not found: expected a directory written by `cam-bench run`.")
+            err.cam_bench_refusal = True  # type: ignore[attr-defined]
+            raise err
         metas.append({**json.loads(path.read_text()), "dir": str(run_dir)})
     first = metas[0]
-    for meta in metas[1:]:
-        diff = fingerprint_diff(first["fingerprint"], meta["fingerprint"])
-        for name in sorted(set(first["backbones"]) & set(meta["backbones"])):  # the same backbone: one model, alike
+    owners: Dict[str, Dict[str, Any]] = {}  # backbone -> the first run holding it
+    for meta in metas:
+        diffs: Dict[str, List[str]] = {}  # the other run's directory -> the fields that differ
+        if meta is not first:
+            diffs[first["dir"]] = fingerprint_diff(first["fingerprint"], meta["fingerprint"])
+        for name in sorted(meta["backbones"]):
+            owner = owners.setdefault(name, meta)
             for field in ("preprocessing", "weights_sha256"):  # e.g. random init under another --seed
-                if first["backbones"][name].get(field) != meta["backbones"][name].get(field):
-                    diff.append(f"backbones.{name}.{field}")
-        if diff and not force:
-            raise ValueError(f"Runs {first['dir']!r} and {meta['dir']!r} differ in {', '.join(diff)}; their results "
-                             "are not comparable. Re-run with the same settings, or pass --force to merge anyway.")
-        if diff:
-            log.warning("merging %s and %s despite differing %s (--force)", first["dir"], meta["dir"], diff)
-            first.setdefault("forced", []).extend(diff)
+                if owner["backbones"][name].get(field) != meta["backbones"][name].get(field):
+                    diffs.setdefault(owner["dir"], []).append(f"backbones.{name}.{field}")
+        for other, diff in diffs.items():
+            if diff and not force:
+                raise RunsDiffer(f"Runs {other!r} and {meta['dir']!r} differ in {', '.join(diff)}; their results are "
+                                 "not comparable. Re-run with the same settings, or pass --force to merge anyway.")
+            if diff:
+                log.warning("merging %s and %s despite differing %s (--force)", other, meta["dir"], diff)
+                first.setdefault("forced", []).extend(diff)
     return metas
 
 
@@ -114,6 +123,8 @@ def render_runs(run_dirs: Sequence[Union[str, os.PathLike]], out: Union[str, os.
         frame = frame[frame["method"].isin(methods)]
     if backbones is not None:
         frame = frame[frame["backbone"].isin(backbones)]
+    data_reports = {key: data_report(metas, *key, force)
+                    for key in dict.fromkeys(zip(frame["dataset"], frame["backbone"]))}  # may refuse: before writing
     config = metas[0]["config"]
     replicates: Dict[Tuple[str, str, str, str], np.ndarray] = {}
     rows = reduce_per_sample(frame, metas[0]["fingerprint"]["metric_args"], config["bootstrap"], config["seed"],
@@ -129,7 +140,8 @@ def render_runs(run_dirs: Sequence[Union[str, os.PathLike]], out: Union[str, os.
         sub = frame[(frame["dataset"] == dataset) & (frame["backbone"] == backbone)]
         ranked = rankable(group, sub, {c[0]: c[3] for c in COLUMNS})  # what bold and mean ranks use, as printed
         section, latex = _backbone_section(dataset, backbone, group, ranked, sub, meta_backbones.get(backbone, {}),
-                                           metas, out, {m: rows for (b, m), rows in gaps.items() if b == backbone})
+                                           metas, out, {m: rows for (b, m), rows in gaps.items() if b == backbone},
+                                           data_reports[dataset, backbone])
         lines += section
         tex.append(latex)
         tables.append((dataset, backbone, group, ranked))
@@ -223,14 +235,14 @@ def _cell(value: float, low: float, high: float, decimals: int, n_invalid: int =
 
 def _backbone_section(dataset: str, backbone: str, results: pd.DataFrame, ranked: pd.Series, frame: pd.DataFrame,
                       meta: Mapping[str, Any], metas: List[Dict[str, Any]], out: Path,
-                      short: Mapping[str, int]) -> Tuple[List[str], tuple]:
+                      short: Mapping[str, int], data_line: str) -> Tuple[List[str], tuple]:
     """The markdown lines of one backbone, and its table for the LaTeX (cells, bold, caption, label)."""
     prep = meta.get("preprocessing") or {}
     lines = [f"## {dataset} / {backbone}", "",
              f"Preprocessing: resize {prep.get('resize_size')} → crop {prep.get('crop_size')} "
              f"({prep.get('interpolation')}), mean {prep.get('mean')}, std {prep.get('std')}; weights: "
              f"{_weights(backbone, meta.get('weights'))}.",
-             "", _data_report(metas, backbone), ""]
+             "", data_line, ""]
     maps_line = _maps_report(frame)
     if maps_line:
         lines[-1:-1] = ["", maps_line]
@@ -252,9 +264,8 @@ def _backbone_section(dataset: str, backbone: str, results: pd.DataFrame, ranked
     lines += _figures(backbone, frame, metas, out)
     lines += sanity_section(backbone, results, out)
     lines += win_section(frame)
-    n = metas[0]["fingerprint"]["subset"].get("n")
-    caption = (f"{dataset} / {backbone}: mean over {'?' if n is None else n} images ± half the 95 % bootstrap "
-               "interval; bold: best at the precision shown.")
+    caption = table_caption(f"{dataset} / {backbone}", frame.groupby("method", sort=False).size().to_dict(),
+                            metas[0]["fingerprint"]["subset"].get("n"), bool(short))
     return lines, (cells, bold, caption, f"tab:{safe_name(dataset)}-{safe_name(backbone)}")
 
 
@@ -312,19 +323,6 @@ def _weights(backbone: str, weights: Optional[str]) -> str:
     if weights is None:
         return "the shipped checkpoint" if backbone.startswith("synthetic/") else "random init"
     return {"default": "pretrained (the library's default weights)", "random": "random init"}.get(weights, weights)
-
-
-def _data_report(metas: List[Dict[str, Any]], backbone: str) -> str:
-    counts: Dict[str, int] = {}
-    skipped = 0
-    for meta in metas:
-        for path in sorted((Path(meta["dir"]) / "per_sample" / safe_name(backbone) / "_data").glob("*.json")):
-            report = json.loads(path.read_text())
-            for k, v in report["counts"].items():
-                counts[k] = counts.get(k, 0) + v
-            skipped += len(report["skipped"])
-    text = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(counts.items())) or "no data counts"
-    return f"Data report: {text}; skipped samples listed: {skipped}."
 
 
 def _maps_report(frame: pd.DataFrame) -> str:

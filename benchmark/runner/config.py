@@ -30,7 +30,7 @@ from benchmark.runner.settings import RunConfig, maps_needed
 from benchmark.runtime.backbones import list_backbones
 from datamodules import create_datamodule, list_datamodules
 
-__all__ = ["RunConfig", "dataset_subset", "effective_data_args", "fingerprint", "validate"]
+__all__ = ["RunConfig", "dataset_subset", "effective_data_args", "explainer_settings", "fingerprint", "validate"]
 
 log = logging.getLogger("cam_bench.run")
 
@@ -127,8 +127,8 @@ def validate(config: RunConfig) -> Any:
         raise FileNotFoundError(f"Weights file {config.weights!r} not found; pass an existing checkpoint path, "
                                 "'default' (local hub cache), 'random' or null.")
     names = [resolve_explainer(spec) for spec in config.explainers]
-    for name in config.explainer_args:  # a typo fails (KeyError listing the valid names); an unselected method
-        if name not in names and name not in config.explainers and resolve_explainer(name) not in names:
+    for name in explainer_settings(config):  # a typo fails (KeyError listing the valid names); an unselected method
+        if name not in names:
             log.info("explainer_args for %r ignored: it is not among the selected explainers %s", name, names)
     for name in config.metrics:
         create_metric(name, **config.metric_args.get(name, {}))  # unknown name -> KeyError listing them
@@ -192,6 +192,29 @@ def dataset_subset(datamodule: Any) -> Dict[str, Any]:
     return {"n": size, "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest()}
 
 
+def explainer_settings(config: RunConfig) -> Dict[str, Dict[str, Any]]:
+    """``explainer_args`` keyed by registered name (a ``file.py:Class`` spec or the name its class registers
+    under, e.g. ``mycam``, both work): what the explainers get, what the fingerprint and the leaderboard show.
+
+    Raises:
+        ValueError: two keys name the same explainer (e.g. ``my_cam.py:MyCAM`` and ``mycam``).
+        KeyError: a key that names no explainer (listing the valid names).
+
+    Examples:
+        >>> explainer_settings(RunConfig(explainer_args={"scorecam": {"chunk_size": 8}}))
+        {'scorecam': {'chunk_size': 8}}
+    """
+    settings: Dict[str, Dict[str, Any]] = {}
+    keys: Dict[str, str] = {}
+    for key, args in config.explainer_args.items():
+        name = resolve_explainer(key)
+        if name in keys:
+            raise ValueError(f"Expected one `explainer_args` entry per explainer, but got {keys[name]!r} and {key!r}, "
+                             f"which both name {name!r}; pass its arguments under {name!r} only.")
+        keys[name], settings[name] = key, dict(args or {})
+    return settings
+
+
 def effective_data_args(config: RunConfig) -> Dict[str, Any]:
     """The datamodule's arguments with its defaults filled in (loading-only arguments left out).
 
@@ -228,7 +251,7 @@ def fingerprint(config: RunConfig, subset: Optional[Mapping[str, Any]] = None) -
             "data_args": {k: v for k, v in effective_data_args(config).items() if k not in _LOADING_ARGS},
             "subset": dict(subset or {"limit": config.limit}),
             "metric_args": metric_args,
-            "explainer_args": {k: dict(v) for k, v in sorted(config.explainer_args.items())},
+            "explainer_args": dict(sorted(explainer_settings(config).items())),
             "target_layer": dict(sorted(config.target_layer.items())), "layout": dict(sorted(config.layout.items())),
             "target": config.target, "top_k": config.top_k, "batch_size": config.batch_size,
             "weights": config.weights, "num_classes": config.num_classes}

@@ -10,8 +10,12 @@ Parquet writer (:mod:`callbacks.per_sample_writer`) and the leaderboard (:mod:`b
   differs, naming each field and both values; :func:`check_backbone` refuses a backbone whose target
   layers or weights (SHA-256 of the state dict) differ from those recorded;
 * **overwrite removes only what a run wrote**, and only in a folder holding a ``run.json``;
-* **provenance stays with the rows**: each attempt that computes shards appends its versions, commit and
-  date to ``run.json["provenance"]``; nothing rewrites an earlier entry;
+* **provenance stays with the rows**: each attempt opens an entry (versions, commit, date) in
+  ``run.json["provenance"]`` before it computes, together with the backbone's weights hash, and fills in the
+  shards it wrote when it ends; the shards of an attempt killed before that are given to its entry (marked
+  ``killed``) by the next attempt, so every shard on disk is listed; an attempt that wrote none leaves no entry;
+* **the settings on record are the results'**: :func:`record_config` rewrites ``config.yaml`` only after
+  every check passed (the run builds each recorded backbone to compare its weights hash first);
 * **completeness**: :func:`finished_shards` (what a resume skips) and :func:`run_gaps` (what a leaderboard
   marks incomplete) read the same files.
 """
@@ -46,8 +50,9 @@ from benchmark.runner.versions import environment, package_versions
 
 __all__ = ["FolderLocked", "LOCK_NAME", "READY_NAME", "SettingsDiffer", "announce_ready", "atomic_write",
            "await_ready", "backbone_complete", "check_backbone", "discard_unsharded", "discard_unused",
-           "finished_shards", "fingerprint_diff", "folder_lock", "incomplete", "launch_token", "num_shards", "prepare",
-           "record_backbone", "run_gaps", "safe_name", "shard_rows", "weights_hash", "write_json"]
+           "finished_shards", "fingerprint_diff", "folder_lock", "incomplete", "launch_token", "num_shards",
+           "open_attempt", "prepare", "record_backbone", "record_config", "run_gaps", "safe_name",
+           "shard_rows", "weights_hash", "write_json"]
 
 log = logging.getLogger("cam_bench.run")
 
@@ -203,9 +208,9 @@ def _warn_versions(out: Path, meta: Mapping[str, Any]) -> None:
                     "record theirs and the leaderboard lists every provenance", out, "; ".join(changed))
 
 
-def prepare(out: Path, config: Mapping[str, Any], fp: Mapping[str, Any], command: str, overwrite: bool,
-            rank_zero: bool) -> Dict[str, Any]:
-    """Check (or start) the run directory; rank 0 writes ``run.json`` and ``config.yaml``.
+def prepare(out: Path, fp: Mapping[str, Any], overwrite: bool, rank_zero: bool) -> None:
+    """Check the run directory (rank 0 first removes what an ``overwrite`` run wrote); writes nothing else:
+    :func:`record_config` writes the settings once every check of the run has passed.
 
     Raises:
         SettingsDiffer: the folder holds a run with another fingerprint (each field with both values), or
@@ -225,17 +230,25 @@ def prepare(out: Path, config: Mapping[str, Any], fp: Mapping[str, Any], command
     elif any((out / "per_sample").glob("*")):
         raise SettingsDiffer(f"{str(out / 'per_sample')!r} has results but no run.json; use another --out or "
                              "--overwrite true.")
-    else:
-        meta = {"backbones": {}, "provenance": [], **environment()}
-    meta.update({"config": dict(config), "fingerprint": dict(fp), "command": command})
-    if rank_zero:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(meta_path, meta)
-        import yaml
 
-        resolved = {**config, "out": None, "overwrite": False}
-        (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-    return meta
+
+def record_config(out: Path, config: Mapping[str, Any], fp: Mapping[str, Any], command: str,
+                  methods: Sequence[str]) -> None:
+    """Rank 0, after every check passed: write the settings to ``run.json`` (with the resolved ``methods``,
+    which :func:`run_gaps` expects rows of) and ``config.yaml``, and give the shards of attempts killed before
+    they recorded them to their provenance entries (:func:`record_backbone`)."""
+    import yaml
+
+    meta_path = out / "run.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else \
+        {"backbones": {}, "provenance": [], **environment()}
+    meta.update({"config": dict(config), "fingerprint": dict(fp), "command": command, "methods": list(methods)})
+    for entry in [e for e in meta.get("provenance", []) if "shards_before" in e]:  # its attempt was killed
+        _close_attempt(out, meta, entry, killed=True)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(meta_path, meta)
+    resolved = {**config, "out": None, "overwrite": False}
+    atomic_write(out / "config.yaml", lambda tmp: tmp.write_text(yaml.safe_dump(resolved, sort_keys=False)))
 
 
 def check_backbone(out: Path, backbone: str, layers: Mapping[str, Mapping[str, str]], weights: str,
@@ -262,63 +275,113 @@ def check_backbone(out: Path, backbone: str, layers: Mapping[str, Mapping[str, s
     if recorded.get("weights_sha256", weights) != weights:
         raise SettingsDiffer(f"{str(out)!r} holds results of {backbone} computed with other weights (SHA-256 "
                              f"{recorded['weights_sha256'][:12]}… -> {weights[:12]}…); resuming would mix two models. "
-                             "Pass the recorded --weights, use another --out, or --overwrite true.")
+                             "Pass the recorded --weights and --seed (it seeds random init), use another --out, or "
+                             "--overwrite true.")
 
 
-def record_backbone(out: Path, backbone: str, entry: Mapping[str, Any], seconds: float,
-                    before: Mapping[str, Set[int]]) -> None:
-    """Rank 0: record a backbone's settings and timing in ``run.json``, and the provenance (versions, commit,
-    date) of the shards this attempt wrote: those on disk now that were not in ``before`` (method -> shard ids)."""
+def open_attempt(out: Path, backbone: str, entry: Mapping[str, Any], before: Mapping[str, Set[int]]) -> None:
+    """Rank 0, before ``Trainer.predict``: record ``backbone``'s settings (weights SHA-256, layers,
+    preprocessing; ``complete: False``) and open this attempt's provenance entry with the shards on disk
+    ``before`` it (method -> shard ids), so that a resume after SIGKILL checks the weights and attributes
+    the killed attempt's shards (:func:`record_config`)."""
     meta = json.loads((out / "run.json").read_text())
-    record = meta["backbones"].setdefault(backbone, {"seconds": []})
-    record.update(entry)
-    computed = {m: sorted(finished_shards(out, backbone, m) - set(ids)) for m, ids in before.items()}
-    computed = {m: ids for m, ids in computed.items() if ids}
-    for method in before:  # a stream without row counts writes per-rank files, no shards
-        if method not in computed and any((out / "per_sample" / safe_name(backbone) / safe_name(method))
-                                          .glob("rank*_batch_*.parquet")):
-            computed[method] = "all rows (a stream without shards)"
-    record["seconds"].append({"seconds": round(seconds, 3),
-                              "shards": {m: len(ids) if isinstance(ids, list) else ids for m, ids in computed.items()}})
-    if computed:
-        meta.setdefault("provenance", []).append({**environment(), "backbone": backbone, "shards": computed})
+    meta["backbones"].setdefault(backbone, {"seconds": []}).update({**entry, "complete": False})
+    meta.setdefault("provenance", []).append({**environment(), "backbone": backbone, "shards": {},
+                                              "shards_before": {m: sorted(ids) for m, ids in before.items()}})
     write_json(out / "run.json", meta)
 
 
-def incomplete(frame: pd.DataFrame, n: Optional[int], backbones: Sequence[str] = ()) -> Dict[Tuple[str, str], int]:
+def _close_attempt(out: Path, meta: Dict[str, Any], entry: Dict[str, Any], killed: bool = False) -> Dict[str, Any]:
+    """Fill an open provenance entry with the shards written since it opened (removed when there are none);
+    returns them (method -> ids, or a note for a stream without shards)."""
+    backbone, before = entry["backbone"], entry.pop("shards_before")
+    computed: Dict[str, Any] = {m: sorted(finished_shards(out, backbone, m) - set(ids)) for m, ids in before.items()}
+    computed = {m: ids for m, ids in computed.items() if ids}
+    for method in before:  # a stream without row counts writes per-rank files, no shards
+        if not killed and method not in computed and any(
+                (out / "per_sample" / safe_name(backbone) / safe_name(method)).glob("rank*_batch_*.parquet")):
+            computed[method] = "all rows (a stream without shards)"
+    if not computed:
+        meta["provenance"].remove(entry)
+    elif killed:
+        entry.update({"shards": computed, "killed": "stopped by SIGKILL or a crash before it recorded its shards; "
+                                                    "they were found on disk by the next attempt"})
+    else:
+        entry["shards"] = computed
+    return computed
+
+
+def record_backbone(out: Path, backbone: str, entry: Mapping[str, Any], seconds: float) -> None:
+    """Rank 0, when the predict loop ends (also on an exception or a signal): record a backbone's settings and
+    timing in ``run.json`` and close this attempt's provenance entry (:func:`open_attempt`) with the shards it
+    wrote."""
+    meta = json.loads((out / "run.json").read_text())
+    record = meta["backbones"].setdefault(backbone, {"seconds": []})
+    record.update(entry)
+    mine = [e for e in meta.get("provenance", []) if e.get("backbone") == backbone and "shards_before" in e]
+    computed = _close_attempt(out, meta, mine[-1]) if mine else {}
+    record["seconds"].append({"seconds": round(seconds, 3),
+                              "shards": {m: len(ids) if isinstance(ids, list) else ids for m, ids in computed.items()}})
+    write_json(out / "run.json", meta)
+
+
+def incomplete(frame: pd.DataFrame, n: Optional[int], backbones: Sequence[str] = (),
+               methods: Optional[Mapping[str, Sequence[str]]] = None) -> Dict[Tuple[str, str], int]:
     """``(backbone, method) -> rows on disk`` for each pair with fewer than the run's ``n`` samples; a
-    backbone of ``backbones`` without any row is ``(backbone, "every method") -> 0``.
+    backbone of ``backbones`` without any row is ``(backbone, "every method") -> 0``, and a method of
+    ``methods[backbone]`` (the run's configured methods) without rows is ``(backbone, method) -> 0``.
 
     Examples:
         >>> frame = pd.DataFrame({"backbone": ["a", "a", "a"], "method": ["x", "x", "y"]})
         >>> incomplete(frame, 2, backbones=["a", "b"])
         {('a', 'y'): 1, ('b', 'every method'): 0}
+        >>> incomplete(frame, 2, backbones=["a"], methods={"a": ["x", "y", "z"]})
+        {('a', 'y'): 1, ('a', 'z'): 0}
     """
     if n is None:
         return {}
     counts = frame.groupby(["backbone", "method"], sort=True).size()
     out = {key: int(rows) for key, rows in counts.items() if rows < n}
     out.update({(b, "every method"): 0 for b in backbones if b not in set(frame["backbone"])})
+    out.update({(b, m): 0 for b in backbones if b in set(frame["backbone"]) for m in (methods or {}).get(b, ())
+                if (b, m) not in counts})
     return out
 
 
+def _configured(metas: List[Dict[str, Any]]) -> Tuple[List[str], Dict[str, List[str]]]:
+    """The configs' backbones and, per backbone, the resolved methods expected (``run.json["methods"]``; an
+    older ``run.json``: the registered names in ``config.explainers``, as a ``file.py:Class`` needs its file)."""
+    backbones = list(dict.fromkeys(b for m in metas for b in m.get("config", {}).get("backbones", [])))
+    methods: Dict[str, List[str]] = {}
+    for meta in metas:
+        names = meta.get("methods", [e for e in meta.get("config", {}).get("explainers", []) if ":" not in e])
+        for b in meta.get("config", {}).get("backbones", []):
+            methods[b] = list(dict.fromkeys([*methods.get(b, []), *names]))
+    return backbones, methods
+
+
 def run_gaps(metas: List[Dict[str, Any]], frame: pd.DataFrame) -> Dict[Tuple[str, str], int]:
-    """:func:`incomplete` for runs: the samples of the fingerprint, the backbones of the configs. A stream
-    without row counts (``n`` unknown) is complete per backbone when an attempt finished its predict loop
-    (``run.json`` records it); otherwise ``(backbone, "every method") -> rows on disk`` (of the method with
-    the fewest).
+    """:func:`incomplete` for runs: the samples of the fingerprint, the backbones and methods of the configs.
+    A stream without row counts (``n`` unknown) is complete per backbone when an attempt finished its predict
+    loop (``run.json`` records it) and every configured method has rows; otherwise ``(backbone, "every
+    method") -> rows on disk`` (of the method with the fewest), or ``(backbone, method) -> 0``.
 
     Examples:
         >>> meta = {"fingerprint": {"subset": {"n": None}}, "config": {"backbones": ["a", "b"]},
-        ...         "backbones": {"b": {"complete": True}}}
+        ...         "backbones": {"b": {"complete": True}}, "methods": ["x", "y"]}
         >>> frame = pd.DataFrame({"backbone": ["a"] * 5 + ["b"] * 2, "method": list("xxxyyxy")})
         >>> run_gaps([meta], frame)
         {('a', 'every method'): 2}
+        >>> run_gaps([{**meta, "methods": ["x", "y", "z"]}], frame)
+        {('a', 'every method'): 2, ('b', 'z'): 0}
     """
-    backbones = list(dict.fromkeys(b for m in metas for b in m.get("config", {}).get("backbones", [])))
+    backbones, methods = _configured(metas)
     n = metas[0]["fingerprint"]["subset"].get("n")
     if n is not None:
-        return incomplete(frame, n, backbones)
+        return incomplete(frame, n, backbones, methods)
     finished = {b for m in metas for b, rec in m.get("backbones", {}).items() if rec.get("complete")}
     rows = frame.groupby(["backbone", "method"]).size().groupby(level=0).min() if len(frame) else {}
-    return {(b, "every method"): int(rows.get(b, 0)) for b in backbones if b not in finished}
+    out = {(b, "every method"): int(rows.get(b, 0)) for b in backbones if b not in finished}
+    present = set(zip(frame["backbone"], frame["method"])) if len(frame) else set()
+    out.update({(b, m): 0 for b in backbones if b in finished for m in methods.get(b, []) if (b, m) not in present})
+    return out

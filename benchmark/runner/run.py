@@ -17,14 +17,18 @@ Output directory (``config.out_dir``, default ``runs/<name>``; the folder itself
 Resume: a shard is the fixed batch of positions ``[s * batch_size, (s + 1) * batch_size)``
 (:mod:`datamodules.shards`); a re-run into the same directory computes only the (backbone, method,
 shard) files that are missing -- at most the batches in flight when a run died -- and refuses a
-directory whose fingerprint differs (``overwrite=True`` starts afresh), and a backbone whose resolved target
-layers or layouts differ from those recorded (e.g. after a change of the automatic choice). Because shards have the same
+directory whose fingerprint differs (``overwrite=True`` starts afresh), a backbone whose resolved target
+layers or layouts differ from those recorded (e.g. after a change of the automatic choice), and -- before
+``config.yaml`` is rewritten, even when nothing is left to compute -- a recorded backbone whose weights hash
+differs (e.g. random init under another ``--seed``). A backbone's weights hash, layers and preprocessing are
+recorded before its first shard, so a SIGKILLed attempt's are on record. Because shards have the same
 composition on any number of processes, the per-sample values, ``results.csv`` and
 ``leaderboard.md`` are byte-identical for 1 or N processes.
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 import warnings
@@ -40,7 +44,14 @@ from pytorch_lightning.utilities import rank_zero_only
 from benchmark.explainers import resolve_explainer
 from benchmark.metrics.registry import with_normalisation
 from benchmark.report.passes_report import read_backbone_passes
-from benchmark.runner.config import RunConfig, _data_kwargs, dataset_subset, fingerprint, validate
+from benchmark.runner.config import (
+    RunConfig,
+    _data_kwargs,
+    dataset_subset,
+    explainer_settings,
+    fingerprint,
+    validate,
+)
 from benchmark.runner.folder import (
     READY_NAME,
     SettingsDiffer,
@@ -54,8 +65,10 @@ from benchmark.runner.folder import (
     folder_lock,
     launch_token,
     num_shards,
+    open_attempt,
     prepare,
     record_backbone,
+    record_config,
     safe_name,
     weights_hash,
 )
@@ -123,14 +136,17 @@ def run_benchmark(config: RunConfig, trainer: Optional[Mapping[str, Any]] = None
             subset = dataset_subset(datamodule)
             fp = {**fingerprint(config, subset), "precision": _precision(trainer)}
             fresh = not (out / "run.json").exists() or config.overwrite
-            prepare(out, config.as_dict(), fp, command, config.overwrite, rank_zero)
+            prepare(out, fp, config.overwrite, rank_zero)
+            methods = [resolve_explainer(spec) for spec in config.explainers]
+            _check_recorded(config, out)  # other weights (e.g. another --seed): refused before config.yaml changes
+            if rank_zero:
+                record_config(out, config.as_dict(), fp, command, methods)
         except (ValueError, TypeError, KeyError, FileNotFoundError) as err:
             if token and rank_zero:
                 announce_ready(out, token, f"{type(err).__name__}: {err}")
             raise _refusal(err)
         if token and rank_zero:
             announce_ready(out, token)
-        methods = [resolve_explainer(spec) for spec in config.explainers]
         try:
             with StopOnSignal() as stop:
                 _run_all(config, trainer, out, methods, subset["n"], stop)
@@ -144,6 +160,28 @@ def run_benchmark(config: RunConfig, trainer: Optional[Mapping[str, Any]] = None
             render_runs([out], out / "leaderboard.md", methods=methods, backbones=config.backbones)
             (out / READY_NAME).unlink(missing_ok=True)  # every rank read it long ago: predict needed them all
     return out
+
+
+def _build(config: RunConfig, backbone: str):
+    """The backbone's model and preprocessing; weights that cannot be found or read are a refusal."""
+    try:
+        return create_backbone(backbone, weights=config.weights, num_classes=config.num_classes, seed=config.seed)
+    except (ValueError, FileNotFoundError) as err:  # e.g. --weights default with nothing in the local cache
+        raise _refusal(err)
+
+
+def _check_recorded(config: RunConfig, out: Path) -> None:
+    """Build each backbone of ``config`` that ``run.json`` holds results of and refuse other weights or
+    preprocessing (:func:`check_backbone`), also for a backbone with nothing left to compute: ``--seed``
+    (random init), a replaced checkpoint file or a library's new default init change the weights without
+    changing the fingerprint, and ``config.yaml`` must keep describing the results on disk."""
+    path = out / "run.json"
+    recorded = json.loads(path.read_text())["backbones"] if path.is_file() else {}
+    for backbone in config.backbones:
+        if "weights_sha256" in recorded.get(backbone, {}):
+            model, prep = _build(config, backbone)
+            check_backbone(out, backbone, {}, weights_hash(model), asdict(prep))
+            del model
 
 
 def _run_all(config: RunConfig, trainer: Dict[str, Any], out: Path, methods, size: Optional[int],
@@ -165,11 +203,7 @@ def _run_all(config: RunConfig, trainer: Dict[str, Any], out: Path, methods, siz
 def _run_backbone(config: RunConfig, trainer_args: Dict[str, Any], out: Path, backbone: str, methods,
                   size: Optional[int], stop: StopOnSignal) -> None:
     """One ``Trainer.predict`` over the shards of ``size`` samples not yet on disk for ``backbone``."""
-    try:
-        model, prep = create_backbone(backbone, weights=config.weights, num_classes=config.num_classes,
-                                      seed=config.seed)
-    except (ValueError, FileNotFoundError) as err:  # e.g. --weights default with nothing in the local cache
-        raise _refusal(err)
+    model, prep = _build(config, backbone)
     weights = weights_hash(model)
     datamodule = create_datamodule(config.data, **_data_kwargs(config, prep))
     datamodule.setup("predict")
@@ -183,7 +217,8 @@ def _run_backbone(config: RunConfig, trainer_args: Dict[str, Any], out: Path, ba
     keep = [dataset.global_index(i) if hasattr(dataset, "global_index") else i
             for i in range(config.figures if size is None else min(config.figures, size))]
     total = 0 if size is None else num_shards(size, config.batch_size)
-    module = ExplainerModule(model, {spec: config.explainer_args.get(spec, {}) for spec in config.explainers},
+    settings = explainer_settings(config)  # keyed by registered name, as the fingerprint and the header show them
+    module = ExplainerModule(model, {m: settings.get(m, {}) for m in methods},
                              target=config.target, keep_maps=keep, input_size=prep.input_size,
                              metrics=metric_args, top_k=config.top_k,
                              target_layer=config.target_layer.get(backbone), layout=config.layout.get(backbone),
@@ -192,6 +227,10 @@ def _run_backbone(config: RunConfig, trainer_args: Dict[str, Any], out: Path, ba
     _barrier()  # every rank sees the same files: none is written between the two barriers
     done = {m: finished_shards(out, backbone, m) for m in methods}
     _barrier()
+    entry = {"preprocessing": asdict(prep), "weights": config.weights, "num_classes": config.num_classes,
+             "layers": module.layers, "weights_sha256": weights}
+    if rank_zero_only.rank == 0:  # before any shard: a resume after SIGKILL checks these (and the shards' provenance)
+        open_attempt(out, backbone, entry, done)
     module.done = {s: frozenset(m for m in methods if s in done[m]) for s in range(total)}
     skip = {s for s, finished in module.done.items() if len(finished) == len(methods)}
     datamodule.use_shards(skip=skip, limit=config.limit)
@@ -216,8 +255,6 @@ def _run_backbone(config: RunConfig, trainer_args: Dict[str, Any], out: Path, ba
         complete = True
     finally:  # also when interrupted: the shards on disk keep their settings, weights and provenance
         if rank_zero_only.rank == 0:
-            record_backbone(out, backbone, {"preprocessing": asdict(prep), "weights": config.weights,
-                                            "num_classes": config.num_classes, "layers": module.layers,
-                                            "weights_sha256": weights, "complete": complete,
+            record_backbone(out, backbone, {**entry, "complete": complete,
                                             "passes_per_image": read_backbone_passes(out, backbone)},
-                            time.perf_counter() - start, done)
+                            time.perf_counter() - start)

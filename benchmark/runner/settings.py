@@ -34,7 +34,8 @@ class RunConfig:
         explainers: registered names, ``file.py:Class``, ``module:Class`` or entry points;
             ``--explainers+=my_cam.py:MyCAM`` appends to the default (every registered method).
         explainer_args: explainer name -> keyword arguments (e.g. ``{scorecam: {chunk_size: 128}}``; also
-            ``target_layer`` / ``layout`` for one method).
+            ``target_layer`` / ``layout`` for one method). A ``file.py:Class`` method is keyed by its spec or by
+            the name it registers (``mycam``), not both.
         target_layer: backbone -> the target layer of every layer-reading explainer on it (e.g.
             ``{timm/vit_small_patch16_224: blocks.10.norm1}``); a backbone not listed gets its default layer.
         layout: backbone -> that layer's layout (``nchw``, ``nhwc``, ``tokens:P``, or a reshape function

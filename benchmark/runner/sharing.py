@@ -1,9 +1,10 @@
 """One writer per run folder, and the processes of one launch: the lock, the ready handshake of
 externally launched ranks, atomic files, and the two refusals of a shared folder.
 
-* :func:`folder_lock` holds ``<out>/.cam-bench.lock`` (host, PID, start time) from before anything is
-  written until the run ends; a second run names the holder and is refused; a lock left by a dead process on
-  this host is taken over with a warning;
+* :func:`folder_lock` holds ``<out>/.cam-bench.lock`` (host, PID, start time, a random token) from before
+  anything is written until the run ends; a second run names the holder and is refused; a lock left by a dead
+  process on this host is taken over with a warning (under the stale file's ``flock``: of two runs finding it,
+  one gets the folder); release removes the lock only while it holds the run's own token;
 * torchrun and ``srun`` start every rank at once: ranks > 0 :func:`await_ready` until rank 0
   :func:`announce_ready` for this launch (:func:`launch_token`), and share its refusal;
 * :func:`atomic_write` writes a uniquely named temporary file and renames it.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import fcntl
 import json
 import logging
 import os
@@ -21,7 +23,7 @@ import socket
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional
 
 __all__ = ["FolderLocked", "LOCK_NAME", "READY_NAME", "SettingsDiffer", "announce_ready", "atomic_write",
            "await_ready", "folder_lock", "launch_token", "write_json"]
@@ -70,9 +72,78 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _read_holder(fd: int) -> Dict[str, Any]:
+    """The JSON a lock file holds (``{}`` when unreadable)."""
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        data = json.loads(os.read(fd, 65536).decode() or "{}")
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _create(path: Path, me: Mapping[str, Any]) -> bool:
+    """Create ``path`` holding ``me`` only if it does not exist; ``False`` when it exists. A hard link of a written
+    temporary file, so no reader sees an empty lock (where the file system has no hard links: created with
+    ``O_EXCL``, then written)."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(json.dumps(me))
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    except OSError:  # a file system without hard links: create exclusively, then write
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as handle:
+            json.dump(me, handle)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return True
+
+
+@contextlib.contextmanager
+def _flocked(path: Path) -> Iterator[Optional[int]]:
+    """An open descriptor of the lock file ``path`` under an exclusive ``flock`` while the context is open, or
+    ``None`` when ``path`` was removed or replaced before the ``flock`` was granted (look again).
+
+    Whoever removes a lock file holds its ``flock`` while it checks and removes it, so a check and the removal
+    that follows it are one step for every other process. A file system without ``flock`` (``ENOSYS``,
+    ``ENOLCK``, ...) is warned about and the check goes on without it.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR)  # O_RDWR: flock on NFS is a write lock
+    except PermissionError:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        yield None
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as err:  # e.g. Lustre mounted without flock: check as before, not atomically
+            log.warning("no flock on %s (%s): checking the lock without it; two runs that take over one stale "
+                        "lock at the same moment may both start", path, err)
+        try:
+            current = os.stat(path).st_ino
+        except FileNotFoundError:
+            current = None
+        yield fd if current == os.fstat(fd).st_ino else None
+    finally:
+        os.close(fd)  # releases the flock
+
+
 @contextlib.contextmanager
 def folder_lock(out: Path) -> Iterator[None]:
     """Hold ``out/.cam-bench.lock`` while the context is open (released on every exit path).
+
+    The lock file is created only where none exists (atomically, complete). A lock left by a dead process
+    on this host is taken over: the taker holds the stale file's ``flock`` while it checks that the file is
+    still the one it judged stale and replaces it, so two runs finding the same stale lock never both get
+    the folder (the second finds the first's live lock and is refused). The lock records a random token;
+    release removes the lock file only while it still holds this run's token.
 
     Raises:
         FolderLocked: a live process holds it (the message names host, PID and start time).
@@ -81,32 +152,29 @@ def folder_lock(out: Path) -> Iterator[None]:
     out.mkdir(parents=True, exist_ok=True)
     path = out / LOCK_NAME
     start = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
-    me = {"host": socket.gethostname(), "pid": os.getpid(), "start": start}
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                holder = json.loads(path.read_text() or "{}")
-            except (OSError, ValueError):
-                holder = {}
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "start": start, "token": uuid.uuid4().hex}
+    while not _create(path, me):
+        with _flocked(path) as fd:
+            if fd is None:
+                continue  # removed or replaced meanwhile: look again
+            holder = _read_holder(fd)
             stale = holder.get("host") == me["host"] and isinstance(holder.get("pid"), int) and \
                 not _alive(holder["pid"])
             if not stale:
                 raise FolderLocked(
                     f"{str(out)!r} is in use by another cam-bench run (host {holder.get('host', '?')}, PID "
                     f"{holder.get('pid', '?')}, started {holder.get('start', '?')}); wait for it, or use another "
-                    f"--out. If no such run is alive, delete {str(path)!r}.") from None
+                    f"--out. If no such run is alive, delete {str(path)!r}.")
             log.warning("taking over the lock of %s left by dead process %s", out, holder["pid"])
-            path.unlink(missing_ok=True)
-            continue
-        with os.fdopen(fd, "w") as handle:
-            json.dump(me, handle)
-        break
+            path.unlink()
+            if _create(path, me):  # still under the stale file's flock: whoever waited on it looks again
+                break
     try:
         yield
     finally:
-        path.unlink(missing_ok=True)
+        with _flocked(path) as fd:
+            if fd is not None and _read_holder(fd).get("token") == me["token"]:
+                path.unlink()  # ours: another holder's lock (after a manual delete) is left alone
         if created and not any(out.iterdir()):  # a refused run leaves no empty folder behind
             out.rmdir()
 
