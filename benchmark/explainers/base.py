@@ -289,6 +289,10 @@ class BaseExplainer:
             logits = self.model(images)
             if not store:
                 raise ValueError(f"Target layer {self.target_layer!r} was not called by the forward pass.")
+            if store[-1].shape[0] != images.shape[0]:  # e.g. a position embedding: the same tensor for any batch
+                raise ValueError(f"Expected target layer {self.target_layer!r} to give one activation per image, but "
+                                 f"got shape {tuple(store[-1].shape)} for {images.shape[0]} images: its first "
+                                 "dimension is not the batch; choose a layer computed from each image.")
             logits = self._check_logits(logits, images)
             targets = self._check_classes(targets, logits)
             grads = self.score_gradients(logits, targets, store[-1]) if with_gradients else None

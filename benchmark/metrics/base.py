@@ -113,6 +113,7 @@ class PerSampleMetric(Metric):
         already = torch.isnan(last.reshape(len(last), -1)).any(dim=1)
         self.n_invalid += (mask & ~already).sum().to(self.n_invalid.device)
         self.values[-1] = last.masked_fill(mask.view(-1, *([1] * (last.ndim - 1))), float("nan"))
+        self._computed = None  # torchmetrics' cached compute() predates the change
 
     def sorted_values(self) -> Tuple[Tensor, Tensor]:
         """All (indices, values) so far, sorted by dataset index; duplicates raise ValueError."""

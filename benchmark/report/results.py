@@ -57,7 +57,7 @@ def read_per_sample(run_dirs: Union[str, os.PathLike, Sequence[Union[str, os.Pat
                                     "with callbacks=[PerSampleWriter(run_dir, ...)]) first.")
             err.cam_bench_refusal = True  # type: ignore[attr-defined]
             raise err
-        frames += [pd.read_parquet(f) for f in files]
+        frames += [_read_shard(f) for f in files]
     columns = list(dict.fromkeys(c for f in frames for c in f.columns))
     for part in frames:  # a metric a run did not configure is None (not NaN = undefined) in its rows
         for column in columns:
@@ -72,6 +72,17 @@ def read_per_sample(run_dirs: Union[str, os.PathLike, Sequence[Union[str, os.Pat
                          f"{frame.loc[duplicated, keys].head(5).to_dict('records')}: merge runs that hold different "
                          "methods (or backbones), or render each run on its own.")
     return frame
+
+
+def _read_shard(path: Path) -> pd.DataFrame:
+    """One per-sample file; an unreadable one (a damaged disk, a file copied in part) is a refusal naming it."""
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        refusal = ValueError(f"Unreadable per-sample file {str(path)!r} ({type(err).__name__}: {err}); rerun the "
+                             "same `cam-bench run` command: a resume recomputes an unreadable shard.")
+        refusal.cam_bench_refusal = True  # type: ignore[attr-defined]
+        raise refusal from err
 
 
 def reduce_per_sample(frame: pd.DataFrame, metrics: Optional[Mapping[str, Mapping[str, Any]]] = None,

@@ -44,6 +44,7 @@ from benchmark.runner.sharing import (  # noqa: F401  (re-exported: the folder's
     await_ready,
     folder_lock,
     launch_token,
+    parquet_readable,
     write_json,
 )
 from benchmark.runner.versions import environment, package_versions
@@ -89,7 +90,8 @@ def shard_rows(shard: int, batch_size: int, size: int) -> range:
 
 
 def finished_shards(output_dir: Union[str, os.PathLike], backbone: str, method: str) -> Set[int]:
-    """Shard ids whose per-sample file for (``backbone``, ``method``) is on disk (what a resume skips).
+    """Shard ids whose per-sample file for (``backbone``, ``method``) is on disk and readable (what a resume skips;
+    an unreadable file is recomputed and replaced, with a warning).
 
     Examples:
         >>> import tempfile
@@ -97,7 +99,7 @@ def finished_shards(output_dir: Union[str, os.PathLike], backbone: str, method: 
         set()
     """
     folder = Path(output_dir) / "per_sample" / safe_name(backbone) / safe_name(method)
-    return {int(p.stem.split("_")[1]) for p in folder.glob("shard_*.parquet")}
+    return {int(p.stem.split("_")[1]) for p in folder.glob("shard_*.parquet") if parquet_readable(p)}
 
 
 def backbone_complete(out: Path, backbone: str) -> bool:

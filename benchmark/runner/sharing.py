@@ -25,8 +25,10 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Mapping, Optional
 
+import pyarrow.parquet as pq
+
 __all__ = ["FolderLocked", "LOCK_NAME", "READY_NAME", "SettingsDiffer", "announce_ready", "atomic_write",
-           "await_ready", "folder_lock", "launch_token", "write_json"]
+           "await_ready", "folder_lock", "launch_token", "parquet_readable", "write_json"]
 
 log = logging.getLogger("cam_bench.run")
 
@@ -223,3 +225,14 @@ def await_ready(out: Path, token: str, timeout: float = 1800.0, poll: float = 0.
         time.sleep(poll)
     raise TimeoutError(f"rank 0 did not prepare {str(out)!r} within {timeout:.0f} s (launch {token}); is the folder "
                        "on a file system every node shares?")
+
+
+def parquet_readable(path: Path) -> bool:
+    """Whether the Parquet file at ``path`` has a readable footer; warns when not (a damaged disk, a file copied
+    in part: the atomic writes never leave one), so that a resume recomputes it and the writer replaces it."""
+    try:
+        pq.read_metadata(path)
+        return True
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        log.warning("%s is unreadable (%s): it is recomputed", path, err)
+        return False

@@ -157,3 +157,32 @@ def test_ablationcam_ablates_only_the_last_call_of_a_shared_layer():
         handle.remove()
     old = (torch.where(live, (score[target] - torch.stack(every)) / score[target], 0.0)[:, None, None] * acts).sum(0)
     assert (old - expected).abs().max() > 1e-3
+
+
+class PositionTable(nn.Module):
+    """A learned (1, C, h, w) table added to the features: the same tensor whatever the batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.table = nn.Parameter(torch.randn(1, 4, 8, 8))
+
+    def forward(self):
+        return self.table
+
+
+class WithTable(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.pos, self.head = nn.Conv2d(3, 4, 3, padding=1, stride=4), PositionTable(), nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.head((self.conv(x) + self.pos()).mean(dim=(2, 3)))
+
+
+def test_a_layer_without_a_batch_dimension_is_refused_at_run_time():
+    """The batch-1 probe cannot tell (1, C, h, w) from one image's activations; the forward of 2 images can."""
+    net = WithTable().eval()
+    explainer = create_explainer("gradcam", net, target_layer="pos", input_size=(3, 32, 32))
+    with pytest.raises(ValueError, match=r"'pos' to give one activation per image, but got shape \(1, 4, 8, 8\) "
+                                         r"for 2 images"):
+        explainer(torch.randn(2, 3, 32, 32))

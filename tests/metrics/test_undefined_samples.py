@@ -156,3 +156,16 @@ def test_an_undefined_sample_is_as_if_absent(name, model):
     assert got["n"] == want["n"] + 1 and got["n_invalid"] == want["n_invalid"] + 1
     assert set(got) == set(want)
     assert all(_same(got[key], want[key]) for key in want if key not in ("n", "n_invalid")), (got, want)
+
+
+def test_a_compute_before_the_marking_is_not_served_from_the_cache():
+    """torchmetrics caches compute(); invalidate_last changes the stored rows, so the next compute() must see it."""
+    metric = create_metric("complexity")
+    metric.update(MAP.expand(2, 2, 2).clone(), torch.tensor([0, 1]))
+    assert metric.compute().item() == pytest.approx(62.5)
+    metric.invalidate_last(torch.tensor([False, True]))
+    assert metric.compute().item() == pytest.approx(62.5) and int(metric.n_invalid) == 1
+    metric.update(torch.zeros(1, 2, 2, dtype=torch.float64), torch.tensor([2]))
+    metric.compute()
+    metric.invalidate_last(torch.tensor([True]))  # left out: the mean is the first sample's again
+    assert metric.compute().item() == pytest.approx(62.5) and int(metric.n_invalid) == 2
