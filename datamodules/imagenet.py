@@ -231,8 +231,9 @@ class ImageNetVal(CamDataset):
             if folder not in self.class_to_idx:
                 raise AnnotationError(f"{path}: class folder {folder!r} is not a synset of {self.synset_mapping}.")
             label = self.class_to_idx[folder]
-            if len(labels) and labels[0] != label:
-                raise AnnotationError(f"{path}: class folder {folder} but {where} says {self.classes[labels[0]]}.")
+            other = sorted({self.classes[k] for k in labels.tolist() if k != label})
+            if other:  # ImageNet val has one class per image: every box's
+                raise AnnotationError(f"{path}: class folder {folder} but {where} says {', '.join(other)}.")
         elif len(labels):
             label = int(labels[0])
         else:

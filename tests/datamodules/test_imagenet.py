@@ -313,6 +313,19 @@ def test_folder_layout_annotation_cases(folders, tmp_path):
     assert [len(b) for b in batch["boxes"]][:1] == [0] and [s["index"] for s in batch["skipped"]] == [1, 4]
 
 
+def test_folder_layout_refuses_a_second_box_of_another_class(folders, tmp_path):
+    """ImageNet val has one class per image: a box of another class after one of the folder's class is refused
+    too (before, only the first box was compared with the folder)."""
+    base = Path(shutil.copytree(folders, tmp_path / "data"))
+    xml = base / XML_DIR / f"{stem(1)}.xml"  # folder n01443537, one box of it
+    text = xml.read_text()
+    second = xml_text(1, (500, 375), "n01491361", [(0, 0, 9, 9)]).split("<segmented>0</segmented>\n")[1]
+    xml.write_text(text.replace("</annotation>\n", second))
+    ds = ImageNetVal(base / "val", annotations=base / XML_DIR, preprocessing=SMALL)
+    with pytest.raises(AnnotationError, match="class folder n01443537 but .* says n01491361"):
+        ds[0]
+
+
 def test_missing_files_show_the_layout(copy):
     with pytest.raises(FileNotFoundError, match=r"(?s)root=.*nowhere.*LOC_synset_mapping\.txt.*\|-- "):
         ImageNetVal(copy / "nowhere")
