@@ -294,8 +294,9 @@ def test_attribution_speed_script_writes_its_table(tmp_path):
                        "guidedbackprop", "occlusion", "--out", str(out)])
     text = out.read_text()
     assert "| backbone " in text and "| resnet18 " in text
-    # occlusion on 32 x 32: the half-patch-padded 76 x 76 image, 45 x 45 patches every 15 px -> 3 x 3 positions
-    assert "1 F(1) + 9 F(9)" in text and "1 I(1)" in text
+    # occlusion on 32 x 32: the half-patch-padded 76 x 76 image, 45 x 45 patches every 15 px -> ceil(31 / 15) + 1
+    # = 4 per axis (captum clips the last window to the edge) -> 4 x 4 positions
+    assert "1 F(1) + 16 F(16)" in text and "1 I(1)" in text
 
 
 def test_targets_name_the_worst_row_and_its_floor():

@@ -10,6 +10,7 @@ pixel, of the score drop ``S_c(x) - S_c(x with the patch filled)``; ``score`` is
 ``chunk_size`` occluded images. :meth:`Occlusion.signed_maps` gives the signed map (rank
 correlation); the explainer's output is its ReLU min-max normalisation like every other map.
 """
+import math
 from typing import Optional
 
 import torch
@@ -39,14 +40,16 @@ class _Cropped(nn.Module):
 
 
 def occlusion_positions(height: int, width: int, patch_size: int, stride: int) -> int:
-    """Occluded forwards per image: the patch positions on the half-patch-padded image.
+    """Occluded forwards per image: the patch positions on the half-patch-padded image, as captum's ``Occlusion``
+    places them: ``ceil((side + 2 pad - patch) / stride) + 1`` per axis, the last window clipped to the edge.
 
     Examples:
         >>> occlusion_positions(224, 224, 45, 1), occlusion_positions(224, 224, 45, 8)
-        (50176, 784)
+        (50176, 841)
     """
     pad = patch_size // 2
-    return ((height + 2 * pad - patch_size) // stride + 1) * ((width + 2 * pad - patch_size) // stride + 1)
+    return (math.ceil((height + 2 * pad - patch_size) / stride) + 1) * \
+        (math.ceil((width + 2 * pad - patch_size) / stride) + 1)
 
 
 def check_occlusion_args(patch_size: int, stride: int, fill: float, chunk_size: int, score: str) -> dict:

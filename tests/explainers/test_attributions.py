@@ -186,6 +186,21 @@ def test_occlusion_equals_a_direct_loop_of_occluded_forwards(patch, stride, scor
     assert occ.positions(9, 9) == ((9 + 2 * pad - patch) // stride + 1) ** 2
 
 
+@pytest.mark.parametrize("side, patch, stride", [(14, 5, 5), (9, 3, 2), (10, 4, 3), (12, 5, 1)])
+def test_occlusion_positions_are_the_occluded_images_captum_runs(side, patch, stride):
+    """Counted with a hook on the model: every image it sees but the clean one is an occluded position (captum
+    clips a last window to the edge where the stride does not divide the side)."""
+    model = tiny_cnn()
+    occ = create_explainer("occlusion", model, input_size=(3, side, side), patch_size=patch, stride=stride,
+                           chunk_size=1)
+    x, target, seen = torch.randn(1, 3, side, side), torch.tensor([1]), []
+    occ(x, target)  # the first call also learns the class count (one forward)
+    handle = model.register_forward_hook(lambda module, args, out: seen.append(args[0].shape[0]))
+    occ(x, target)
+    handle.remove()
+    assert occ.positions(side, side) == sum(seen) - 1
+
+
 def test_occlusion_study_geometry_one_patch_per_pixel():
     occ = create_explainer("occlusion", tiny_cnn(), input_size=(3, 224, 224))
     assert (occ.patch_size, occ.stride, occ.positions(224, 224)) == (45, 1, 50_176)
