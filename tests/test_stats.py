@@ -243,9 +243,11 @@ def _table():
 def test_mean_ranks_hand_computed():
     ranks = mean_ranks(_table(), {"drop": False, "game": True})
     # r50: drop ranks (1, 2.5, 2.5), game ranks (3, 1, 2) -> gradcam 2, gradcam++ 1.75, scorecam 2.25
-    # vgg: drop ranks (2, -, 1) (NaN unranked), game ranks (1.5, 1.5, 3) -> 1.75, 1.5, 2
-    expected = pd.DataFrame({"r50": [1.75, 2.0, 2.25], "vgg": [1.5, 1.75, 2.0], "mean rank": [1.625, 1.875, 2.125]},
-                            index=pd.Index(["gradcam++", "gradcam", "scorecam"], name="method"))
+    # vgg: drop ranks (2, -, 1) (NaN unranked), game ranks (1.5, 1.5, 3) -> 1.75, -, 2: gradcam++ is not ranked
+    # on a column the others are ranked on, so it has no vgg rank (a mean over fewer columns would not compare)
+    # and no mean rank (NaN sorts last)
+    expected = pd.DataFrame({"r50": [2.0, 2.25, 1.75], "vgg": [1.75, 2.0, np.nan], "mean rank": [1.875, 2.125, np.nan]},
+                            index=pd.Index(["gradcam", "scorecam", "gradcam++"], name="method"))
     pd.testing.assert_frame_equal(ranks, expected)
 
 
@@ -255,7 +257,9 @@ def test_mean_ranks_single_metric_stable_order_and_missing_backbone():
     ranks = mean_ranks(table, {"drop": False})
     assert list(ranks.index) == ["b", "a", "c"]  # b and a tie everywhere: table order kept
     assert list(ranks.columns) == ["r50", "vgg", "mean rank"]
-    assert ranks.loc["c", "r50"] == 3.0 and math.isnan(ranks.loc["c", "vgg"]) and ranks.loc["c", "mean rank"] == 3.0
+    # c has no row on vgg: no rank there, so no mean rank (a mean over fewer backbones would not compare)
+    assert ranks.loc["c", "r50"] == 3.0 and math.isnan(ranks.loc["c", "vgg"])
+    assert math.isnan(ranks.loc["c", "mean rank"])
     assert ranks.loc["a", "mean rank"] == ranks.loc["b", "mean rank"] == 1.5
 
 

@@ -54,7 +54,8 @@ class OcclusionCorrelation(PerSampleMetric):
 
     Cost: one occlusion map per image and class -- ``Occlusion.positions(H, W)`` forwards, i.e.
     ``(ceil((H - 1) / stride) + 1) * (ceil((W - 1) / stride) + 1)`` for an odd patch (50,176 per 224 x 224
-    image at stride 1), batched ``chunk_size`` occluded images per forward -- shared by all explainers of a batch (see the module).
+    image at stride 1), batched ``chunk_size`` occluded images per forward -- shared by all explainers of a
+    batch (see the module).
 
     Examples:
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2, bias=False))

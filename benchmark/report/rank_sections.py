@@ -19,7 +19,8 @@ def win_section(frame: pd.DataFrame) -> List[str]:
     methods = list(dict.fromkeys(frame["method"]))
     win, p = win_matrix({m: pivot[m].to_numpy(dtype=float) for m in methods}, lower_is_better=True)
     lines = ["Win % (Average Drop): share of images where the row method's drop is lower than the column "
-             "method's (ties count half); * p < 0.05, two-sided sign test, Holm-corrected.", "",
+             "method's (ties count half; values compared exactly, so float32 rounding can split methods with equal "
+             "maps by a few images); * p < 0.05, two-sided sign test, Holm-corrected.", "",
              "| | " + " | ".join(methods) + " |", "|:--|" + "--:|" * len(methods)]
     for a in methods:
         cells = ["–" if a == b or not np.isfinite(win.loc[a, b]) else
@@ -43,8 +44,9 @@ def rank_section(table: pd.DataFrame, directions: Mapping[str, bool]) -> List[st
     lines = ["## Mean rank across backbones", "",
              "Rank of each method per backbone and table column (1 = best; values equal at the precision shown "
              "tie and share the average rank), averaged over the columns and then over the backbones; a cell "
-             "undefined on most images, and a method whose maps are "
-             "constant or not finite on most images, are not ranked (–).", "",
+             "undefined on most images, and a method whose maps are constant or not finite on most images, are not "
+             "ranked; a method not ranked on a column gets no rank on that backbone, and one without a rank on "
+             "every backbone gets no mean rank (–).", "",
              "| Method | mean rank | " + " | ".join(backbones) + " |", "|:--|--:|" + "--:|" * len(backbones)]
     for method, row in ranks.iterrows():
         lines.append(f"| {method} | " + " | ".join(_rank(row[c]) for c in ["mean rank", *backbones]) + " |")

@@ -168,9 +168,12 @@ def win_matrix(values: Mapping[str, np.ndarray], lower_is_better: bool = True) -
     """Pairwise win rates of methods over images, with Holm-adjusted sign-test p-values.
 
     ``win[A, B] = 100 * (wins + ties / 2) / n`` over the ``n`` images where both A and B are
-    defined (not NaN); NaN when there is none. ``p[A, B] = p[B, A]`` is the two-sided exact sign
-    test of the pair (``scipy.stats.binomtest(wins, wins + losses, 0.5)``, ties dropped; 1.0
-    without any untied image), Holm-Bonferroni adjusted over the unordered pairs.
+    defined (not NaN); NaN when there is none. Values are compared exactly: methods whose maps are
+    mathematically equal (Grad-CAM, HiResCAM and XGrad-CAM on a global-average-pooled linear head) differ
+    per image by float32 rounding, which splits them by a few images (the leaderboard's caption says so).
+    ``p[A, B] = p[B, A]`` is the two-sided exact sign test of the pair
+    (``scipy.stats.binomtest(wins, wins + losses, 0.5)``, ties dropped; 1.0 without any untied image),
+    Holm-Bonferroni adjusted over the unordered pairs.
 
     Args:
         values: method -> ``(n_images,)`` per-image values, all in the same image order.
@@ -227,8 +230,9 @@ def mean_ranks(table: pd.DataFrame, higher_is_better: Mapping[str, bool]) -> pd.
 
     For each backbone and each metric of ``higher_is_better``, the methods with a value (not
     NaN) are ranked with ``scipy.stats.rankdata(method="average")`` (ties share the mean rank);
-    a method's rank on a backbone is the mean of its ranks over the metrics it was ranked on.
-    ``mean rank`` is the mean over the backbones where the method has a rank (NaN ones left out).
+    a method's rank on a backbone is the mean of its ranks over the metrics, and NaN when it is not ranked on
+    one that other methods are ranked on (a mean over fewer columns would not compare). ``mean rank`` is the
+    mean over the backbones, NaN unless the method has a rank on every one.
 
     Args:
         table: columns ``backbone``, ``method`` and one column per metric (its dataset value);
@@ -268,8 +272,9 @@ def mean_ranks(table: pd.DataFrame, higher_is_better: Mapping[str, bool]) -> pd.
             scores = rows[metric].to_numpy(dtype=np.float64)
             defined = ~np.isnan(scores)
             ranks.loc[defined, metric] = rankdata(-scores[defined] if higher else scores[defined], method="average")
-        out.loc[ranks.index, backbone] = ranks.mean(axis=1)
-    out["mean rank"] = out[backbones].mean(axis=1)
+        ranked = [metric for metric in ranks.columns if ranks[metric].notna().any()]
+        out.loc[ranks.index, backbone] = ranks[ranked].mean(axis=1).where(ranks[ranked].notna().all(axis=1))
+    out["mean rank"] = out[backbones].mean(axis=1, skipna=False)
     return out.sort_values("mean rank", kind="stable")
 
 
