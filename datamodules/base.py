@@ -45,11 +45,17 @@ def check_positive_int(value: Any, name: str, allow_zero: bool = False) -> int:
 def as_preprocessing(value: Union[Preprocessing, Mapping[str, Any], str, None]) -> Preprocessing:
     """``None`` (ImageNet default), a :class:`Preprocessing`, its dict, or a backbone name.
 
+    A dict may leave out ``input_size``, ``interpolation``, ``mean``, ``std``, ``resize_size`` and ``resize_mode``
+    (``"shorter"``; ``"squash"`` warps to ``resize_size x resize_size``, see
+    :data:`~benchmark.runtime.preprocessing.RESIZE_MODES`).
+
     Examples:
         >>> as_preprocessing(None).crop_size
         224
         >>> as_preprocessing({"resize_size": 128, "crop_size": 112, "mean": [0.5] * 3, "std": [0.5] * 3}).input_size
         (3, 112, 112)
+        >>> as_preprocessing({"resize_size": 64, "crop_size": 56, "resize_mode": "squash"}).resize_mode
+        'squash'
     """
     if value is None:
         return imagenet_preprocessing()

@@ -81,10 +81,11 @@ def test_hf_backbone_with_an_unverified_processor_is_refused(tmp_path):
         create_backbone(f"hf/{tmp_path}")
 
 
-def test_timm_squash_crop_mode_is_refused():
+def test_timm_squash_crop_mode_matches_timms_own_transform():
     name = "convnextv2_nano.fcmae_ft_in22k_in1k_384"
-    cfg = timm.data.resolve_data_config({}, model=timm.create_model(name, pretrained=False, num_classes=3))
-    assert cfg["crop_mode"] == "squash"
+    model, prep = create_backbone(f"timm/{name}", num_classes=3)
+    cfg = timm.data.resolve_data_config({}, model=model)
+    assert cfg["crop_mode"] == "squash" and prep.resize_mode == "squash"
     wide = _smooth_image(300, 450)
     theirs = timm.data.create_transform(**cfg)(wide)
     shorter_side = torchvision.transforms.v2.Compose([  # what resize-the-shorter-side + centre crop would feed
@@ -94,8 +95,7 @@ def test_timm_squash_crop_mode_is_refused():
         torchvision.transforms.v2.CenterCrop(384), torchvision.transforms.v2.ToDtype(torch.float32, scale=True),
         torchvision.transforms.v2.Normalize(list(cfg["mean"]), list(cfg["std"]))])(wide)
     assert (shorter_side - theirs).abs().max() > 0.5  # the two geometries really differ
-    with pytest.raises(ValueError, match="crop_mode 'center'.*'squash'.*warps"):
-        create_backbone(f"timm/{name}", num_classes=3)
+    torch.testing.assert_close(prep.transform()(wide), theirs, atol=0.02, rtol=0)
 
 
 def test_timm_center_crop_mode_matches_timms_own_transform():

@@ -89,7 +89,7 @@ def load_runs(run_dirs: Sequence[Union[str, os.PathLike]], force: bool = False) 
         for name in sorted(meta["backbones"]):
             owner = owners.setdefault(name, meta)
             for field in ("preprocessing", "weights_sha256"):  # e.g. random init under another --seed
-                if owner["backbones"][name].get(field) != meta["backbones"][name].get(field):
+                if _recorded(owner["backbones"][name], field) != _recorded(meta["backbones"][name], field):
                     diffs.setdefault(owner["dir"], []).append(f"backbones.{name}.{field}")
         for other, diff in diffs.items():
             if diff and not force:
@@ -233,13 +233,31 @@ def _cell(value: float, low: float, high: float, decimals: int, n_invalid: int =
     return text + (f" ({n_invalid} undefined)" if n_invalid else "")
 
 
+def _recorded(entry: Mapping[str, Any], field: str) -> Any:
+    """A backbone's recorded field; a preprocessing recorded before ``resize_mode`` existed resized the shorter side.
+
+    Examples:
+        >>> _recorded({"preprocessing": {"crop_size": 224}}, "preprocessing")
+        {'crop_size': 224, 'resize_mode': 'shorter'}
+    """
+    value = entry.get(field)
+    if field == "preprocessing" and value:
+        return {**value, "resize_mode": value.get("resize_mode", "shorter")}
+    return value
+
+
+def _squash(prep: Mapping[str, Any]) -> str:
+    """`` (squash)`` when the image is warped to a square before the crop (``resize_mode``), else nothing."""
+    return " (squash)" if prep.get("resize_mode") == "squash" else ""
+
+
 def _backbone_section(dataset: str, backbone: str, results: pd.DataFrame, ranked: pd.Series, frame: pd.DataFrame,
                       meta: Mapping[str, Any], metas: List[Dict[str, Any]], out: Path,
                       short: Mapping[str, int], data_line: str) -> Tuple[List[str], tuple]:
     """The markdown lines of one backbone, and its table for the LaTeX (cells, bold, caption, label)."""
     prep = meta.get("preprocessing") or {}
     lines = [f"## {dataset} / {backbone}", "",
-             f"Preprocessing: resize {prep.get('resize_size')} → crop {prep.get('crop_size')} "
+             f"Preprocessing: resize {prep.get('resize_size')}{_squash(prep)} → crop {prep.get('crop_size')} "
              f"({prep.get('interpolation')}), mean {prep.get('mean')}, std {prep.get('std')}; weights: "
              f"{_weights(backbone, meta.get('weights'))}.",
              "", data_line, ""]

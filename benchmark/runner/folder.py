@@ -48,6 +48,7 @@ from benchmark.runner.sharing import (  # noqa: F401  (re-exported: the folder's
     write_json,
 )
 from benchmark.runner.versions import environment, package_versions
+from benchmark.runtime.preprocessing import recorded_preprocessing
 
 __all__ = ["FolderLocked", "LOCK_NAME", "READY_NAME", "SettingsDiffer", "announce_ready", "atomic_write",
            "await_ready", "backbone_complete", "check_backbone", "discard_unsharded", "discard_unused",
@@ -262,8 +263,8 @@ def check_backbone(out: Path, backbone: str, layers: Mapping[str, Mapping[str, s
         SettingsDiffer: naming each differing method layer or preprocessing field, or both weight hashes.
     """
     recorded = json.loads((out / "run.json").read_text())["backbones"].get(backbone, {})
-    now = json.loads(json.dumps(dict(preprocessing)))  # tuples as the JSON lists recorded
-    prep = fingerprint_diff(recorded.get("preprocessing", now), now, values=True)
+    now = recorded_preprocessing(json.loads(json.dumps(dict(preprocessing))))  # tuples as the JSON lists recorded
+    prep = fingerprint_diff(recorded_preprocessing(recorded.get("preprocessing", now)), now, values=True)
     if prep:
         raise SettingsDiffer(f"{str(out)!r} holds results of {backbone} computed with other preprocessing "
                              f"({'; '.join(prep)}); resuming would mix them. Use another --out, or --overwrite true.")

@@ -29,8 +29,10 @@ Weights (``weights=``):
   ``transform_input=True`` as torchvision's builder sets it; any other file the random-init default (False).
 
 The model comes back in eval mode with frozen parameters, with its :class:`Preprocessing`
-taken from torchvision's weights transforms or timm's pretrained config. A timm config that this
-Preprocessing cannot reproduce (``crop_mode`` ``squash``/``border``, a non-square ``input_size``) is refused.
+taken from torchvision's weights transforms or timm's pretrained config (timm's ``crop_mode`` "center" is
+``resize_mode="shorter"``, "squash" is ``resize_mode="squash"``: both resize to ``floor(img_size / crop_pct)``
+then centre-crop ``img_size``). A timm config that this Preprocessing cannot reproduce (``crop_mode``
+``border``, a non-square ``input_size``) is refused.
 
 Synthetic backbones exist to be used trained: for them ``weights=None`` (and ``"default"``) loads
 the checkpoint shipped in the package, ``"random"`` gives a random initialisation, and a path
@@ -166,9 +168,9 @@ def _torchvision(name: str, weights: Optional[str], num_classes: Optional[int]) 
                                          tf.interpolation.value))
 
 
-#: timm ``crop_mode`` values other than "center", and what timm does for them (timm.data.transforms_factory)
-_CROP_MODES = {"squash": "warps the image to the square resize size before the centre crop",
-               "border": "resizes the longer side and pads the borders to a square"}
+#: timm ``crop_mode`` values cam-bench refuses, and what timm does for them (timm.data.transforms_factory);
+#: "center" and "squash" become ``resize_mode`` "shorter" and "squash"
+_CROP_MODES = {"border": "resizes the longer side and pads the borders to a square"}
 
 
 def _timm_hub_file(cfg: Dict[str, Any]) -> Path:
@@ -199,11 +201,12 @@ def _timm(name: str, weights: Optional[str], num_classes: Optional[int]) -> Back
         raise ValueError(f"Expected a square input size for timm/{name}, but its pretrained config ({tag}) gives "
                          f"{height} x {width}, which cam-bench's Preprocessing (square centre crop) cannot feed; "
                          "choose another model or tag with a square input_size.")
-    if cfg.get("crop_mode", "center") not in (None, "center"):
-        raise ValueError(f"Expected timm's crop_mode 'center' for timm/{name}, but its pretrained config ({tag}) uses "
-                         f"{cfg['crop_mode']!r} (timm then {_CROP_MODES.get(cfg['crop_mode'], 'does another step')}), "
-                         "which cam-bench's Preprocessing (resize the shorter side, centre-crop) does not reproduce; "
-                         "choose a tag with crop_mode 'center' (see timm.list_pretrained).")
+    crop_mode = cfg.get("crop_mode") or "center"
+    if crop_mode not in ("center", "squash"):
+        raise ValueError(f"Expected timm's crop_mode 'center' or 'squash' for timm/{name}, but its pretrained config "
+                         f"({tag}) uses {crop_mode!r} (timm then {_CROP_MODES.get(crop_mode, 'does another step')}), "
+                         "which cam-bench's Preprocessing (resize the shorter side or squash, centre-crop) does not "
+                         "reproduce; choose a tag with crop_mode 'center' or 'squash' (see timm.list_pretrained).")
     if is_checkpoint_path(weights):
         load_checkpoint(model, weights)
     elif weights is not None:
@@ -211,9 +214,10 @@ def _timm(name: str, weights: Optional[str], num_classes: Optional[int]) -> Back
             raise ValueError(f"Expected `weights` to be None, 'default' or a file path for timm, but got {weights!r}.")
         path = _timm_hub_file(model.pretrained_cfg)
         model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
-    resize = int(math.floor(height / cfg["crop_pct"]))
+    resize = int(math.floor(height / cfg["crop_pct"]))  # timm's scale_size (transforms_imagenet_eval)
+    mode = "squash" if crop_mode == "squash" else "shorter"  # squash: Resize((scale_size, scale_size)), CenterCrop
     return Backbone(model, Preprocessing((channels, height, width), resize, height, tuple(cfg["mean"]),
-                                         tuple(cfg["std"]), cfg["interpolation"]))
+                                         tuple(cfg["std"]), cfg["interpolation"], mode))
 
 
 def _synthetic(name: str, weights: Optional[str], num_classes: Optional[int]) -> Backbone:

@@ -174,6 +174,18 @@ def _side(size: Any, what: str) -> int:
     return int(side)
 
 
+def _resize_mode(name: str, size: Any, base: int, crop_pct: Any) -> str:
+    """"squash" where transformers warps to ``base x base``: a ``{height, width}`` size (its backend's
+    ``resize``), except PoolFormer with ``crop_pct`` (it resizes the shortest edge to ``int(height / crop_pct)``);
+    ConvNeXt (``shortest_edge`` only) warps for ``base >= 384``. Otherwise "shorter"."""
+    get = size.get if hasattr(size, "get") else lambda key: getattr(size, key, None)
+    if name == "ConvNextImageProcessor":
+        return "squash" if base >= 384 else "shorter"
+    if get("shortest_edge") or (name == "PoolFormerImageProcessor" and crop_pct):
+        return "shorter"
+    return "squash"
+
+
 def _steps(processor: Any) -> Dict[str, Any]:
     """The processor's settings (``to_dict()``, else its attributes)."""
     return dict(processor.to_dict()) if hasattr(processor, "to_dict") else dict(vars(processor))
@@ -205,10 +217,11 @@ def hf_preprocessing(processor: Any, num_channels: int = 3) -> Preprocessing:
     ``do_center_crop``, else ``base``; the resize is ``base``, or ``int(base / crop_pct)`` when the processor
     has ``crop_pct`` (ConvNeXt, PoolFormer; ConvNeXt, which has no centre-crop step, warps to ``base`` for
     ``base >= 384``), or ``int(256 / 224 * base)`` for LeViT's ``shortest_edge`` (its fixed rule). A
-    ``{"height", "width"}`` resize warps in transformers but resizes the shorter side here (the same for
-    square images). ``resample`` 0/2/3 (PIL) -> nearest/bilinear/bicubic; mean 0 and std 1 when
-    ``do_normalize`` is false; EfficientNet's ``include_top`` divides by ``image_std`` once more, which is
-    the std ``std * image_std``.
+    ``{"height", "width"}`` resize warps any image to a square in transformers, and so here
+    (``resize_mode="squash"``; so does ConvNeXt at ``base >= 384``), except PoolFormer with ``crop_pct``, which
+    resizes the shortest edge (``resize_mode="shorter"``, as for every ``shortest_edge`` size). ``resample``
+    0/2/3 (PIL) -> nearest/bilinear/bicubic; mean 0 and std 1 when ``do_normalize`` is false; EfficientNet's
+    ``include_top`` divides by ``image_std`` once more, which is the std ``std * image_std``.
 
     Raises:
         ValueError: an unverified processor or an untranslated step (the message says what to pass), a
@@ -217,11 +230,11 @@ def hf_preprocessing(processor: Any, num_channels: int = 3) -> Preprocessing:
     Examples:
         >>> from transformers import ConvNextImageProcessor, MobileViTImageProcessor, ViTImageProcessor
         >>> p = hf_preprocessing(ViTImageProcessor(size={"height": 32, "width": 32}))
-        >>> p.input_size, p.resize_size, p.crop_size, p.mean, p.interpolation
-        ((3, 32, 32), 32, 32, (0.5, 0.5, 0.5), 'bilinear')
+        >>> p.input_size, p.resize_size, p.crop_size, p.mean, p.interpolation, p.resize_mode
+        ((3, 32, 32), 32, 32, (0.5, 0.5, 0.5), 'bilinear', 'squash')
         >>> p = hf_preprocessing(ConvNextImageProcessor(size={"shortest_edge": 224}, crop_pct=0.875))
-        >>> p.resize_size, p.crop_size, p.interpolation
-        (256, 224, 'bicubic')
+        >>> p.resize_size, p.crop_size, p.interpolation, p.resize_mode
+        (256, 224, 'bicubic', 'shorter')
         >>> try:
         ...     hf_preprocessing(MobileViTImageProcessor())
         ... except ValueError as err:
@@ -262,7 +275,13 @@ def hf_preprocessing(processor: Any, num_channels: int = 3) -> Preprocessing:
         mean, std = (0.0,) * num_channels, (1.0,) * num_channels
     if name == "EfficientNetImageProcessor" and getattr(processor, "include_top", False):
         std = tuple(s * float(t) for s, t in zip(std, processor.image_std))  # a second division by image_std
-    return Preprocessing((num_channels, crop, crop), resize, crop, mean, std, interpolation)
+    mode = _resize_mode(name, processor.size, base, crop_pct)
+    if mode == "shorter" and not center and not crop_pct:  # transformers keeps the aspect ratio: no square input
+        raise ValueError(f"{name} resizes the shortest edge to {base} without a centre crop, so transformers feeds "
+                         "images of other aspect ratios at their own shape, which cam-bench's square input cannot "
+                         "reproduce; give the model a processor with a centre crop (or a square {height, width} "
+                         "size) in a copy of its directory, then load `hf//path/to/copy`.")
+    return Preprocessing((num_channels, crop, crop), resize, crop, mean, std, interpolation, mode)
 
 
 def _local(what: str, spec: str, path: Path, load, **kwargs: Any) -> Any:
