@@ -139,12 +139,25 @@ def _run(args: Any) -> int:
     trainer = options.pop("trainer", None) or {}
     for key in ("config", "__path__"):
         options.pop(key, None)
-    out = run_benchmark(RunConfig(**options), trainer={k: v for k, v in trainer.items() if v is not None},
-                        command=" ".join(["cam-bench", *sys.argv[1:]]))
+    try:
+        out = run_benchmark(RunConfig(**options), trainer={k: v for k, v in trainer.items() if v is not None},
+                            command=" ".join(["cam-bench", *sys.argv[1:]]))
+    finally:
+        _end_process_group()
     if rank_zero_only.rank == 0:
         print((out / "leaderboard.md").read_text())
         print(f"Results in {out}: results.csv, leaderboard.md, leaderboard.tex, figures/, per_sample/")
     return 0
+
+
+def _end_process_group() -> None:
+    """Destroy the process group a distributed run initialised, while the interpreter is fully alive: left to
+    interpreter shutdown, gloo's worker threads can abort the process (SIGABRT, "terminate called without an
+    active exception") after every file was written, and the run would report failure."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _leaderboard(args: Any) -> int:

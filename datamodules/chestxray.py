@@ -104,7 +104,7 @@ def chestxray_preprocessing(size: int = 224) -> Preprocessing:
     Examples:
         >>> chestxray_preprocessing()
         Preprocessing(input_size=(3, 224, 224), resize_size=224, crop_size=224, mean=(0.485, 0.456, 0.406), \
-std=(0.229, 0.224, 0.225), interpolation='bilinear')
+std=(0.229, 0.224, 0.225), interpolation='bilinear', resize_mode='shorter')
     """
     size = check_positive_int(size, "size")
     return Preprocessing((3, size, size), size, size, IMAGENET_MEAN, IMAGENET_STD, "bilinear")

@@ -30,6 +30,8 @@ SCRIPT = textwrap.dedent("""
     trainer.predict(module, datamodule=data, return_predictions=False)
     with open(f"{sys.argv[1]}/results_rank{trainer.global_rank}.json", "w") as handle:
         json.dump(module.results, handle)
+    if torch.distributed.is_initialized():  # before interpreter shutdown, where gloo's threads can abort (SIGABRT)
+        torch.distributed.destroy_process_group()
 """)
 
 
@@ -146,11 +148,13 @@ METRIC_SCRIPT = textwrap.dedent("""
     os.makedirs(sys.argv[1], exist_ok=True)
     with open(f"{sys.argv[1]}/results_rank{trainer.global_rank}.json", "w") as handle:
         json.dump(module.results, handle)
+    if torch.distributed.is_initialized():  # before interpreter shutdown, where gloo's threads can abort (SIGABRT)
+        torch.distributed.destroy_process_group()
 """)
 
 
 DATA_SCRIPT = textwrap.dedent("""
-    import json, sys, pytorch_lightning as pl
+    import json, sys, torch, pytorch_lightning as pl
     from benchmark.runtime.backbones import create_backbone
     from benchmark.runtime.module import ExplainerModule
     from callbacks import PerSampleWriter
@@ -176,6 +180,8 @@ DATA_SCRIPT = textwrap.dedent("""
     trainer.predict(module, datamodule=data, return_predictions=False)
     with open(f"{sys.argv[1]}/results_rank{trainer.global_rank}.json", "w") as handle:
         json.dump({"results": module.results, "report": module.data_report}, handle)
+    if torch.distributed.is_initialized():  # before interpreter shutdown, where gloo's threads can abort (SIGABRT)
+        torch.distributed.destroy_process_group()
 """)
 
 
