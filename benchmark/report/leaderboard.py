@@ -33,7 +33,7 @@ from benchmark.report.reliability_report import reliability_section
 from benchmark.report.results import RunsDiffer, data_report, read_per_sample, reduce_per_sample, write_results_csv
 from benchmark.report.sanity import sanity_section
 from benchmark.report.stats import degenerate_maps, on_most, rankable, unranked_methods
-from benchmark.runner.folder import fingerprint_diff, incomplete, run_gaps, safe_name
+from benchmark.runner.folder import fingerprint_diff, incomplete, recorded_preprocessing, run_gaps, safe_name
 
 __all__ = ["COLUMNS", "IncompleteRuns", "RunsDiffer", "incomplete", "load_runs", "render_runs", "run_gaps"]
 
@@ -241,9 +241,7 @@ def _recorded(entry: Mapping[str, Any], field: str) -> Any:
         {'crop_size': 224, 'resize_mode': 'shorter'}
     """
     value = entry.get(field)
-    if field == "preprocessing" and value:
-        return {**value, "resize_mode": value.get("resize_mode", "shorter")}
-    return value
+    return recorded_preprocessing(value) if field == "preprocessing" and value else value
 
 
 def _squash(prep: Mapping[str, Any]) -> str:

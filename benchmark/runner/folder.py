@@ -48,12 +48,13 @@ from benchmark.runner.sharing import (  # noqa: F401  (re-exported: the folder's
     write_json,
 )
 from benchmark.runner.versions import environment, package_versions
-from benchmark.runtime.preprocessing import recorded_preprocessing
+from benchmark.runtime.preprocessing import recorded_preprocessing  # also the reports' (they import no runtime)
 
 __all__ = ["FolderLocked", "LOCK_NAME", "READY_NAME", "SettingsDiffer", "announce_ready", "atomic_write",
            "await_ready", "backbone_complete", "check_backbone", "discard_unsharded", "discard_unused",
            "finished_shards", "fingerprint_diff", "folder_lock", "incomplete", "launch_token", "num_shards",
-           "open_attempt", "prepare", "record_backbone", "record_config", "run_gaps", "safe_name",
+           "open_attempt", "prepare", "record_backbone", "record_config", "recorded_preprocessing", "run_gaps",
+           "safe_name",
            "shard_rows", "weights_hash", "write_json"]
 
 log = logging.getLogger("cam_bench.run")
